@@ -1,0 +1,221 @@
+"""One repeat in one fresh process: apply the knobs, import TF, run, fingerprint, write the record.
+
+Started by the harness as `python -m scenarios._worker SPEC_JSON`. A failure
+exits non-zero with the traceback on stderr; the harness turns that into an
+`error` record, so only measured outputs are ever written from here.
+"""
+
+from __future__ import annotations
+
+import time
+
+_PROCESS_START = time.perf_counter()
+
+import hashlib  # noqa: E402  (the clock above must start first)
+import importlib  # noqa: E402
+import importlib.metadata  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import uuid  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from scenarios import _records  # noqa: E402
+
+# ISA extensions that decide which CPU kernels oneDNN and Eigen pick.
+ISA_FLAGS = (
+    "sse4_1", "sse4_2", "fma", "f16c", "avx", "avx2", "avx_vnni", "avx512f", "avx512dq", "avx512cd",
+    "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
+)  # fmt: skip
+
+
+def apply_env_knobs(knobs: dict[str, Any]) -> None:
+    """Knobs TF reads from the environment while it loads: must run before `import tensorflow`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if knobs.get("onednn") is not None:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if knobs["onednn"] else "0"
+    if knobs.get("op_determinism"):
+        # Read by TF before 2.8; later versions use enable_op_determinism() below.
+        os.environ["TF_DETERMINISTIC_OPS"] = "1"
+
+
+def configure_tf(tf: Any, knobs: dict[str, Any]) -> None:
+    """Knobs that must be set after import but before TF creates its runtime."""
+    if knobs.get("intra_op_threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(int(knobs["intra_op_threads"]))
+    if knobs.get("inter_op_threads"):
+        tf.config.threading.set_inter_op_parallelism_threads(int(knobs["inter_op_threads"]))
+    if knobs.get("op_determinism") and hasattr(tf.config.experimental, "enable_op_determinism"):
+        tf.config.experimental.enable_op_determinism()
+
+
+def knobs_in_force(tf: Any, requested: dict[str, Any]) -> dict[str, Any]:
+    """What TF reports back, which is what the record trusts, beside what was asked for."""
+    in_force: dict[str, Any] = {
+        "requested": requested,
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
+    try:  # private module, present in every TF 2.x
+        from tensorflow.python.util import _pywrap_util_port
+
+        in_force["onednn"] = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        in_force["onednn"] = None
+    try:
+        from tensorflow.python.framework import config as tf_framework_config
+
+        in_force["op_determinism"] = bool(tf_framework_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):
+        in_force["op_determinism"] = os.environ.get("TF_DETERMINISTIC_OPS") == "1"
+    return in_force
+
+
+def _cpu() -> dict[str, Any]:
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and model is None:
+                model = value
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "model": model or platform.processor() or None,
+        "machine": platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "isa": sorted(flag for flag in ISA_FLAGS if flag in flags),
+        "flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest() if flags else None,
+    }
+
+
+def _gpus(tf: Any) -> list[dict[str, Any]]:
+    driver = None
+    try:
+        driver = Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
+    except (OSError, IndexError):
+        pass
+    found = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        capability = details.get("compute_capability")
+        found.append(
+            {
+                "name": details.get("device_name", device.name),
+                "compute_capability": ".".join(map(str, capability)) if capability else None,
+                "driver": driver,
+            }
+        )
+    return found
+
+
+def _packages() -> dict[str, Any]:
+    names = sorted(
+        {f"{dist.metadata['Name']}=={dist.version}".lower() for dist in importlib.metadata.distributions()}
+    )
+    return {"count": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def fingerprint(tf: Any, np: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    # Where TF places a fresh variable is where the scenario's models were placed.
+    placement = tf.Variable(0.0).device or ""
+    keras_version = getattr(tf.keras, "__version__", None) or _version("keras")
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras_version,
+        "numpy": np.__version__,
+        "build_info": json.loads(json.dumps(dict(tf.sysconfig.get_build_info()), default=str)),
+        "gpus": _gpus(tf),
+        "ran_on": "gpu" if "GPU" in placement.upper() else "cpu",
+        "cpu": _cpu(),
+        "packages": _packages(),
+        "image": spec.get("image") or {},
+        "libc": "-".join(platform.libc_ver()) or None,
+    }
+
+
+def check_outputs(outputs: Any) -> dict[str, Any]:
+    """Flatten {"model1": {...}, "model2": {...}} to named arrays, or say what is wrong."""
+    import numpy as np
+
+    if not isinstance(outputs, dict) or set(outputs) != {"model1", "model2"}:
+        raise TypeError("run() must return a dict with exactly the keys 'model1' and 'model2'")
+    arrays = {}
+    for model, named in outputs.items():
+        if not isinstance(named, dict) or not named:
+            raise TypeError(f"run()[{model!r}] must be a non-empty dict of arrays")
+        for name, array in named.items():
+            arrays[f"{model}.{name}"] = np.asarray(array)
+    if set(outputs["model1"]) != set(outputs["model2"]):
+        raise TypeError("model1 and model2 must return the same array names")
+    return arrays
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    knobs = spec.get("knobs", {})
+    apply_env_knobs(knobs)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    before_import = time.perf_counter()
+    import numpy as np
+    import tensorflow as tf
+
+    import_seconds = time.perf_counter() - before_import
+    configure_tf(tf, knobs)
+
+    module = importlib.import_module(f"scenarios.{spec['scenario']}")
+    before_run = time.perf_counter()
+    arrays = check_outputs(module.run(spec["variant"], spec["seed"]))
+    scenario_seconds = time.perf_counter() - before_run
+
+    names = sorted({name.split(".", 1)[1] for name in arrays})
+    identical = all(
+        _records.canonical_bytes(arrays[f"model1.{n}"]) == _records.canonical_bytes(arrays[f"model2.{n}"])
+        for n in names
+    )
+    record = {
+        "schema": _records.SCHEMA,
+        "process_id": uuid.uuid4().hex,
+        "started_at": started,
+        "cell": spec.get("cell") or {},
+        "scenario": spec["scenario"],
+        "variant": spec["variant"],
+        "seed": spec["seed"],
+        "repeat": spec["repeat"],
+        "status": "ok",
+        "error": None,
+        "outputs": {name: _records.describe(array) for name, array in sorted(arrays.items())},
+        "in_process_identical": identical,
+        "knobs": knobs_in_force(tf, knobs),
+        "environment": fingerprint(tf, np, spec),
+        "timings": {
+            "tf_import_s": round(import_seconds, 4),
+            "scenario_s": round(scenario_seconds, 4),
+            "process_wall_s": round(time.perf_counter() - _PROCESS_START, 4),
+        },
+        "reuse_key": spec.get("reuse_key"),
+    }
+    path = Path(spec["record"])
+    _records.write_npz(path.with_suffix(".npz"), arrays)
+    _records.write_json(path, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
