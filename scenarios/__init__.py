@@ -56,24 +56,14 @@ def _inspect(path: Path) -> Scenario:
     info = Scenario(name, path, (), summary[0] if summary else "")
     if not has_run:
         return replace(info, problem="defines no top-level run(variant, seed)")
-    if (
-        not isinstance(variants, (tuple, list))
-        or not variants
-        or any(v not in KNOWN_VARIANTS for v in variants)
-    ):
-        return replace(
-            info, problem=f"VARIANTS must be a literal tuple drawn from {KNOWN_VARIANTS}, got {variants!r}"
-        )
+    if not isinstance(variants, (tuple, list)) or not variants or any(v not in KNOWN_VARIANTS for v in variants):
+        return replace(info, problem=f"VARIANTS must be a literal tuple drawn from {KNOWN_VARIANTS}, got {variants!r}")
     return replace(info, variants=tuple(variants))
 
 
 def discover(directory: Path = SCENARIOS_DIR) -> dict[str, Scenario]:
     """Every scenario module in `directory`, by name, including ones that break the contract."""
-    return {
-        path.stem: _inspect(path)
-        for path in sorted(directory.glob("*.py"))
-        if not path.name.startswith("_")
-    }
+    return {path.stem: _inspect(path) for path in sorted(directory.glob("*.py")) if not path.name.startswith("_")}
 
 
 def source_digest(scenario: Scenario) -> str:

@@ -53,6 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cell-json", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--image-json", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--environment-key", help=argparse.SUPPRESS)
+    parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
     args = parser.parse_args(argv)
     if not args.list and args.out is None:
         parser.error("--out DIR is required")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeat):
             path = _records.record_path(args.out, name, variant, repeat)
             label = f"{name}-{variant} #{repeat}"
-            if key and _records.is_reusable(path, key):
+            if key and not args.force and _records.is_reusable(path, key):
                 counts["reused"] += 1
                 continue
             if info is None:

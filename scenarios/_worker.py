@@ -19,7 +19,7 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import uuid  # noqa: E402
-from datetime import datetime, timezone  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -117,9 +117,7 @@ def _gpus(tf: Any) -> list[dict[str, Any]]:
 
 
 def _packages() -> dict[str, Any]:
-    names = sorted(
-        {f"{dist.metadata['Name']}=={dist.version}".lower() for dist in importlib.metadata.distributions()}
-    )
+    names = sorted({f"{dist.metadata['Name']}=={dist.version}".lower() for dist in importlib.metadata.distributions()})
     return {"count": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
 
 
@@ -170,7 +168,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     knobs = spec.get("knobs", {})
     apply_env_knobs(knobs)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
 
     before_import = time.perf_counter()
     import numpy as np

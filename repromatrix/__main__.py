@@ -1,0 +1,5 @@
+import sys
+
+from repromatrix.cli import main
+
+sys.exit(main())

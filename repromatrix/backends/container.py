@@ -1,0 +1,305 @@
+"""The Docker backend: one image per cell environment, one hardened container per cell.
+
+Works against any Docker-API engine docker-py reaches from the environment
+(`DOCKER_HOST`), Podman's compatible socket included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import scenarios
+from repromatrix import cleanup, locks
+from repromatrix.backends import HarnessRun, Prepared, cache_dir
+from repromatrix.errors import CellError, EngineUnavailableError
+from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings
+
+RECIPES_DIR = REPO_ROOT / "docker"
+LABEL = "org.repromatrix"
+MANAGED = {f"{LABEL}.managed": "true"}
+# Where the container sees the scenarios (read-only) and the cell's results (the only writable mount).
+CONTAINER_CODE = "/opt/repromatrix"
+CONTAINER_RESULTS = "/results"
+NOBODY = "65534:65534"
+BUILD_LOG_LINES = 30
+# Grace on top of the per-repeat timeouts, for container start and teardown.
+CONTAINER_GRACE_S = 120.0
+
+
+def _engine_hint() -> str:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return (
+        f"no Docker engine answers at {host}; start one (systemctl start docker, or `dockerd &`), "
+        "point DOCKER_HOST at it (Podman: unix:///run/podman/podman.sock), or use --backend local"
+    )
+
+
+@dataclass(frozen=True)
+class DockerEngine:
+    """The engine, as docker-py reaches it from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY...)."""
+
+    timeout: int = 120
+
+    def client(self) -> Any:
+        import docker
+
+        try:
+            api = docker.from_env(timeout=self.timeout).api
+            api.ping()
+        except Exception as exc:
+            raise EngineUnavailableError(f"{_engine_hint()} ({type(exc).__name__})") from None
+        return api
+
+    def reachable(self) -> str | None:
+        """None if the engine answers, else why not."""
+        try:
+            self.client()
+        except EngineUnavailableError as exc:
+            return exc.message
+        return None
+
+
+@dataclass
+class DockerBackend:
+    settings: DockerSettings = field(default_factory=DockerSettings)
+    engine: DockerEngine = field(default_factory=DockerEngine)
+    verbose: bool = False
+    name: str = "docker"
+    _api: Any = field(default=None, init=False, repr=False)
+    _build_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def api(self) -> Any:
+        with self._guard:
+            if self._api is None:
+                self._api = self.engine.client()
+            return self._api
+
+    # -- recipes -------------------------------------------------------------
+
+    def _lock(self, cell: Cell) -> Path | None:
+        if cell.recipe != "pip":
+            return None
+        try:
+            return locks.find_or_create(cell.tf, cell.device, cache_dir(), self.settings.index_url)
+        except locks.LockError as exc:
+            raise CellError(cell.id, str(exc)) from None
+
+    def _build_args(self, cell: Cell) -> dict[str, str]:
+        if cell.recipe == "official":
+            suffix = "-gpu" if cell.device == "cuda" else ""
+            return {"TF_IMAGE": f"{self.settings.official_image}:{cell.tf}{suffix}"}
+        return {"BASE_IMAGE": self.settings.base_image, "INDEX_URL": self.settings.index_url}
+
+    def _extra_ca(self, cell: Cell) -> bytes:
+        if not self.settings.extra_ca:
+            return b""
+        try:
+            return Path(self.settings.extra_ca).expanduser().read_bytes()
+        except OSError as exc:
+            raise CellError(
+                cell.id, f"extra CA bundle {self.settings.extra_ca}: {exc.strerror}; fix [docker].extra_ca"
+            ) from None
+
+    def _context_files(self, cell: Cell) -> dict[str, bytes]:
+        files = {"Dockerfile": (RECIPES_DIR / f"Dockerfile.{cell.recipe}").read_bytes()}
+        lock = self._lock(cell)
+        if lock is not None:
+            files["requirements.lock"] = lock.read_bytes()
+            files["extra-ca.pem"] = self._extra_ca(cell)
+        return files
+
+    def image_tag(self, cell: Cell) -> str:
+        """Content-addressed: recipe, build arguments and lock. An unchanged cell is never rebuilt."""
+        sha = hashlib.sha256()
+        for name, content in sorted(self._context_files(cell).items()):
+            sha.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+        sha.update(json.dumps(self._build_args(cell), sort_keys=True).encode())
+        return f"repromatrix/tf:{cell.tf}-{cell.device}-{cell.recipe}-{sha.hexdigest()[:16]}"
+
+    def _image_id(self, tag: str) -> str | None:
+        import docker
+
+        try:
+            return self.api.inspect_image(tag)["Id"]
+        except docker.errors.ImageNotFound:
+            return None
+
+    # -- Backend protocol ----------------------------------------------------
+
+    def environment_key(self, cell: Cell) -> str:
+        # The image id when the image exists: a rebuilt image (new base layers) is a new environment.
+        tag = self.image_tag(cell)
+        return self._image_id(tag) or f"unbuilt:{tag}"
+
+    def skip_reason(self, cell: Cell) -> str | None:
+        if cell.device != "cuda":
+            return None
+        runtimes = sorted(self.api.info().get("Runtimes", {}))
+        if not any("nvidia" in runtime for runtime in runtimes):
+            return (
+                f"the Docker engine has no NVIDIA runtime (runtimes: {', '.join(runtimes) or 'none'}); "
+                "install nvidia-container-toolkit on a host with an NVIDIA GPU"
+            )
+        return None
+
+    def prepare(self, cell: Cell, verbose: bool) -> Prepared:
+        tag = self.image_tag(cell)
+        with self._guard:
+            build_lock = self._build_locks.setdefault(tag, threading.Lock())
+        with build_lock:
+            image_id = self._image_id(tag)
+            if image_id is None:
+                image_id = self._build(cell, tag, verbose or self.verbose)
+        base = next(iter(self._build_args(cell).values()))
+        return Prepared(
+            key=image_id,
+            description={"backend": self.name, "tag": tag, "id": image_id, "base": base},
+            handle=image_id,
+        )
+
+    def _build(self, cell: Cell, tag: str, verbose: bool) -> str:
+        print(f"{cell.id}: building {tag}", flush=True)
+        labels = {
+            **MANAGED,
+            f"{LABEL}.recipe": cell.recipe,
+            f"{LABEL}.tf": cell.tf,
+            f"{LABEL}.device": cell.device,
+            f"{LABEL}.base": next(iter(self._build_args(cell).values())),
+            f"{LABEL}.cell-environment": f"tf{cell.tf}-{cell.device}-{cell.recipe}",
+        }
+        tail: deque[str] = deque(maxlen=BUILD_LOG_LINES)
+        with tempfile.TemporaryDirectory(prefix="repromatrix-build-") as context:
+            for name, content in self._context_files(cell).items():
+                Path(context, name).write_bytes(content)
+            try:
+                stream = self.api.build(
+                    path=context,
+                    tag=tag,
+                    buildargs=self._build_args(cell),
+                    labels=labels,
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    decode=True,
+                )
+                for chunk in stream:
+                    error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+                    text = error or chunk.get("stream") or chunk.get("status") or ""
+                    for line in text.splitlines():
+                        if line.strip():
+                            tail.append(line.rstrip())
+                            if verbose:
+                                print(f"{cell.id} | {line.rstrip()}", flush=True)
+                    if error:
+                        raise CellError(cell.id, f"image build failed: {error.strip()}", "\n".join(tail))
+            except CellError:
+                raise
+            except Exception as exc:
+                raise CellError(cell.id, f"image build failed: {exc}", "\n".join(tail)) from None
+        image_id = self._image_id(tag)
+        if image_id is None:
+            raise CellError(cell.id, "image build reported success but left no image", "\n".join(tail))
+        return image_id
+
+    @contextmanager
+    def container(self, cell: Cell, **create: Any) -> Iterator[str]:
+        """A created container, force-removed on every way out, Ctrl-C included."""
+        name = f"repromatrix-{cell.id}-{uuid.uuid4().hex[:8]}"
+        container_id = self.api.create_container(name=name, **create)["Id"]
+
+        def remove() -> None:
+            self.api.remove_container(container_id, force=True, v=True)
+
+        try:
+            with cleanup.registered(remove):
+                yield container_id
+        finally:
+            try:
+                remove()
+            except Exception:
+                pass
+
+    def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
+        import requests
+
+        import docker
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        user = NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
+        if user == NOBODY:
+            # Root on the host: the container runs as nobody, which must be able to write here.
+            for path in [out_dir, *out_dir.rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o777)
+        host_config = self.api.create_host_config(
+            binds={
+                str(scenarios.SCENARIOS_DIR): {"bind": f"{CONTAINER_CODE}/scenarios", "mode": "ro"},
+                str(out_dir.resolve()): {"bind": CONTAINER_RESULTS, "mode": "rw"},
+            },
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=1g,mode=1777"},
+            mem_limit=self.settings.memory,
+            memswap_limit=self.settings.memory,
+            nano_cpus=int(self.settings.cpus * 1e9),
+            pids_limit=self.settings.pids,
+            device_requests=(
+                [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if cell.device == "cuda" else None
+            ),
+        )
+        command = ["python3", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
+        try:
+            with self.container(
+                cell,
+                image=prepared.handle,
+                command=command,
+                user=user,
+                environment={"HOME": "/tmp", "PYTHONPATH": CONTAINER_CODE, "PYTHONDONTWRITEBYTECODE": "1"},
+                host_config=host_config,
+                labels={**MANAGED, f"{LABEL}.cell": cell.id},
+                working_dir="/tmp",
+                network_disabled=True,
+            ) as container_id:
+                self.api.start(container_id)
+                try:
+                    status = self.api.wait(container_id, timeout=timeout)
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    stderr = self._logs(container_id, stderr=True)
+                    raise CellError(cell.id, f"container timed out after {timeout:g} s", stderr) from None
+                stdout = self._logs(container_id, stdout=True)
+                stderr = self._logs(container_id, stderr=True)
+        except docker.errors.APIError as exc:
+            raise CellError(cell.id, f"container could not run: {exc.explanation or exc}") from None
+        code = int(status.get("StatusCode", -1))
+        if code not in (0, 1):
+            # 1 is the harness's own "some repeats failed", which its records explain.
+            oom = " (killed: out of memory? raise [docker].memory)" if code == 137 else ""
+            raise CellError(cell.id, f"container exited with code {code}{oom}", stderr)
+        return HarnessRun(code, stdout, stderr)
+
+    def _logs(self, container_id: str, stdout: bool = False, stderr: bool = False) -> str:
+        try:
+            raw = self.api.logs(container_id, stdout=stdout, stderr=stderr)
+        except Exception:
+            return ""
+        return raw.decode(errors="replace")
+
+    def leftovers(self) -> list[str]:
+        """Names of containers this tool created that still exist (there should be none)."""
+        found = self.api.containers(all=True, filters={"label": f"{LABEL}.managed=true"})
+        return [name.lstrip("/") for container in found for name in container.get("Names", [])]

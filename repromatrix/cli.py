@@ -1,0 +1,207 @@
+"""`python -m repromatrix COMMAND`: what the nox sessions call.
+
+Every FatalError is caught here, once, and printed as one line with its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import scenarios
+from repromatrix import locks, matrix, runner
+from repromatrix.backends import Backend
+from repromatrix.backends.container import DockerBackend, DockerEngine
+from repromatrix.backends.local import LocalBackend
+from repromatrix.errors import CellsFailedError, ConfigurationError, FatalError
+from repromatrix.matrix import Cell, Matrix
+
+DEFAULT_RESULTS = Path("results/matrix")
+DEFAULT_REPORTS = Path("reports")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", type=Path, default=matrix.DEFAULT_MATRIX, help="matrix file (default: matrix.toml)")
+    parser.add_argument("--tf", type=_csv, help="only these TF versions, comma-separated")
+    parser.add_argument("--device", type=_csv, help="only these devices: cpu, cuda")
+    parser.add_argument("--cell", type=_csv, help="only these cell ids")
+
+
+def _environment(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("auto", "docker", "local"), default="auto", help="default: auto")
+    parser.add_argument("--base-image", help="override [docker].base_image")
+    parser.add_argument("--extra-ca", help="override [docker].extra_ca (a PEM bundle for pip in builds)")
+    parser.add_argument("--index-url", help="override [docker].index_url")
+    parser.add_argument("-v", "--verbose", action="store_true", help="stream build logs and scenario output")
+
+
+def _running(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"default: {DEFAULT_RESULTS}")
+    parser.add_argument("--jobs", type=int, default=runner.default_jobs(), help="cells at once (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
+
+
+def _reporting(parser: argparse.ArgumentParser, with_dirs: bool) -> None:
+    if with_dirs:
+        parser.add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
+    parser.add_argument("--baseline", type=Path, help="earlier results folder or report.json, for drift")
+    parser.add_argument("--out", type=Path, help=f"report folder (default: {DEFAULT_REPORTS}/NAME)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="repromatrix", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    plan = commands.add_parser("plan", help="list the cells")
+    _selection(plan)
+    plan.add_argument("--format", choices=("text", "ids", "json"), default="text")
+
+    build = commands.add_parser("build", help="build the images (or virtualenvs) of the cells")
+    _selection(build)
+    _environment(build)
+
+    run = commands.add_parser("run", help="run the missing repeats of the cells")
+    _selection(run)
+    _environment(run)
+    _running(run)
+
+    whole = commands.add_parser("matrix", help="plan, build, run and report")
+    _selection(whole)
+    _environment(whole)
+    _running(whole)
+    _reporting(whole, with_dirs=False)
+
+    report = commands.add_parser("report", help="render the report of one or more results folders")
+    _reporting(report, with_dirs=True)
+
+    lock = commands.add_parser("lock", help="regenerate docker/locks/ for the matrix's TF versions")
+    _selection(lock)
+    lock.add_argument("--index-url", default="", help="resolve against this index instead of PyPI")
+
+    base = commands.add_parser("base-image", help="build a base image from Debian's packages (no registry)")
+    base.add_argument("name", nargs="?", default="repromatrix/debian-python:bookworm")
+
+    bench = commands.add_parser("bench", help="measure warm re-runs, orchestration overhead, cached builds")
+    _selection(bench)
+    _environment(bench)
+    bench.add_argument("--results", type=Path, default=Path("results/bench"))
+    return top
+
+
+def load_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
+    found = scenarios.discover()
+    loaded = matrix.load(args.matrix, known_scenarios=list(found))
+    cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
+    overrides = {
+        key: value
+        for key, value in (
+            ("base_image", getattr(args, "base_image", None)),
+            ("extra_ca", getattr(args, "extra_ca", None)),
+            ("index_url", getattr(args, "index_url", None)),
+        )
+        if value is not None
+    }
+    if overrides:
+        loaded = replace(loaded, docker=replace(loaded.docker, **overrides))
+    return loaded, cells
+
+
+def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
+    local = LocalBackend(index_url=loaded.docker.index_url)
+    if args.backend == "local":
+        print("backend: local (chosen with --backend local)")
+        return local
+    engine = DockerEngine()
+    if args.backend == "docker":
+        engine.client()  # raises EngineUnavailableError with how to start one
+        print("backend: docker (chosen with --backend docker)")
+        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose)
+    reason = engine.reachable()
+    if reason is None:
+        print("backend: docker (a Docker engine answers; --backend local to use virtualenvs instead)")
+        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose)
+    print(f"backend: local ({reason})")
+    return local
+
+
+def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
+    loaded, cells = load_cells(args)
+    if args.jobs < 1:
+        raise ConfigurationError(f"--jobs {args.jobs}: must be 1 or more")
+    backend = choose_backend(args, loaded)
+    print(f"{len(cells)} cells × {len(runner.expected_repeats(loaded))} repeats → {args.results}")
+    options = runner.RunOptions(results=args.results, jobs=args.jobs, force=args.force, verbose=args.verbose)
+    outcomes = runner.run_matrix(backend, loaded, cells, options)
+    started = sum(outcome.started for outcome in outcomes)
+    states = {state: sum(o.state == state for o in outcomes) for state in ("ran", "up to date", "skipped", "error")}
+    print(f"scenario processes started: {started}; cells: " + ", ".join(f"{n} {s}" for s, n in states.items()))
+    return outcomes
+
+
+def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None) -> None:
+    import reporting
+
+    destination = out or DEFAULT_REPORTS / results_dirs[0].name
+    text = reporting.render_all(results_dirs, destination, baseline=baseline)
+    print(text)
+    print(f"report written to {destination}/ (report.md, report.html, report.json, report.csv)")
+
+
+def _failed(outcomes: list[runner.CellOutcome]) -> None:
+    failed = [o for o in outcomes if o.state == "error"]
+    if failed:
+        names = ", ".join(o.cell.id for o in failed)
+        raise CellsFailedError(f"{len(failed)} of {len(outcomes)} cells had errors ({names}); see the lines above")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "plan":
+            _, cells = load_cells(args)
+            if args.format == "json":
+                print(json.dumps([{"id": c.id, "device": c.device, "tf": c.tf} for c in cells]))
+            else:
+                for cell in cells:
+                    print(cell.id)
+        elif args.command == "build":
+            loaded, cells = load_cells(args)
+            failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)
+            if failures:
+                raise CellsFailedError(f"{len(failures)} image builds failed: {', '.join(c.id for c, _ in failures)}")
+        elif args.command == "run":
+            _failed(do_run(args))
+        elif args.command == "matrix":
+            outcomes = do_run(args)
+            do_report([args.results], args.baseline, args.out)
+            _failed(outcomes)
+        elif args.command == "report":
+            do_report(args.results_dirs, args.baseline, args.out)
+        elif args.command == "lock":
+            loaded, cells = load_cells(args)
+            for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
+                path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
+                print(f"locked {locks.requirement(tf, device)} → {path.relative_to(matrix.REPO_ROOT)}")
+        elif args.command == "base-image":
+            script = matrix.REPO_ROOT / "docker" / "base" / "build-debian-base.sh"
+            return subprocess.run(["bash", str(script), args.name], check=False).returncode
+        elif args.command == "bench":
+            from repromatrix import bench
+
+            loaded, cells = load_cells(args)
+            bench.run(choose_backend(args, loaded), loaded, cells, args.results)
+    except FatalError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.return_code
+    except KeyboardInterrupt:
+        print("interrupted; records written so far are kept, run again to resume", file=sys.stderr)
+        return 130
+    return 0

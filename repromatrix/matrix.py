@@ -1,0 +1,231 @@
+"""matrix.toml → validated cells.
+
+Standard library only: the noxfile imports this module to name its per-cell
+sessions before any virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from repromatrix.errors import ConfigurationError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MATRIX = REPO_ROOT / "matrix.toml"
+DEVICES = ("cpu", "cuda")
+RECIPES = ("pip", "official")
+TF_VERSION = re.compile(r"^2\.\d+\.\d+(\.post\d+)?$")
+MEMORY = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One environment: TF version × device × recipe × determinism knobs."""
+
+    tf: str
+    device: str
+    recipe: str = "pip"
+    onednn: bool = True
+    op_determinism: bool = False
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+    @property
+    def id(self) -> str:
+        parts = [f"tf{self.tf}", self.device]
+        if self.recipe != "pip":
+            parts.append(self.recipe)
+        parts += [f"onednn{int(self.onednn)}", f"det{int(self.op_determinism)}"]
+        if self.intra_op_threads:
+            parts.append(f"intra{self.intra_op_threads}")
+        if self.inter_op_threads:
+            parts.append(f"inter{self.inter_op_threads}")
+        return "-".join(parts)
+
+    @property
+    def environment(self) -> tuple[str, str, str]:
+        """Cells that differ only in knobs share one image or virtualenv."""
+        return (self.tf, self.device, self.recipe)
+
+    def params(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    base_image: str = "python:3.11-slim"
+    official_image: str = "tensorflow/tensorflow"
+    extra_ca: str = ""
+    index_url: str = ""
+    memory: str = "4g"
+    cpus: float = 2.0
+    pids: int = 512
+
+
+@dataclass(frozen=True)
+class Matrix:
+    cells: tuple[Cell, ...]
+    scenarios: tuple[str, ...]
+    repeats: int
+    seed: int
+    timeout: float
+    docker: DockerSettings
+    source: Path
+
+
+# key: (type, allowed values or None, default)
+_AXES: dict[str, tuple[type, tuple[Any, ...] | None, list[Any]]] = {
+    "tf": (str, None, ["2.15.1", "2.16.2", "2.21.0"]),
+    "device": (str, DEVICES, ["cpu"]),
+    "recipe": (str, RECIPES, ["pip"]),
+    "onednn": (bool, (True, False), [True]),
+    "op_determinism": (bool, (True, False), [False]),
+    "intra_op_threads": (int, None, [0]),
+    "inter_op_threads": (int, None, [0]),
+}
+_RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {
+    "scenarios": (list, ["init", "seeded_init", "dropout_training"]),
+    "repeats": (int, 3),
+    "seed": (int, 42),
+    "timeout": ((int, float), 600),
+}
+# Environment overrides, for settings that differ per machine rather than per matrix.
+_DOCKER_ENV = {
+    "base_image": "REPROMATRIX_BASE_IMAGE",
+    "extra_ca": "REPROMATRIX_EXTRA_CA",
+    "index_url": "REPROMATRIX_INDEX_URL",
+}
+
+
+def _fail(source: Path, key: str, value: Any, allowed: str) -> ConfigurationError:
+    return ConfigurationError(f"{source.name}: {key} = {value!r} is not valid; {allowed}")
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python; in a config file true is not 1.
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def _check_keys(source: Path, table: str, given: dict[str, Any], allowed: list[str]) -> None:
+    for key in given:
+        if key not in allowed:
+            raise _fail(source, f"[{table}].{key}", given[key], f"allowed keys: {', '.join(allowed)}")
+
+
+def _axis(source: Path, name: str, raw: Any) -> list[Any]:
+    kind, allowed, _ = _AXES[name]
+    key = f"[matrix].{name}"
+    values = raw if isinstance(raw, list) else [raw]
+    if not values:
+        raise _fail(source, key, raw, "give at least one value")
+    for value in values:
+        if not _is(value, kind):
+            raise _fail(source, key, value, f"each value must be {_type_name(kind)}")
+        if allowed is not None and value not in allowed:
+            raise _fail(source, key, value, f"allowed: {', '.join(map(str, allowed))}")
+        if name == "tf" and not TF_VERSION.match(value):
+            raise _fail(source, key, value, 'write a full TensorFlow 2 release, e.g. "2.16.2"')
+        if name.endswith("_threads") and value < 0:
+            raise _fail(source, key, value, "0 (TensorFlow's default) or a positive thread count")
+    if len(set(values)) != len(values):
+        raise _fail(source, key, raw, "values must not repeat")
+    return values
+
+
+def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) -> Matrix:
+    """Parse and validate; every mistake is a ConfigurationError naming key, value and what is allowed."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigurationError(f"{path}: no such matrix file; pass --matrix PATH") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path.name}: not valid TOML: {exc}") from None
+    _check_keys(path, "top level", data, ["matrix", "run", "docker"])
+    for table in ("matrix", "run", "docker"):
+        if not isinstance(data.get(table, {}), dict):
+            raise _fail(path, f"[{table}]", data[table], "it must be a table")
+    axes_raw = data.get("matrix", {})
+    _check_keys(path, "matrix", axes_raw, list(_AXES))
+    axes = {name: _axis(path, name, axes_raw.get(name, spec[2])) for name, spec in _AXES.items()}
+
+    run_raw = data.get("run", {})
+    _check_keys(path, "run", run_raw, list(_RUN))
+    run = {}
+    for name, (kind, default) in _RUN.items():
+        value = run_raw.get(name, default)
+        if not _is(value, kind):
+            raise _fail(path, f"[run].{name}", value, f"it must be {_type_name(kind)}")
+        run[name] = value
+    if run["repeats"] < 1:
+        raise _fail(path, "[run].repeats", run["repeats"], "at least 1 (2 or more to test run-to-run)")
+    if run["timeout"] <= 0:
+        raise _fail(path, "[run].timeout", run["timeout"], "a positive number of seconds")
+    if not run["scenarios"] or not all(isinstance(s, str) for s in run["scenarios"]):
+        raise _fail(path, "[run].scenarios", run["scenarios"], "a non-empty list of scenario names")
+    if known_scenarios is not None:
+        for name in run["scenarios"]:
+            if name not in known_scenarios:
+                raise _fail(path, "[run].scenarios", name, f"known scenarios: {', '.join(known_scenarios)}")
+
+    docker_raw = data.get("docker", {})
+    settings = {f.name: f for f in fields(DockerSettings)}
+    _check_keys(path, "docker", docker_raw, list(settings))
+    docker_values: dict[str, Any] = {}
+    for name, field in settings.items():
+        value = docker_raw.get(name, field.default)
+        kind: type | tuple[type, ...] = (int, float) if isinstance(field.default, float) else type(field.default)
+        if not _is(value, kind):
+            raise _fail(path, f"[docker].{name}", value, f"it must be {_type_name(kind)}")
+        docker_values[name] = os.environ.get(_DOCKER_ENV[name], value) if name in _DOCKER_ENV else value
+    if not MEMORY.match(str(docker_values["memory"])):
+        raise _fail(path, "[docker].memory", docker_values["memory"], 'a size such as "4g" or "512m"')
+    if docker_values["cpus"] <= 0 or docker_values["pids"] < 16:
+        raise _fail(path, "[docker].cpus/pids", (docker_values["cpus"], docker_values["pids"]), "cpus > 0, pids ≥ 16")
+
+    cells = tuple(
+        Cell(tf, device, recipe, onednn, det, intra, inter)
+        for tf, device, recipe, onednn, det, intra, inter in itertools.product(*axes.values())
+    )
+    return Matrix(
+        cells=cells,
+        scenarios=tuple(run["scenarios"]),
+        repeats=run["repeats"],
+        seed=run["seed"],
+        timeout=float(run["timeout"]),
+        docker=DockerSettings(**docker_values),
+        source=path,
+    )
+
+
+def select(
+    cells: tuple[Cell, ...] | list[Cell],
+    tf: list[str] | None = None,
+    device: list[str] | None = None,
+    cell_ids: list[str] | None = None,
+) -> list[Cell]:
+    """Narrow the cells by the command line's filters; a filter matching nothing is an error."""
+    chosen = list(cells)
+    for option, wanted, attribute in (("--tf", tf, "tf"), ("--device", device, "device"), ("--cell", cell_ids, "id")):
+        if not wanted:
+            continue
+        present = sorted({getattr(cell, attribute) for cell in chosen})
+        unknown = [value for value in wanted if value not in present]
+        if unknown:
+            raise ConfigurationError(
+                f"{option} {','.join(unknown)}: not in the matrix; available: {', '.join(present) or 'none'}"
+            )
+        chosen = [cell for cell in chosen if getattr(cell, attribute) in wanted]
+    return chosen
