@@ -1,0 +1,85 @@
+"""One self-contained HTML page: the same sections as Markdown, plus a pairwise heatmap per scenario.
+
+No scripts, fonts or stylesheets from elsewhere: the page opens offline and
+can be published as a single file.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from reporting import Report, analysis
+from reporting.text import Section, _header, sections
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d1d1f; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #d0d0d5; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f2f2f5; }
+td.FINDING, td.broken { background: #ffd9d6; font-weight: 600; }
+td.ERROR, td.error { background: #ffe9c2; } td.WARNING, td.skipped { background: #fff6cc; }
+td.held, td.identical { background: #dcf5dc; }
+.heatmap td { width: 2.2rem; height: 2.2rem; text-align: center; font-size: 11px; padding: 0; }
+.heatmap th.row { white-space: nowrap; font-weight: normal; }
+.class-A { background: #cfe8ff; } .class-B { background: #ffe0b3; } .class-C { background: #e1d5ff; }
+.class-D { background: #c8f0e0; } .class-E { background: #ffd1e8; } .class-F { background: #e8e8a8; }
+.meta { color: #555; }
+"""
+
+
+def _cell(value: str) -> str:
+    classes = value if value in {"FINDING", "ERROR", "WARNING", "broken", "held", "error", "skipped"} else ""
+    if value.startswith("identical"):
+        classes = "identical"
+    if len(value) == 1 and value.isalpha():
+        classes = f"class-{value}"
+    return f'<td class="{classes}">{escape(value)}</td>' if classes else f"<td>{escape(value)}</td>"
+
+
+def _table(section: Section, css_id: str) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in section.headers)
+    body = "".join("<tr>" + "".join(_cell(str(c)) for c in row) + "</tr>" for row in section.rows)
+    return f'<table id="{css_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _heat(value: float | None) -> str:
+    if value is None:
+        return '<td style="background:#eee" title="no stable result">·</td>'
+    # Red (nothing shared) through yellow to green (bit-identical).
+    hue = int(120 * value)
+    return f'<td style="background:hsl({hue},70%,70%)" title="{value:.0%}">{value:.0%}</td>'
+
+
+def heatmap(report: Report, scenario: str) -> str:
+    cells, matrix = analysis.pairwise(report.group(scenario))
+    head = "".join(f'<th title="{escape(c)}">{i + 1}</th>' for i, c in enumerate(cells))
+    rows = "".join(
+        f'<tr><th class="row">{i + 1} {escape(cell)}</th>' + "".join(_heat(x) for x in row) + "</tr>"
+        for i, (cell, row) in enumerate(zip(cells, matrix, strict=True))
+    )
+    return (
+        f'<table class="heatmap" data-scenario="{escape(scenario)}"><thead><tr><th></th>{head}</tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def page(report: Report) -> str:
+    body = [f"<h1>repromatrix: bit-identity report</h1>"]
+    body += [f'<p class="meta">{escape(line)}</p>' for line in _header(report)]
+    for index, section in enumerate(sections(report, pairwise=False)):
+        body.append(f"<h2>{escape(section.title)}</h2>")
+        if section.intro:
+            body.append(f"<p>{escape(section.intro)}</p>")
+        if section.rows:
+            body.append(_table(section, f"section-{index}"))
+    body.append("<h2>Pairwise agreement heatmaps</h2>")
+    body.append("<p>Share of compared outputs (model1 predictions and weights) that two cells produced bit for bit.</p>")
+    for scenario in report.scenarios:
+        body.append(f"<h3>{escape(scenario)}</h3>")
+        body.append(heatmap(report, scenario))
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>repromatrix report</title>"
+        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
