@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             _, cells = load_cells(args)
             if args.format == "json":
-                print(json.dumps([{"id": c.id, "device": c.device, "tf": c.tf} for c in cells]))
+                print(json.dumps([{"id": c.id, "session": f"cell({c.id})", "device": c.device} for c in cells]))
             else:
                 for cell in cells:
                     print(cell.id)

@@ -49,7 +49,7 @@ def _engine_hint() -> str:
 class DockerEngine:
     """The engine, as docker-py reaches it from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY...)."""
 
-    timeout: int = 120
+    timeout: int = 600  # seconds without a byte from the engine (a quiet pip step in a build)
 
     def client(self) -> Any:
         import docker
@@ -233,9 +233,18 @@ class DockerBackend:
                 pass
 
     def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
-        import requests
+        command = ["python3", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
+        result = self.execute(cell, prepared.handle, command, out_dir, timeout)
+        if result.returncode not in (0, 1):
+            # 1 is the harness's own "some repeats failed", which its records explain.
+            oom = " (killed: out of memory? raise [docker].memory)" if result.returncode == 137 else ""
+            raise CellError(cell.id, f"container exited with code {result.returncode}{oom}", result.stderr)
+        return result
 
+    def execute(self, cell: Cell, image: str, command: list[str], out_dir: Path, timeout: float) -> HarnessRun:
+        """Run `command` in a hardened container whose only writable mount is `out_dir`."""
         import docker
+        import requests
 
         out_dir.mkdir(parents=True, exist_ok=True)
         user = NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
@@ -262,11 +271,10 @@ class DockerBackend:
                 [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if cell.device == "cuda" else None
             ),
         )
-        command = ["python3", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
         try:
             with self.container(
                 cell,
-                image=prepared.handle,
+                image=image,
                 command=command,
                 user=user,
                 environment={"HOME": "/tmp", "PYTHONPATH": CONTAINER_CODE, "PYTHONDONTWRITEBYTECODE": "1"},
@@ -285,12 +293,7 @@ class DockerBackend:
                 stderr = self._logs(container_id, stderr=True)
         except docker.errors.APIError as exc:
             raise CellError(cell.id, f"container could not run: {exc.explanation or exc}") from None
-        code = int(status.get("StatusCode", -1))
-        if code not in (0, 1):
-            # 1 is the harness's own "some repeats failed", which its records explain.
-            oom = " (killed: out of memory? raise [docker].memory)" if code == 137 else ""
-            raise CellError(cell.id, f"container exited with code {code}{oom}", stderr)
-        return HarnessRun(code, stdout, stderr)
+        return HarnessRun(int(status.get("StatusCode", -1)), stdout, stderr)
 
     def _logs(self, container_id: str, stdout: bool = False, stderr: bool = False) -> str:
         try:

@@ -1,0 +1,107 @@
+"""Thin glue: every session calls `python -m repromatrix ...` (package code) with the posargs.
+
+    nox -s matrix                      the whole job: plan → build → run → report
+    nox -s matrix -- --tf 2.21.0 --device cpu --backend local --jobs 2
+    nox -s "cell(tf2.16.2-cpu-onednn1-det0)"   exactly one cell (what CI fans out)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from repromatrix import matrix as matrix_toml  # noqa: E402  (needs ROOT on sys.path)
+
+try:
+    CELL_IDS = [cell.id for cell in matrix_toml.load(ROOT / "matrix.toml").cells]
+except matrix_toml.ConfigurationError as exc:  # nox -l must still work; `nox -s matrix` reports the error
+    print(f"warning: {exc.message}; no per-cell sessions", file=sys.stderr)
+    CELL_IDS = []
+
+
+def repromatrix(session: nox.Session, *args: str) -> None:
+    session.install("-e", ".")
+    session.run("python", "-m", "repromatrix", *args, *session.posargs)
+
+
+@nox.session(default=False)
+def matrix(session: nox.Session) -> None:
+    """Plan, build, run and report the matrix (Docker if an engine answers, else local virtualenvs)."""
+    repromatrix(session, "matrix")
+
+
+@nox.session(default=False)
+def plan(session: nox.Session) -> None:
+    """List the cells of matrix.toml (--format json for CI's fan-out)."""
+    repromatrix(session, "plan")
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build the images (or virtualenvs) of the selected cells."""
+    repromatrix(session, "build")
+
+
+@nox.session(default=False)
+def run(session: nox.Session) -> None:
+    """Run the missing repeats of the selected cells, without a report."""
+    repromatrix(session, "run")
+
+
+@nox.session(default=False)
+@nox.parametrize("cell", CELL_IDS, ids=CELL_IDS)
+def cell(session: nox.Session, cell: str) -> None:
+    """Run exactly one cell into results/cells/<id> (one CI job per cell)."""
+    session.install("-e", ".")
+    session.run(
+        "python", "-m", "repromatrix", "run", "--cell", cell, "--results", f"results/cells/{cell}", *session.posargs
+    )
+
+
+@nox.session(default=False)
+def report(session: nox.Session) -> None:
+    """Render the report: nox -s report -- RESULTS_DIR [...] [--baseline PATH] [--out DIR]."""
+    repromatrix(session, "report")
+
+
+@nox.session(default=False)
+def lock(session: nox.Session) -> None:
+    """Regenerate the hash-pinned lock files in docker/locks/."""
+    repromatrix(session, "lock")
+
+
+@nox.session(default=False)
+def base_image(session: nox.Session) -> None:
+    """Build a Debian base image from Debian's packages, for engines that cannot pull."""
+    repromatrix(session, "base-image")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Print warm re-run time, orchestration overhead and cached-build figures (not a test)."""
+    repromatrix(session, "bench")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (real TensorFlow; a real Docker engine, required when CI=true)."""
+    session.install("-e", ".[test,lint]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, and actionlint, zizmor and the workflow schema on .github/workflows."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("python", "-m", "repromatrix.workflow_lint", *session.posargs)

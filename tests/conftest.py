@@ -1,0 +1,77 @@
+"""Shared fixtures: real TensorFlow virtualenvs (oldest and newest supported) and a real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repromatrix.backends.container import DockerBackend, DockerEngine
+from repromatrix.backends.local import LocalBackend
+from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings
+
+OLDEST_TF = "2.12.1"
+NEWEST_TF = "2.21.0"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def tf_python():
+    """Python of a cached virtualenv with tensorflow-cpu==VERSION, made from the committed lock."""
+    made: dict[str, str] = {}
+
+    def get(version: str) -> str:
+        if version not in made:
+            backend = LocalBackend()
+            made[version] = backend.prepare(Cell(version, "cpu"), verbose=False).handle
+        return made[version]
+
+    return get
+
+
+def harness(python: str, *args: str, cwd: Path = REPO_ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m scenarios ARGS` as a user runs it, from `cwd` (the folder holding scenarios/)."""
+    env = {**os.environ, "PYTHONPATH": str(cwd)}
+    return subprocess.run(
+        [python, "-m", "scenarios", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def repromatrix_cli(*args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "repromatrix", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_settings() -> DockerSettings:
+    return DockerSettings(
+        base_image=os.environ.get("REPROMATRIX_BASE_IMAGE", "python:3.11-slim"),
+        extra_ca=os.environ.get("REPROMATRIX_EXTRA_CA", ""),
+        memory="3g",
+        cpus=2.0,
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_backend(docker_settings: DockerSettings) -> DockerBackend:
+    """A backend on a real engine. Skipped without one, except in CI, where that is a failure."""
+    reason = DockerEngine().reachable()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return DockerBackend(settings=docker_settings)
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -1,0 +1,256 @@
+"""The reporter on hand-made records: verdicts, classes, distances, drift, error and skipped displays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reporting
+from reporting import analysis, text
+from reporting.load import load
+from scenarios import _records
+
+ONE = np.float32(1.0)
+
+
+def make(
+    root: Path,
+    cell_id: str,
+    scenario: str,
+    variant: str,
+    repeat: int,
+    predictions: list[float] | None = None,
+    *,
+    twin: list[float] | None = None,
+    status: str = "ok",
+    message: str = "",
+    ran_on: str = "cpu",
+    device: str = "cpu",
+    tf: str | None = None,
+) -> None:
+    """One record and its npz, as the worker writes them."""
+    tf = tf or cell_id.split("-")[0].removeprefix("tf")
+    cell = {"id": cell_id, "tf": tf, "device": device}
+    path = _records.record_path(root / cell_id, scenario, variant, repeat)
+    seed = 42 if variant == "seeded" else None
+    if status != "ok":
+        _records.write_json(
+            path,
+            _records.status_record(
+                scenario=scenario, variant=variant, seed=seed, repeat=repeat, status=status, message=message, cell=cell
+            ),
+        )
+        return
+    first = np.asarray(predictions, dtype=np.float32)
+    second = np.asarray(twin if twin is not None else predictions, dtype=np.float32)
+    arrays = {
+        "model1.predictions": first,
+        "model1.weights": first * 2,
+        "model2.predictions": second,
+        "model2.weights": second * 2,
+    }
+    _records.write_npz(path.with_suffix(".npz"), arrays)
+    _records.write_json(
+        path,
+        {
+            "schema": _records.SCHEMA,
+            "cell": cell,
+            "scenario": scenario,
+            "variant": variant,
+            "seed": seed,
+            "repeat": repeat,
+            "status": "ok",
+            "error": None,
+            "outputs": {name: _records.describe(a) for name, a in arrays.items()},
+            "in_process_identical": bool(np.array_equal(first, second)),
+            "knobs": {},
+            "environment": {"ran_on": ran_on},
+            "timings": {},
+        },
+    )
+
+
+def seeded(root: Path, cell_id: str, values_per_repeat: list[list[float]], **kw) -> None:
+    for repeat, values in enumerate(values_per_repeat):
+        make(root, cell_id, "seeded_init", "seeded", repeat, values, **kw)
+
+
+def by_name(report: reporting.Report) -> dict[tuple[str, str], analysis.Variant]:
+    return {(v.cell_id, v.name): v for v in report.variants}
+
+
+def test_run_to_run_verdicts(tmp_path):
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2], [1, 2]])
+    seeded(tmp_path, "tf2.16.2-cpu-onednn0-det0", [[1, 2], [1, 3], [1, 2]])
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[5, 5]])
+    found = by_name(reporting.build([tmp_path]))
+    assert found[("tf2.16.2-cpu-onednn1-det0", "seeded_init-seeded")].run_to_run == "identical"
+    assert found[("tf2.16.2-cpu-onednn1-det0", "seeded_init-seeded")].claim == "held"
+    varies = found[("tf2.16.2-cpu-onednn0-det0", "seeded_init-seeded")]
+    assert varies.run_to_run == "varies" and varies.claim == "broken"
+    assert found[("tf2.21.0-cpu-onednn1-det0", "seeded_init-seeded")].run_to_run == "untested"
+
+
+def test_in_process_verdicts_and_unseeded_expectations(tmp_path):
+    for repeat in range(2):
+        make(tmp_path, "tf2.16.2-cpu-onednn1-det0", "init", "unseeded", repeat, [repeat, 1], twin=[9, repeat])
+        # Unseeded but identical everywhere: something seeds it, a finding.
+        make(tmp_path, "tf2.16.2-cpu-onednn0-det0", "init", "unseeded", repeat, [1, 1])
+    found = by_name(reporting.build([tmp_path]))
+    good = found[("tf2.16.2-cpu-onednn1-det0", "init-unseeded")]
+    assert (good.in_process, good.run_to_run, good.claim) == ("differs", "varies", "held")
+    bad = found[("tf2.16.2-cpu-onednn0-det0", "init-unseeded")]
+    assert (bad.in_process, bad.run_to_run, bad.claim) == ("identical", "identical", "broken")
+    assert any("something seeds it" in reason for reason in bad.claim_reasons)
+
+
+def test_mixed_in_process_check(tmp_path):
+    make(tmp_path, "tf2.16.2-cpu-onednn1-det0", "dropout_training", "seeded", 0, [1, 2])
+    make(tmp_path, "tf2.16.2-cpu-onednn1-det0", "dropout_training", "seeded", 1, [1, 2], twin=[1, 3])
+    variant = reporting.build([tmp_path]).variants[0]
+    assert variant.in_process == "mixed" and variant.claim == "broken"
+
+
+def test_equivalence_classes_per_output(tmp_path):
+    seeded(tmp_path, "tf2.15.1-cpu-onednn1-det0", [[1, 2], [1, 2]])
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2]])
+    seeded(tmp_path, "tf2.16.2-cpu-onednn0-det0", [[1, 2.5], [1, 2.5]])
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1, 2], [7, 7]])
+    make(tmp_path, "tf2.21.0-cuda-onednn1-det0", "seeded_init", "seeded", 0, status="skipped", message="no GPU")
+    report = reporting.build([tmp_path])
+    table = next(t for t in report.tables if t.output == "model1.predictions")
+    assert table.by_cell == {
+        "tf2.15.1-cpu-onednn1-det0": "A",
+        "tf2.16.2-cpu-onednn0-det0": "B",
+        "tf2.16.2-cpu-onednn1-det0": "A",
+        "tf2.21.0-cpu-onednn1-det0": analysis.VARIES,
+        "tf2.21.0-cuda-onednn1-det0": analysis.NO_RESULT,
+    }
+    assert table.classes["A"]["cells"] == ["tf2.15.1-cpu-onednn1-det0", "tf2.16.2-cpu-onednn1-det0"]
+    compat = text.compatibility(report, table)
+    assert compat.headers == ["TF", "cpu-onednn0-det0", "cpu-onednn1-det0", "cuda-onednn1-det0"]
+    assert compat.rows == [["2.15.1", "", "A", ""], ["2.16.2", "B", "A", ""], ["2.21.0", "", "~", "—"]]
+    cells, matrix = analysis.pairwise(report.group("seeded_init-seeded"))
+    a, b = cells.index("tf2.15.1-cpu-onednn1-det0"), cells.index("tf2.16.2-cpu-onednn1-det0")
+    c = cells.index("tf2.16.2-cpu-onednn0-det0")
+    assert matrix[a][b] == 1.0 and matrix[a][c] == 0.0
+    assert matrix[a][cells.index("tf2.21.0-cpu-onednn1-det0")] is None
+
+
+def test_distances_in_abs_and_ulp(tmp_path):
+    next_up = np.nextafter(ONE, np.float32(2))
+    two_up = np.nextafter(next_up, np.float32(2))
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1.0, -0.0]])
+    seeded(tmp_path, "tf2.16.2-cpu-onednn0-det0", [[float(two_up), 0.0]])
+    table = next(t for t in reporting.build([tmp_path]).tables if t.output == "model1.predictions")
+    (pair,) = table.distances
+    assert pair["max_ulp"] == 2
+    assert pair["max_abs"] == pytest.approx(float(two_up) - 1.0)
+
+
+def test_ulp_distance_across_zero_and_float64():
+    tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
+    assert analysis.ulp_distance(np.array([-tiny]), np.array([tiny])) == 2
+    assert analysis.ulp_distance(np.array([-0.0], np.float32), np.array([0.0], np.float32)) == 0
+    big = np.array([1.0])
+    assert analysis.ulp_distance(big, np.nextafter(big, 2)) == 1
+
+
+def test_findings_put_seeded_variation_first(tmp_path):
+    make(tmp_path, "tf2.16.2-cpu-onednn1-det0", "init", "unseeded", 0, [1], twin=[1])
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1, 2], [1, 3]])
+    seeded(tmp_path, "tf2.21.0-cuda-onednn1-det0", [[1, 2], [1, 2]], device="cuda", ran_on="cpu")
+    make(tmp_path, "tf2.99.0-cpu-onednn1-det0", "init", "unseeded", 0, status="error", message="no wheel for 2.99.0")
+    found = reporting.build([tmp_path]).findings
+    assert [(f.severity, f.cell_id) for f in found] == [
+        ("finding", "tf2.21.0-cpu-onednn1-det0"),
+        ("finding", "tf2.16.2-cpu-onednn1-det0"),
+        ("warning", "tf2.21.0-cuda-onednn1-det0"),
+        ("error", "tf2.99.0-cpu-onednn1-det0"),
+    ]
+    assert "not a GPU result" in found[2].text
+
+
+def test_error_and_skipped_are_displayed_with_their_reason(tmp_path):
+    make(tmp_path, "tf2.21.0-cuda-onednn1-det0", "init", "unseeded", 0, status="skipped", message="no NVIDIA runtime")
+    make(tmp_path, "tf2.99.0-cpu-onednn1-det0", "init", "unseeded", 0, status="error", message="no wheel for 2.99.0")
+    report = reporting.build([tmp_path])
+    rows = {row[0]: row for row in text.summary_rows(report)}
+    assert rows["tf2.21.0-cuda-onednn1-det0"][2] == "skipped"
+    assert rows["tf2.21.0-cuda-onednn1-det0"][-1] == "no NVIDIA runtime"
+    assert rows["tf2.99.0-cpu-onednn1-det0"][2] == "error"
+    terminal = text.terminal(report)
+    assert "no wheel for 2.99.0" in terminal and "no NVIDIA runtime" in terminal
+    assert "identical" not in rows["tf2.21.0-cuda-onednn1-det0"][3]
+
+
+def test_drift_against_a_results_folder_and_a_report_json(tmp_path):
+    before, after = tmp_path / "before", tmp_path / "after"
+    seeded(before, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2]])
+    seeded(before, "tf2.16.2-cpu-onednn0-det0", [[1, 2], [1, 2]])
+    seeded(before, "tf2.15.1-cpu-onednn1-det0", [[1, 2], [1, 2]])
+    seeded(after, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2]])  # unchanged
+    seeded(after, "tf2.16.2-cpu-onednn0-det0", [[1, 4], [1, 4]])  # new bits
+    seeded(after, "tf2.21.0-cpu-onednn1-det0", [[1, 2], [3, 2]])  # new cell
+    report = reporting.build([after], baseline=before)
+    changes = {(d["variant"].split("/")[0], d["change"]) for d in report.drift}
+    assert changes == {
+        ("tf2.16.2-cpu-onednn0-det0", "bits of model1.predictions"),
+        ("tf2.16.2-cpu-onednn0-det0", "bits of model1.weights"),
+        ("tf2.16.2-cpu-onednn0-det0", "bits of model2.predictions"),
+        ("tf2.16.2-cpu-onednn0-det0", "bits of model2.weights"),
+        ("tf2.21.0-cpu-onednn1-det0", "new"),
+        ("tf2.15.1-cpu-onednn1-det0", "gone"),
+    }
+    # The published report.json works as a baseline too.
+    reporting.render_all([before], tmp_path / "published")
+    again = reporting.build([after], baseline=tmp_path / "published" / "report.json")
+    assert {(d["variant"], d["change"]) for d in again.drift} == {(d["variant"], d["change"]) for d in report.drift}
+
+
+def test_corrupt_and_foreign_files_are_named_and_skipped(tmp_path):
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2]])
+    cell = tmp_path / "tf2.16.2-cpu-onednn1-det0" / "seeded_init-seeded"
+    (cell / "7.json").write_text("{ not json")
+    (cell / "8.json").write_text(json.dumps({"hello": "world"}))
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1, 2]])
+    (tmp_path / "tf2.21.0-cpu-onednn1-det0" / "seeded_init-seeded" / "0.npz").unlink()
+    records, warnings = load([tmp_path, tmp_path / "missing"])
+    assert len(records) == 2
+    joined = "\n".join(warnings)
+    assert "7.json: not a readable JSON record" in joined
+    assert "8.json: not a repromatrix record" in joined
+    assert "0.npz is missing" in joined or ".npz is missing" in joined
+    assert "missing: not a folder" in joined
+    terminal = reporting.render_all([tmp_path], tmp_path / "report")
+    assert "warning:" in terminal and (tmp_path / "report" / "report.html").is_file()
+
+
+def test_markdown_stays_under_the_limit_with_a_pointer(tmp_path):
+    for index in range(40):
+        seeded(tmp_path, f"tf2.{index}.0-cpu-onednn1-det0", [[index, 1], [index, 1]])
+    report = reporting.build([tmp_path])
+    full = text.markdown(report)
+    short = text.markdown(report, limit=4000)
+    assert len(short) < 4500 < len(full)
+    assert "Truncated" in short and "report.html" in short
+
+
+def test_versions_keep_their_trailing_zero(tmp_path):
+    seeded(tmp_path, "tf2.10.0-cpu-onednn1-det0", [[1, 2], [1, 2]], tf="2.10")
+    report = reporting.build([tmp_path])
+    assert "2.10 " in text.terminal(report) and "| 2.10 " in text.markdown(report)
+
+
+def test_json_and_csv_reports_are_complete(tmp_path):
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2]])
+    reporting.render_all([tmp_path], tmp_path / "out")
+    payload = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert payload["report_schema"] == analysis.REPORT_SCHEMA
+    assert payload["variants"][0]["run_to_run"] == "identical"
+    assert payload["classes"][0]["by_cell"] == {"tf2.16.2-cpu-onednn1-det0": "A"}
+    csv_text = (tmp_path / "out" / "report.csv").read_text().splitlines()
+    assert csv_text[0].startswith("cell,tf,device,scenario") and ",A,A," in csv_text[1]

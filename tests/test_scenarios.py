@@ -1,0 +1,218 @@
+"""The three scenarios with real TensorFlow, oldest (Keras 2) and newest (Keras 3) supported versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scenarios import _records, discover
+from tests.conftest import NEWEST_TF, OLDEST_TF, harness
+
+pytestmark = pytest.mark.tf
+REPEATS = 3
+
+
+def read_all(out: Path, scenario: str, variant: str) -> list[dict]:
+    return [_records.read_record(_records.record_path(out, scenario, variant, i)) for i in range(REPEATS)]
+
+
+def predictions(records: list[dict]) -> set[str]:
+    return {r["outputs"]["model1.predictions"]["sha256"] for r in records}
+
+
+@pytest.fixture(scope="module", params=[OLDEST_TF, NEWEST_TF])
+def run_all(request, tf_python, tmp_path_factory):
+    """Every built-in scenario variant, 3 fresh processes each, in one harness call."""
+    out = tmp_path_factory.mktemp(f"tf{request.param}")
+    done = harness(tf_python(request.param), "--repeat", str(REPEATS), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return request.param, out, done
+
+
+def test_every_repeat_is_a_fresh_process_with_a_valid_record(run_all):
+    version, out, done = run_all
+    assert "scenario processes started: 12" in done.stdout
+    ids = set()
+    for scenario, variant in [("init", "unseeded"), ("seeded_init", "seeded")] + [
+        ("dropout_training", v) for v in ("unseeded", "seeded")
+    ]:
+        for record in read_all(out, scenario, variant):
+            assert record["status"] == "ok"
+            assert record["environment"]["tensorflow"] == version
+            assert set(record["outputs"]) == {
+                "model1.predictions", "model1.weights", "model2.predictions", "model2.weights"
+            }  # fmt: skip
+            assert record["timings"]["tf_import_s"] > 0
+            ids.add(record["process_id"])
+    assert len(ids) == 4 * REPEATS
+
+
+def test_seeded_variants_are_identical_across_processes(run_all):
+    _, out, _ = run_all
+    for scenario in ("seeded_init", "dropout_training"):
+        records = read_all(out, scenario, "seeded")
+        for output in ("model1.predictions", "model1.weights", "model2.predictions"):
+            assert len({r["outputs"][output]["sha256"] for r in records}) == 1, (scenario, output)
+
+
+def test_unseeded_variants_differ_in_every_process(run_all):
+    _, out, _ = run_all
+    for scenario in ("init", "dropout_training"):
+        assert len(predictions(read_all(out, scenario, "unseeded"))) == REPEATS, scenario
+
+
+def test_in_process_check_matches_the_article(run_all):
+    _, out, _ = run_all
+    expected = {
+        ("init", "unseeded"): False,
+        ("seeded_init", "seeded"): True,
+        ("dropout_training", "unseeded"): False,
+        ("dropout_training", "seeded"): True,
+    }
+    for (scenario, variant), identical in expected.items():
+        assert {r["in_process_identical"] for r in read_all(out, scenario, variant)} == {identical}
+
+
+def test_keras_major_version_is_fingerprinted(run_all):
+    version, out, _ = run_all
+    environment = read_all(out, "init", "unseeded")[0]["environment"]
+    assert environment["keras"].split(".")[0] == ("2" if version == OLDEST_TF else "3")
+    assert environment["packages"]["count"] > 10
+    assert environment["cpu"]["machine"]
+    assert environment["ran_on"] == "cpu"
+
+
+@pytest.mark.parametrize("version", [OLDEST_TF, NEWEST_TF])
+def test_onednn_setting_is_recorded_as_in_force(version, tf_python, tmp_path):
+    for state, expected in (("off", False), ("on", True)):
+        out = tmp_path / state
+        done = harness(tf_python(version), "seeded_init", "--repeat", "1", "--onednn", state, "--out", str(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+        knobs = _records.read_record(_records.record_path(out, "seeded_init", "seeded", 0))["knobs"]
+        assert knobs["onednn"] is expected
+        assert knobs["TF_ENABLE_ONEDNN_OPTS"] == ("1" if expected else "0")
+
+
+def test_seed_zero_is_a_seed(tf_python, tmp_path):
+    done = harness(tf_python(NEWEST_TF), "seeded_init", "--repeat", "2", "--seed", "0", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [_records.read_record(_records.record_path(tmp_path, "seeded_init", "seeded", i)) for i in range(2)]
+    assert {r["seed"] for r in records} == {0}
+    assert len(predictions(records)) == 1
+
+
+@pytest.mark.parametrize("name", ["init", "seeded_init", "dropout_training"])
+def test_scenario_runs_standalone_and_prints_the_article_lines(name, tf_python):
+    script = Path("scenarios") / f"{name}.py"
+    done = subprocess.run(
+        [tf_python(NEWEST_TF), str(script)], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "First Model Output:" in done.stdout and "Second Model Output:" in done.stdout
+    verdicts = [line.split(":")[-1].strip() for line in done.stdout.splitlines() if "identical?" in line]
+    expected = {"init": ["False"], "seeded_init": ["True"], "dropout_training": ["False", "True"]}[name]
+    assert verdicts == expected
+
+
+# -- bad input: each gives an error record and one clear line; the other repeats still run ---------------
+
+
+@pytest.fixture
+def scenarios_copy(tmp_path):
+    """The scenarios package copied aside, so tests can add broken user scenarios to it."""
+    root = tmp_path / "code"
+    shutil.copytree(Path(__file__).parents[1] / "scenarios", root / "scenarios")
+    return root
+
+
+def write_scenario(root: Path, name: str, body: str) -> None:
+    (root / "scenarios" / f"{name}.py").write_text(body)
+
+
+RAISING = '''"""Raises while building."""
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    raise RuntimeError("boom from a user scenario")
+'''
+HANGING = '''"""Never returns."""
+import time
+
+VARIANTS = ("unseeded",)
+
+
+def run(variant, seed):
+    time.sleep(600)
+'''
+NO_RUN = '''"""Forgot run()."""
+VARIANTS = ("seeded",)
+'''
+USER_SCENARIO = '''"""A user scenario: a wider model, seeded, as in docs/scenarios.md."""
+from scenarios import _common as common
+
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    import tensorflow as tf
+
+    inputs = common.fixed_data(8, 2)
+    outputs = {}
+    for name in ("model1", "model2"):
+        common.seed_everything(seed)
+        model = tf.keras.Sequential([tf.keras.Input(shape=(2,)), tf.keras.layers.Dense(32), tf.keras.layers.Dense(1)])
+        outputs[name] = common.model_outputs(model, inputs)
+    return outputs
+'''
+
+
+def test_unknown_scenario_gives_an_error_record_and_exit_code(tmp_path):
+    done = harness(sys.executable, "no_such_scenario", "--repeat", "2", "--out", str(tmp_path))
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "unknown scenario" in errors[0] and "available: dropout_training" in errors[0]
+    for repeat in range(2):
+        record = _records.read_record(_records.record_path(tmp_path, "no_such_scenario", "unknown", repeat))
+        assert record["status"] == "error" and "unknown scenario" in record["error"]["message"]
+
+
+def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp_path):
+    write_scenario(scenarios_copy, "user_raises", RAISING)
+    write_scenario(scenarios_copy, "user_hangs", HANGING)
+    write_scenario(scenarios_copy, "user_no_run", NO_RUN)
+    out = tmp_path / "out"
+    done = harness(
+        tf_python(NEWEST_TF),
+        "user_raises", "user_hangs", "user_no_run", "seeded_init",
+        "--repeat", "1", "--timeout", "25", "--out", str(out),
+        cwd=scenarios_copy,
+    )  # fmt: skip
+    assert done.returncode == 1
+    raised = _records.read_record(_records.record_path(out, "user_raises", "seeded", 0))
+    assert raised["status"] == "error"
+    assert "RuntimeError: boom from a user scenario" in raised["error"]["message"]
+    assert "Traceback" in raised["error"]["stderr_tail"]
+    hung = _records.read_record(_records.record_path(out, "user_hangs", "unseeded", 0))
+    assert hung["status"] == "error" and "timed out after 25 s" in hung["error"]["message"]
+    broken = _records.read_record(_records.record_path(out, "user_no_run", "seeded", 0))
+    assert broken["status"] == "error" and "run(variant, seed)" in broken["error"]["message"]
+    # The well-behaved scenario after them still ran.
+    assert _records.read_record(_records.record_path(out, "seeded_init", "seeded", 0))["status"] == "ok"
+    assert len([line for line in done.stderr.splitlines() if line.startswith("error:")]) == 3
+
+
+def test_user_scenario_is_discovered_and_run_like_the_built_ins(scenarios_copy, tf_python, tmp_path):
+    write_scenario(scenarios_copy, "wide_seeded", USER_SCENARIO)
+    found = discover(scenarios_copy / "scenarios")
+    assert found["wide_seeded"].variants == ("seeded",) and found["wide_seeded"].problem is None
+    done = harness(tf_python(NEWEST_TF), "--repeat", "1", "--out", str(tmp_path), cwd=scenarios_copy)
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = _records.read_record(_records.record_path(tmp_path, "wide_seeded", "seeded", 0))
+    assert record["in_process_identical"] is True
+    assert json.loads(json.dumps(record["outputs"]))["model1.weights"]["shape"] == [2 * 32 + 32 + 32 + 1]
