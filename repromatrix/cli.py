@@ -62,7 +62,8 @@ def parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="list the cells")
     _selection(plan)
-    plan.add_argument("--format", choices=("text", "ids", "json"), default="text")
+    plan.add_argument("--format", choices=("text", "json"), default="text", help="json: for CI's fan-out")
+    plan.add_argument("--output", type=Path, help="write the list here instead of printing it")
 
     build = commands.add_parser("build", help="build the images (or virtualenvs) of the cells")
     _selection(build)
@@ -168,10 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             _, cells = load_cells(args)
             if args.format == "json":
-                print(json.dumps([{"id": c.id, "session": f"cell({c.id})", "device": c.device} for c in cells]))
+                listing = json.dumps([{"id": c.id, "session": f"cell({c.id})", "device": c.device} for c in cells])
             else:
-                for cell in cells:
-                    print(cell.id)
+                listing = "\n".join(cell.id for cell in cells)
+            if args.output:
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.write_text(listing + "\n")
+            else:
+                print(listing)
         elif args.command == "build":
             loaded, cells = load_cells(args)
             failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)

@@ -75,3 +75,27 @@ def docker_backend(docker_settings: DockerSettings) -> DockerBackend:
 
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+TWO_CELLS = f"""
+[matrix]
+tf = ["{NEWEST_TF}"]
+device = ["cpu"]
+onednn = [true, false]
+[run]
+scenarios = ["init", "seeded_init"]
+repeats = 2
+"""
+
+
+@pytest.fixture(scope="session")
+def two_cell_run(tmp_path_factory, tf_python):
+    """One real run of a two-cell matrix (oneDNN on and off): (matrix file, results folder)."""
+    tf_python(NEWEST_TF)
+    root = tmp_path_factory.mktemp("two_cells")
+    path = root / "matrix.toml"
+    path.write_text(TWO_CELLS)
+    results = root / "single"
+    done = repromatrix_cli("run", "--matrix", str(path), "--backend", "local", "--results", str(results))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return path, results

