@@ -1,8 +1,8 @@
 """Thin glue: every session calls `python -m repromatrix ...` (package code) with the posargs.
 
-    nox -s matrix                      the whole job: plan → build → run → report
-    nox -s matrix -- --tf 2.21.0 --device cpu --backend local --jobs 2
-    nox -s "cell(tf2.16.2-cpu-onednn1-det0)"   exactly one cell (what CI fans out)
+nox -s matrix                      the whole job: plan → build → run → report
+nox -s matrix -- --tf 2.21.0 --device cpu --backend local --jobs 2
+nox -s "cell(tf2.16.2-cpu-onednn1-det0)"   exactly one cell (what CI fans out)
 """
 
 from __future__ import annotations

@@ -114,7 +114,9 @@ def variants(records: list[Record]) -> list[Variant]:
     for (cell_id, scenario, variant_name), group in sorted(grouped.items()):
         group.sort(key=lambda r: int(r.data["repeat"]))
         first = group[0].data
-        variant = Variant(cell_id, first.get("cell") or {"id": cell_id}, scenario, variant_name, first.get("seed"), group)
+        variant = Variant(
+            cell_id, first.get("cell") or {"id": cell_id}, scenario, variant_name, first.get("seed"), group
+        )
         _summarise(variant)
         found.append(variant)
     return found
@@ -284,9 +286,7 @@ def drift(current: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]
             changes.append({"variant": key, "change": "gone", "before": before["run_to_run"], "after": ""})
         else:
             if now["status"] != before["status"]:
-                changes.append(
-                    {"variant": key, "change": "status", "before": before["status"], "after": now["status"]}
-                )
+                changes.append({"variant": key, "change": "status", "before": before["status"], "after": now["status"]})
             if now["run_to_run"] != before["run_to_run"]:
                 changes.append(
                     {"variant": key, "change": "verdict", "before": before["run_to_run"], "after": now["run_to_run"]}

@@ -65,7 +65,7 @@ def heatmap(report: Report, scenario: str) -> str:
 
 
 def page(report: Report) -> str:
-    body = [f"<h1>repromatrix: bit-identity report</h1>"]
+    body = ["<h1>repromatrix: bit-identity report</h1>"]
     body += [f'<p class="meta">{escape(line)}</p>' for line in _header(report)]
     for index, section in enumerate(sections(report, pairwise=False)):
         body.append(f"<h2>{escape(section.title)}</h2>")
@@ -74,7 +74,9 @@ def page(report: Report) -> str:
         if section.rows:
             body.append(_table(section, f"section-{index}"))
     body.append("<h2>Pairwise agreement heatmaps</h2>")
-    body.append("<p>Share of compared outputs (model1 predictions and weights) that two cells produced bit for bit.</p>")
+    body.append(
+        "<p>Share of compared outputs (model1 predictions and weights) that two cells produced bit for bit.</p>"
+    )
     for scenario in report.scenarios:
         body.append(f"<h3>{escape(scenario)}</h3>")
         body.append(heatmap(report, scenario))

@@ -41,9 +41,10 @@ def _distance(value: Any, fmt: str) -> str:
 def summary_rows(report: Report) -> list[list[str]]:
     rows = []
     for v in report.variants:
-        run_to_run = f"{v.run_to_run} ×{v.ok_repeats}" if v.run_to_run != "untested" else f"untested ×{v.ok_repeats}"
+        nothing = "—" if not v.ok_repeats else ""
+        run_to_run = nothing or f"{v.run_to_run} ×{v.ok_repeats}"
         note = v.message if v.status != "ok" else "; ".join(v.claim_reasons)
-        rows.append([v.cell_id, v.name, v.status, run_to_run, v.in_process, v.ran_on or "—", v.claim, note])
+        rows.append([v.cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—", v.claim, note])
     return rows
 
 
@@ -62,7 +63,9 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
             ]
             row.append(",".join(matches) or "")
         rows.append(row)
-    legend = ", ".join(f"{letter} = {len(c['cells'])} cells" for letter, c in table.classes.items())
+    legend = ", ".join(
+        f"{letter} = {len(c['cells'])} cell{'s' if len(c['cells']) != 1 else ''}" for letter, c in table.classes.items()
+    )
     return Section(
         f"{table.scenario} · {table.output}",
         ["TF", *columns],
@@ -72,16 +75,15 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
 
 
 def sections(report: Report, pairwise: bool) -> list[Section]:
-    found = [
-        [f.severity.upper(), f.cell_id, f.scenario, f.text]
-        for f in report.findings
-    ]
+    found = [[f.severity.upper(), f.cell_id, f.scenario, f.text] for f in report.findings]
     result = [
         Section(
             "Findings",
             ["kind", "cell", "scenario", "what"],
             found,
-            intro="Every expectation held." if not found else "Seeded variants are expected identical; unseeded ones to vary.",
+            intro="Every expectation held."
+            if not found
+            else "Seeded variants are expected identical; unseeded ones to vary.",
         ),
         Section(
             "Run to run, per cell",

@@ -7,12 +7,16 @@ each registers how to stop what it started, and the main thread calls
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
+# Set once the run is being torn down: workers then stop writing status records,
+# since a container we removed ourselves says nothing about the cell.
+stopping = threading.Event()
 _pending: dict[int, Callable[[], None]] = {}
 _ids = itertools.count()
 
@@ -30,11 +34,11 @@ def registered(undo: Callable[[], None]) -> Iterator[None]:
 
 
 def stop_everything() -> None:
+    stopping.set()
     with _lock:
         undos = list(_pending.values())
         _pending.clear()
     for undo in undos:
-        try:
+        # Best effort while exiting: one failure must not keep the next undo from running.
+        with contextlib.suppress(Exception):
             undo()
-        except Exception:
-            pass

@@ -60,7 +60,7 @@ class Repeat:
 @dataclass
 class CellOutcome:
     cell: Cell
-    state: str  # "up to date", "ran", "skipped", "error"
+    state: str  # "up to date", "ran", "skipped", "error", "interrupted"
     started: int = 0  # scenario processes started
     counts: dict[str, int] = field(default_factory=dict)
     message: str = ""
@@ -88,6 +88,11 @@ def expected_repeats(matrix: Matrix) -> list[Repeat]:
     return planned
 
 
+def cell_key(environment_key: str, cell: Cell) -> str:
+    """The environment plus the cell's knobs: what a record's bits depend on besides the scenario."""
+    return f"{environment_key}|{cell.id}"
+
+
 def _key(environment_key: str, repeat: Repeat) -> str | None:
     if repeat.scenario is None:
         return None
@@ -113,7 +118,7 @@ def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, force: bool) ->
         "--cell-json", json.dumps(cell.params(), sort_keys=True),
         "--image-json", json.dumps(prepared.description, sort_keys=True),
     ]  # fmt: skip
-    return [*args, "--environment-key", prepared.key, *(["--force"] if force else [])]
+    return [*args, "--environment-key", cell_key(prepared.key, cell), *(["--force"] if force else [])]
 
 
 def _fill(
@@ -158,29 +163,37 @@ def run_cell(backend: Backend, matrix: Matrix, cell: Cell, options: RunOptions) 
         if reason is not None:
             _fill(out, cell, repeats, "skipped", reason, "", keep=measured)
             return CellOutcome(cell, "skipped", counts=_count(out, repeats), message=reason)
-        todo = missing(out, repeats, backend.environment_key(cell), options.force)
+        todo = missing(out, repeats, cell_key(backend.environment_key(cell), cell), options.force)
         if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
+        # Filesystem clocks are coarser than time.time(); a second of slack cannot reach an earlier attempt.
+        attempt_started = time.time() - 1.0
         prepared = backend.prepare(cell, options.verbose)
         timeout = matrix.timeout * len(todo) + 120.0
         result = backend.run(cell, prepared, harness_args(matrix, cell, prepared, options.force), out, timeout)
+        if cleanup.stopping.is_set():
+            return CellOutcome(cell, "interrupted", counts=_count(out, repeats))
         for line in result.stderr.splitlines():
             if line.startswith("error:"):
                 say(f"error: {cell.id}: {line.removeprefix('error:').strip()}")
         if options.verbose and result.stdout:
             say("\n".join(f"{cell.id} | {line}" for line in result.stdout.splitlines()))
 
-        def written_now(repeat: Repeat) -> bool:
-            record = _read(repeat.path(out))
-            return record is not None and record.get("reuse_key") == _key(prepared.key, repeat)
+        def measured_or_fresh(repeat: Repeat) -> bool:
+            # Fresh: an error record the harness wrote in this attempt explains itself better than we can.
+            path = repeat.path(out)
+            record = _read(path)
+            return record is not None and (record["status"] == "ok" or path.stat().st_mtime >= attempt_started)
 
-        _fill(out, cell, todo, "error", "the harness left no record for this repeat", result.stderr, written_now)
+        _fill(out, cell, todo, "error", "the harness left no record for this repeat", result.stderr, measured_or_fresh)
         counts = _count(out, repeats)
         started = STARTED.search(result.stdout)
         state = "error" if counts.get("error") else "ran"
         return CellOutcome(cell, state, int(started.group(1)) if started else 0, counts)
     except CellError as exc:
+        if cleanup.stopping.is_set():
+            return CellOutcome(cell, "interrupted", counts=_count(out, repeats))
         say(f"error: {exc}")
         _fill(out, cell, repeats, "error", exc.message, exc.detail, keep=measured)
         return CellOutcome(cell, "error", message=exc.message, counts=_count(out, repeats))

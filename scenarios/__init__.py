@@ -53,14 +53,10 @@ def _inspect(path: Path) -> Scenario:
                 variants = None
         elif isinstance(node, ast.FunctionDef) and node.name == "run":
             has_run = True
-    valid = (
-        isinstance(variants, (tuple, list)) and bool(variants) and all(v in KNOWN_VARIANTS for v in variants)
-    )
+    valid = isinstance(variants, (tuple, list)) and bool(variants) and all(v in KNOWN_VARIANTS for v in variants)
     info = Scenario(name, path, tuple(variants) if valid else (), summary[0] if summary else "")
     if not valid:
-        return replace(
-            info, problem=f"VARIANTS must be a literal tuple drawn from {KNOWN_VARIANTS}, got {variants!r}"
-        )
+        return replace(info, problem=f"VARIANTS must be a literal tuple drawn from {KNOWN_VARIANTS}, got {variants!r}")
     if not has_run:
         return replace(info, problem="defines no top-level run(variant, seed)")
     return info

@@ -11,6 +11,7 @@ import time
 
 _PROCESS_START = time.perf_counter()
 
+import contextlib  # noqa: E402
 import hashlib  # noqa: E402  (the clock above must start first)
 import importlib  # noqa: E402
 import importlib.metadata  # noqa: E402
@@ -98,10 +99,8 @@ def _cpu() -> dict[str, Any]:
 
 def _gpus(tf: Any) -> list[dict[str, Any]]:
     driver = None
-    try:
+    with contextlib.suppress(OSError, IndexError):
         driver = Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
-    except (OSError, IndexError):
-        pass
     found = []
     for device in tf.config.list_physical_devices("GPU"):
         details = tf.config.experimental.get_device_details(device)

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from repromatrix import matrix, runner
 from repromatrix.backends.container import CONTAINER_RESULTS
 from repromatrix.errors import CellError
-from repromatrix.matrix import Cell
+from repromatrix.matrix import REPO_ROOT, Cell
 from scenarios import _records
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
@@ -115,7 +119,8 @@ def test_a_version_without_a_wheel_fails_alone_in_docker(docker_backend, image, 
     path = tmp_path / "matrix.toml"
     path.write_text(
         f'[matrix]\ntf = ["2.99.0", "{NEWEST_TF}"]\n[run]\nscenarios = ["seeded_init"]\nrepeats = 1\n'
-        f'[docker]\nbase_image = "{docker_backend.settings.base_image}"\nextra_ca = "{docker_backend.settings.extra_ca}"\n'
+        f'[docker]\nbase_image = "{docker_backend.settings.base_image}"\n'
+        f'extra_ca = "{docker_backend.settings.extra_ca}"\n'
     )
     done = repromatrix_cli("run", "--matrix", str(path), "--backend", "docker", "--results", str(tmp_path / "r"))
     assert done.returncode == 4, done.stdout + done.stderr
@@ -153,3 +158,27 @@ def test_auto_backend_says_which_it_chose_and_why(docker_backend, image, tmp_pat
     )  # fmt: skip
     assert without.returncode == 0, without.stderr
     assert "backend: local (no Docker engine answers at unix://" in without.stdout
+
+
+def test_ctrl_c_removes_the_containers_and_keeps_what_was_measured(docker_backend, image, tmp_path):
+    settings = docker_backend.settings
+    env = {**os.environ, "REPROMATRIX_BASE_IMAGE": settings.base_image, "REPROMATRIX_EXTRA_CA": settings.extra_ca}
+    results = tmp_path / "r"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "repromatrix", "run", "--backend", "docker", "--tf", NEWEST_TF, "--device", "cpu",
+         "--results", str(results)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not docker_backend.leftovers():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no container started"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the runner
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr
+    assert docker_backend.leftovers() == []
+    for path in results.rglob("*.json"):
+        record = _records.read_record(path)
+        assert record["status"] == "ok", record["error"]  # no made-up errors for the containers we removed

@@ -56,7 +56,9 @@ def test_second_run_with_nothing_changed_starts_no_process(small_matrix, tmp_pat
     after = {p: _records.read_record(p).get("process_id") for p in records_of(options.results)}
     assert after == before
 
-    forced = runner.run_matrix(LocalBackend(), loaded, list(loaded.cells)[:1], runner.RunOptions(options.results, force=True))
+    forced = runner.run_matrix(
+        LocalBackend(), loaded, list(loaded.cells)[:1], runner.RunOptions(options.results, force=True)
+    )
     assert forced[0].started == 4
 
 

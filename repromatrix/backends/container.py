@@ -6,6 +6,7 @@ Works against any Docker-API engine docker-py reaches from the environment
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -228,10 +229,9 @@ class DockerBackend:
             with cleanup.registered(remove):
                 yield container_id
         finally:
-            try:
+            # Already gone when the Ctrl-C handler removed it first.
+            with contextlib.suppress(Exception):
                 remove()
-            except Exception:
-                pass
 
     def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
         command = ["python3", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
@@ -244,8 +244,9 @@ class DockerBackend:
 
     def execute(self, cell: Cell, image: str, command: list[str], out_dir: Path, timeout: float) -> HarnessRun:
         """Run `command` in a hardened container whose only writable mount is `out_dir`."""
-        import docker
         import requests
+
+        import docker
 
         out_dir.mkdir(parents=True, exist_ok=True)
         user = NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"

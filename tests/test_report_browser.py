@@ -1,0 +1,53 @@
+"""End to end: real records → report.html → headless Chromium, which must show the tables and heatmap."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import reporting
+from tests.conftest import IN_CI, chromium
+
+pytestmark = pytest.mark.browser
+# Chromium as root, with nothing reaching for the network (the machine has none).
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    found = chromium()
+    if found is None:
+        if IN_CI:
+            pytest.fail("CI=true but no Chromium (apt-get install chromium)")
+        pytest.skip("no Chromium")
+    return found
+
+
+def test_html_report_renders_tables_and_heatmap_in_chromium(browser, two_cell_run, tmp_path):
+    _, results = two_cell_run
+    reporting.render_all([results], tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").resolve()
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()  # self-contained
+    profile = tmp_path / "profile"
+    dom = subprocess.run(
+        [browser, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'id="section-1"' in dom.stdout  # the per-cell run-to-run table
+    assert dom.stdout.count('class="heatmap"') == 2  # one per scenario variant
+    assert "tf2.21.0-cpu-onednn0-det0" in dom.stdout and "seeded_init-seeded" in dom.stdout
+
+    screenshot = tmp_path / "report.png"
+    shot = subprocess.run(
+        [browser, *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,2200", f"--screenshot={screenshot}",
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    data = screenshot.read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000
