@@ -39,12 +39,23 @@ def _distance(value: Any, fmt: str) -> str:
 
 
 def summary_rows(report: Report) -> list[list[str]]:
+    """One row per cell × scenario variant; a cell skipped whole for one reason gets a single row."""
     rows = []
+    by_cell: dict[str, list[analysis.Variant]] = {}
     for v in report.variants:
-        nothing = "—" if not v.ok_repeats else ""
-        run_to_run = nothing or f"{v.run_to_run} ×{v.ok_repeats}"
-        note = v.message if v.status != "ok" else "; ".join(v.claim_reasons)
-        rows.append([v.cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—", v.claim, note])
+        by_cell.setdefault(v.cell_id, []).append(v)
+    for cell_id, group in by_cell.items():
+        reasons = {v.message for v in group}
+        if len(group) > 1 and all(v.status == "skipped" for v in group) and len(reasons) == 1:
+            rows.append([cell_id, f"all {len(group)}", "skipped", "—", "—", "—", "untested", reasons.pop()])
+            continue
+        for v in group:
+            nothing = "—" if not v.ok_repeats else ""
+            run_to_run = nothing or f"{v.run_to_run} ×{v.ok_repeats}"
+            note = v.message if v.status != "ok" else "; ".join(v.claim_reasons)
+            rows.append(
+                [cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—", v.claim, note]
+            )
     return rows
 
 
