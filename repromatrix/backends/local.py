@@ -89,10 +89,13 @@ class LocalBackend:
                 shutil.rmtree(venv, ignore_errors=True)
                 print(f"{cell.id}: creating virtualenv {venv} from {lock.name}", flush=True)
                 uv = locks.uv_binary()
+                index = ["--index-url", self.index_url] if self.index_url else []
+                # Bytecode now: scenario processes run with PYTHONDONTWRITEBYTECODE, and compiling
+                # TensorFlow's sources on every import would more than double its import time.
+                install = ["--require-hashes", "--no-deps", "--compile-bytecode", "-r", str(lock), *index]
                 steps = [
                     [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
-                    [uv, "pip", "install", "--python", str(python), "--require-hashes", "--no-deps", "-r", str(lock)]
-                    + (["--index-url", self.index_url] if self.index_url else []),
+                    [uv, "pip", "install", "--python", str(python), *install],
                 ]
                 for step in steps:
                     done = subprocess.run(step, capture_output=not verbose, text=True, env=locks.uv_env(), check=False)
