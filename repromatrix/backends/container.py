@@ -33,6 +33,7 @@ MANAGED = {f"{LABEL}.managed": "true"}
 CONTAINER_CODE = "/opt/repromatrix"
 CONTAINER_RESULTS = "/results"
 NOBODY = "65534:65534"
+ULIMITS = {"nofile": 4096, "nproc": 4096}
 BUILD_LOG_LINES = 30
 # Grace on top of the per-repeat timeouts, for container start and teardown.
 CONTAINER_GRACE_S = 120.0
@@ -269,6 +270,9 @@ class DockerBackend:
             memswap_limit=self.settings.memory,
             nano_cpus=int(self.settings.cpus * 1e9),
             pids_limit=self.settings.pids,
+            # Explicit and bounded: Podman otherwise asks for limits above what a nested or
+            # rootless host grants, and the container fails to start.
+            ulimits=[docker.types.Ulimit(name=name, soft=limit, hard=limit) for name, limit in ULIMITS.items()],
             device_requests=(
                 [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if cell.device == "cuda" else None
             ),
