@@ -1,7 +1,7 @@
 """Plan → build → run: which repeats are missing, make their environments, run them.
 
 Resumable by construction: a repeat whose record exists, is `ok` and carries
-the same reuse key (environment, scenario source, variant, seed) is never run
+the same reuse key (environment, knobs, scenario source, variant, seed) is never run
 again, so a killed run started again only fills the gaps.
 """
 

@@ -39,12 +39,8 @@ BUILD_LOG_LINES = 30
 CONTAINER_GRACE_S = 120.0
 
 
-def _engine_hint() -> str:
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    return (
-        f"no Docker engine answers at {host}; start one (systemctl start docker, or `dockerd &`), "
-        "point DOCKER_HOST at it (Podman: unix:///run/podman/podman.sock), or use --backend local"
-    )
+def _engine_host() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 @dataclass(frozen=True)
@@ -59,16 +55,19 @@ class DockerEngine:
         try:
             api = docker.from_env(timeout=self.timeout).api
             api.ping()
-        except Exception as exc:
-            raise EngineUnavailableError(f"{_engine_hint()} ({type(exc).__name__})") from None
+        except Exception:  # docker-py raises several unrelated types here
+            raise EngineUnavailableError(
+                f"no Docker engine answers at {_engine_host()}; start one (systemctl start docker, or `dockerd &`), "
+                "point DOCKER_HOST at it (Podman: unix:///run/podman/podman.sock), or use --backend local"
+            ) from None
         return api
 
     def reachable(self) -> str | None:
-        """None if the engine answers, else why not."""
+        """None if the engine answers, else why not (one short clause)."""
         try:
             self.client()
-        except EngineUnavailableError as exc:
-            return exc.message
+        except EngineUnavailableError:
+            return f"no Docker engine answers at {_engine_host()}"
         return None
 
 
