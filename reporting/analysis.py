@@ -235,7 +235,11 @@ def add_distances(tables: list[ClassTable], limit: int = 12) -> None:
 
 
 def pairwise(group: list[Variant]) -> tuple[list[str], list[list[float | None]]]:
-    """Share of compared outputs two cells agree on bit for bit (None: one has no stable result)."""
+    """Share of compared outputs two cells agree on bit for bit (None: one has no stable result).
+
+    Cells that measured nothing (skipped, failed) are left out.
+    """
+    group = [v for v in group if v.ok_repeats]
     cells = [v.cell_id for v in group]
     matrix: list[list[float | None]] = []
     for left in group:

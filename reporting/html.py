@@ -53,6 +53,8 @@ def _heat(value: float | None) -> str:
 
 def heatmap(report: Report, scenario: str) -> str:
     cells, matrix = analysis.pairwise(report.group(scenario))
+    if all(x is None for row in matrix for x in row):
+        return "<p>No cell has one stable result to compare (every cell's repeats differ, or nothing ran).</p>"
     head = "".join(f'<th title="{escape(c)}">{i + 1}</th>' for i, c in enumerate(cells))
     rows = "".join(
         f'<tr><th class="row">{i + 1} {escape(cell)}</th>' + "".join(_heat(x) for x in row) + "</tr>"

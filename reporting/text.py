@@ -118,6 +118,8 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
     if pairwise:
         for scenario in report.scenarios:
             cells, matrix = analysis.pairwise(report.group(scenario))
+            if all(x is None for row in matrix for x in row):
+                continue  # nothing stable to compare: the run-to-run table already says so
             labels = [str(i + 1) for i in range(len(cells))]
             rows = [
                 [f"{i + 1} {cell}", *("·" if x is None else f"{x:.0%}" for x in row)]

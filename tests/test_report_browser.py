@@ -39,7 +39,10 @@ def test_html_report_renders_tables_and_heatmap_in_chromium(browser, two_cell_ru
     )  # fmt: skip
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert 'id="section-1"' in dom.stdout  # the per-cell run-to-run table
-    assert dom.stdout.count('class="heatmap"') == 2  # one per scenario variant
+    # A heatmap for the seeded variant; the unseeded one has no stable result to compare, and says so.
+    assert dom.stdout.count('class="heatmap"') == 1
+    assert 'data-scenario="seeded_init-seeded"' in dom.stdout
+    assert "No cell has one stable result to compare" in dom.stdout
     assert "tf2.21.0-cpu-onednn0-det0" in dom.stdout and "seeded_init-seeded" in dom.stdout
 
     screenshot = tmp_path / "report.png"
