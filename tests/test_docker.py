@@ -16,6 +16,7 @@ import pytest
 
 from repromatrix import matrix, runner
 from repromatrix.backends.container import CONTAINER_RESULTS
+from repromatrix.backends.local import LocalBackend
 from repromatrix.errors import CellError
 from repromatrix.matrix import REPO_ROOT, Cell
 from scenarios import _records
@@ -182,3 +183,22 @@ def test_ctrl_c_removes_the_containers_and_keeps_what_was_measured(docker_backen
     for path in results.rglob("*.json"):
         record = _records.read_record(path)
         assert record["status"] == "ok", record["error"]  # no made-up errors for the containers we removed
+
+
+def test_container_and_local_virtualenv_agree_bit_for_bit(docker_backend, image, tmp_path, tf_python):
+    """Same lock, same CPU: the seeded outputs must not depend on the backend."""
+    tf_python(NEWEST_TF)
+    loaded = matrix.load()
+    loaded = type(loaded)(
+        **{**loaded.__dict__, "repeats": 1, "scenarios": ("seeded_init",), "docker": docker_backend.settings}
+    )
+    for backend, folder in ((docker_backend, "docker"), (LocalBackend(), "local")):
+        [outcome] = runner.run_matrix(backend, loaded, [CELL], runner.RunOptions(tmp_path / folder))
+        assert outcome.state == "ran", outcome
+    docker_record, local_record = (
+        _records.read_record(_records.record_path(tmp_path / folder / CELL.id, "seeded_init", "seeded", 0))
+        for folder in ("docker", "local")
+    )
+    assert docker_record["environment"]["image"]["backend"] == "docker"
+    assert local_record["environment"]["image"]["backend"] == "local"
+    assert docker_record["outputs"] == local_record["outputs"]
