@@ -76,6 +76,9 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None) -> 
     from reporting import html, text
 
     report = build(folders, baseline)
+    if not report.variants:
+        problems = "; ".join(report.warnings) or "no records in them"
+        raise ValueError(f"nothing to report from {', '.join(map(str, folders))}: {problems}")
     outputs: dict[str, Any] = {
         "report.md": text.markdown(report),
         "report.html": html.page(report),

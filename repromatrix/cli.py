@@ -151,7 +151,10 @@ def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None)
     import reporting
 
     destination = out or DEFAULT_REPORTS / results_dirs[0].name
-    text = reporting.render_all(results_dirs, destination, baseline=baseline)
+    try:
+        text = reporting.render_all(results_dirs, destination, baseline=baseline)
+    except ValueError as exc:
+        raise ConfigurationError(f"{exc} (pass the folder given to --results)") from None
     print(text)
     print(f"report written to {destination}/ (report.md, report.html, report.json, report.csv)")
 

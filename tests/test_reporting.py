@@ -254,3 +254,15 @@ def test_json_and_csv_reports_are_complete(tmp_path):
     assert payload["classes"][0]["by_cell"] == {"tf2.16.2-cpu-onednn1-det0": "A"}
     csv_text = (tmp_path / "out" / "report.csv").read_text().splitlines()
     assert csv_text[0].startswith("cell,tf,device,scenario") and ",A,A," in csv_text[1]
+
+
+def test_a_folder_without_records_is_one_clear_line(tmp_path):
+    from tests.conftest import repromatrix_cli
+
+    (tmp_path / "empty").mkdir()
+    done = repromatrix_cli("report", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: nothing to report from {tmp_path / 'empty'}: no records in them (pass the folder given to --results)"
+    ]
+    assert not (tmp_path / "out").exists()
