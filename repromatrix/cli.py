@@ -195,9 +195,17 @@ def main(argv: list[str] | None = None) -> int:
             do_report(args.results_dirs, args.baseline, args.out)
         elif args.command == "lock":
             loaded, cells = load_cells(args)
+            failed = []
             for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
-                path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
+                try:
+                    path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
+                except locks.LockError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    failed.append(locks.requirement(tf, device))
+                    continue
                 print(f"locked {locks.requirement(tf, device)} → {path.relative_to(matrix.REPO_ROOT)}")
+            if failed:
+                raise CellsFailedError(f"{len(failed)} locks could not be resolved: {', '.join(failed)}")
         elif args.command == "base-image":
             script = matrix.REPO_ROOT / "docker" / "base" / "build-debian-base.sh"
             return subprocess.run(["bash", str(script), args.name], check=False).returncode
