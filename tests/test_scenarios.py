@@ -216,3 +216,15 @@ def test_user_scenario_is_discovered_and_run_like_the_built_ins(scenarios_copy, 
     record = _records.read_record(_records.record_path(tmp_path, "wide_seeded", "seeded", 0))
     assert record["in_process_identical"] is True
     assert json.loads(json.dumps(record["outputs"]))["model1.weights"]["shape"] == [2 * 32 + 32 + 32 + 1]
+
+
+def test_determinism_and_thread_knobs_are_recorded_as_in_force(tf_python, tmp_path):
+    done = harness(
+        tf_python(NEWEST_TF), "seeded_init", "--repeat", "1", "--op-determinism", "on",
+        "--intra-op-threads", "1", "--inter-op-threads", "1", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    knobs = _records.read_record(_records.record_path(tmp_path, "seeded_init", "seeded", 0))["knobs"]
+    assert knobs["op_determinism"] is True
+    assert (knobs["intra_op_threads"], knobs["inter_op_threads"]) == (1, 1)
+    assert knobs["requested"]["op_determinism"] is True
