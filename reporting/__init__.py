@@ -6,8 +6,6 @@ are its parts.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 from reporting import analysis
 from reporting.load import load
+from scenarios import _records
 
 
 @dataclass
@@ -59,18 +58,6 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
     return report
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render_all(folders: list[Path], out: Path, baseline: Path | None = None) -> str:
     """Write report.{md,html,json,csv} into `out`; returns the terminal rendering."""
     from reporting import html, text
@@ -86,5 +73,5 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None) -> 
         "report.csv": text.csv_rows(report),
     }
     for name, content in outputs.items():
-        write_atomic(out / name, content)
+        _records.write_text(out / name, content)
     return text.terminal(report)

@@ -41,12 +41,3 @@ class CellError(Exception):
         self.cell_id = cell_id
         self.message = message
         self.detail = detail  # build log or stderr tail, kept in the records
-
-
-class CellSkipped(Exception):
-    """One cell cannot run here (e.g. CUDA without a GPU). Recorded as `skipped` with the reason."""
-
-    def __init__(self, cell_id: str, reason: str) -> None:
-        super().__init__(f"{cell_id}: skipped: {reason}")
-        self.cell_id = cell_id
-        self.reason = reason

@@ -43,12 +43,8 @@ def describe(array: Any) -> dict[str, Any]:
     return {"dtype": array.dtype.str.lstrip("<>|="), "shape": list(array.shape), "sha256": digest(array)}
 
 
-def record_dir(out: Path, scenario: str, variant: str) -> Path:
-    return out / f"{scenario}-{variant}"
-
-
 def record_path(out: Path, scenario: str, variant: str, repeat: int) -> Path:
-    return record_dir(out, scenario, variant) / f"{repeat}.json"
+    return out / f"{scenario}-{variant}" / f"{repeat}.json"
 
 
 def _atomic_write(path: Path, write: Any, suffix: str) -> None:
@@ -65,9 +61,12 @@ def _atomic_write(path: Path, write: Any, suffix: str) -> None:
         raise
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+def write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda handle: handle.write(text.encode()), ".tmp")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def write_npz(path: Path, arrays: dict[str, Any]) -> None:

@@ -104,6 +104,10 @@ class DockerBackend:
             return {"TF_IMAGE": f"{self.settings.official_image}:{cell.tf}{suffix}"}
         return {"BASE_IMAGE": self.settings.base_image, "INDEX_URL": self.settings.index_url}
 
+    def _base(self, cell: Cell) -> str:
+        """The image the recipe builds FROM."""
+        return next(iter(self._build_args(cell).values()))
+
     def _extra_ca(self, cell: Cell) -> bytes:
         if not self.settings.extra_ca:
             return b""
@@ -164,10 +168,9 @@ class DockerBackend:
             image_id = self._image_id(tag)
             if image_id is None:
                 image_id = self._build(cell, tag, verbose or self.verbose)
-        base = next(iter(self._build_args(cell).values()))
         return Prepared(
             key=image_id,
-            description={"backend": self.name, "tag": tag, "id": image_id, "base": base},
+            description={"backend": self.name, "tag": tag, "id": image_id, "base": self._base(cell)},
             handle=image_id,
         )
 
@@ -178,7 +181,7 @@ class DockerBackend:
             f"{LABEL}.recipe": cell.recipe,
             f"{LABEL}.tf": cell.tf,
             f"{LABEL}.device": cell.device,
-            f"{LABEL}.base": next(iter(self._build_args(cell).values())),
+            f"{LABEL}.base": self._base(cell),
             f"{LABEL}.cell-environment": f"tf{cell.tf}-{cell.device}-{cell.recipe}",
         }
         tail: deque[str] = deque(maxlen=BUILD_LOG_LINES)

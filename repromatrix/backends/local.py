@@ -65,9 +65,12 @@ class LocalBackend:
         except locks.LockError as exc:
             raise CellError(cell.id, str(exc)) from None
 
-    def environment_key(self, cell: Cell) -> str:
-        parts = [self.name, sys.version, platform.machine(), locks.file_digest(self._lock(cell))]
+    def _key(self, lock: Path) -> str:
+        parts = [self.name, sys.version, platform.machine(), locks.file_digest(lock)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def environment_key(self, cell: Cell) -> str:
+        return self._key(self._lock(cell))
 
     def skip_reason(self, cell: Cell) -> str | None:
         if cell.recipe != "pip":
@@ -76,12 +79,10 @@ class LocalBackend:
             return gpu_visible()
         return None
 
-    def venv_path(self, cell: Cell) -> Path:
-        return cache_dir() / "venvs" / f"tf{cell.tf}-{cell.device}-{self.environment_key(cell)[:12]}"
-
     def prepare(self, cell: Cell, verbose: bool) -> Prepared:
         lock = self._lock(cell)
-        venv = self.venv_path(cell)
+        key = self._key(lock)
+        venv = cache_dir() / "venvs" / f"tf{cell.tf}-{cell.device}-{key[:12]}"
         python = venv / "bin" / "python"
         with exclusive(venv):
             if not (venv / COMPLETE).is_file():
@@ -105,7 +106,7 @@ class LocalBackend:
                         raise CellError(cell.id, f"virtualenv install failed: {last}", tail)
                 (venv / COMPLETE).write_text(lock.name + "\n")
         return Prepared(
-            key=self.environment_key(cell),
+            key=key,
             description={"backend": self.name, "venv": venv.name, "lock": lock.name},
             handle=str(python),
         )
