@@ -29,8 +29,22 @@ except matrix_toml.ConfigurationError as exc:  # nox -l must still work; `nox -s
 
 
 def repromatrix(session: nox.Session, *args: str) -> None:
+    """Run the command and exit with its own code (nox would turn 2, 3, 4, 5 and 130 into 1)."""
     session.install("-e", ".")
-    session.run("python", "-m", "repromatrix", *args, *session.posargs)
+    code_file = Path(session.create_tmp()) / "exit-code"
+    code_file.unlink(missing_ok=True)
+    session.run(
+        "python", "-m", "repromatrix", *args, *session.posargs,
+        env={"REPROMATRIX_EXIT_CODE_FILE": str(code_file)},
+        success_codes=range(256),
+        # On Ctrl-C, time to remove containers before nox escalates to SIGTERM and SIGKILL.
+        interrupt_timeout=60.0,
+        terminate_timeout=10.0,
+    )  # fmt: skip
+    code = int(code_file.read_text()) if code_file.is_file() else 1
+    if code:
+        session.log(f"repromatrix exited with code {code} (README: exit codes)")
+        sys.exit(code)
 
 
 @nox.session(default=False)
@@ -61,10 +75,7 @@ def run(session: nox.Session) -> None:
 @nox.parametrize("cell", CELL_IDS, ids=CELL_IDS)
 def cell(session: nox.Session, cell: str) -> None:
     """Run exactly one cell into results/cells/<id> (one CI job per cell)."""
-    session.install("-e", ".")
-    session.run(
-        "python", "-m", "repromatrix", "run", "--cell", cell, "--results", f"results/cells/{cell}", *session.posargs
-    )
+    repromatrix(session, "run", "--cell", cell, "--results", f"results/cells/{cell}")
 
 
 @nox.session(default=False)

@@ -1,4 +1,4 @@
-"""Comparison semantics: run-to-run verdicts, equivalence classes, distances, expectations, drift.
+"""Comparison semantics: verdicts, classes, distances, attribution, first divergence, drift.
 
 Pure logic over loaded records (and their npz files, for distances only), so
 it is tested on hand-made records.
@@ -7,191 +7,52 @@ it is tested on hand-made records.
 from __future__ import annotations
 
 import json
+import re
 import string
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import combinations
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reporting.load import Record
+from repromatrix.reporting.load import Loaded
+from repromatrix.scenarios import records
 
-REPORT_SCHEMA = 1
-# Cross-environment classes compare the first build; model2 is its in-process twin.
-COMPARED_OUTPUTS = ("model1.predictions", "model1.weights")
+REPORT_SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)  # drift baselines: the drift summary kept its form
 VARIES = "~"
 NO_RESULT = "—"
+# "Numerically the same, not bit-identical": classes this close are grouped in the tolerance view.
+TOLERANCE_ULP = 16
+# Past this many ULP (different signs or magnitudes) a ULP count says nothing; relative error does.
+HUGE_ULP = 1_000_000
+# Values this small make large ULP counts from tiny differences (1e-7 and 1.3e-7 are 524288 ULP apart).
+NEAR_ZERO = 1e-5
+# Arrays compared across environments: model1's, except those first divergence reads.
+PER_LAYER = re.compile(r"^model1\.layer\.(\d+)\.(.+)$")
+PER_EPOCH = re.compile(r"^model1\.epoch\.(\d+)\.weights$")
+AXIS_LABELS = {
+    "tf": "TensorFlow",
+    "device": "device",
+    "recipe": "image recipe",
+    "onednn": "oneDNN",
+    "op_determinism": "op determinism",
+    "intra_op_threads": "intra-op threads",
+    "inter_op_threads": "inter-op threads",
+    "cpus": "cores",
+    "cpu_isa": "CPU instruction set",
+}
+ISA_ORDER = ("sse41", "avx", "avx2", "avx512_core", "native")
 
 
-@dataclass
-class Variant:
-    """One cell × scenario variant: its repeats and what they say."""
-
-    cell_id: str
-    cell: dict[str, Any]
-    scenario: str
-    variant: str
-    seed: int | None
-    records: list[Record]
-    status: str = "ok"  # ok, error, skipped
-    message: str = ""
-    ok_repeats: int = 0
-    run_to_run: str = "untested"  # identical, varies, untested (fewer than 2 measured repeats)
-    in_process: str = "untested"  # identical, differs, mixed, untested
-    ran_on: str = ""  # cpu, gpu, mixed; empty when nothing ran
-    digests: dict[str, str | None] = field(default_factory=dict)  # per output, None when repeats disagree
-    claim: str = "untested"  # held, broken, untested
-    claim_reasons: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return f"{self.scenario}-{self.variant}"
-
-    @property
-    def expected(self) -> str:
-        return "identical" if self.variant == "seeded" else "varies"
-
-    @property
-    def representative(self) -> Record | None:
-        return next((r for r in self.records if r.data["status"] == "ok"), None)
+def is_compared(output: str) -> bool:
+    return output.startswith("model1.") and not PER_LAYER.match(output) and not output.startswith("model1.epoch.")
 
 
-def _summarise(variant: Variant) -> None:
-    statuses = [r.data["status"] for r in variant.records]
-    ok = [r for r in variant.records if r.data["status"] == "ok"]
-    variant.ok_repeats = len(ok)
-    failed = next((r for r in variant.records if r.data["status"] != "ok"), None)
-    if "error" in statuses:
-        variant.status = "error"
-    elif ok:
-        variant.status = "ok"
-    else:
-        variant.status = "skipped"
-    if failed is not None:
-        variant.message = str((failed.data.get("error") or {}).get("message") or failed.data["status"])
-    if not ok:
-        return
-    outputs = sorted({name for r in ok for name in r.data.get("outputs", {})})
-    for name in outputs:
-        seen = {r.data["outputs"].get(name, {}).get("sha256") for r in ok}
-        variant.digests[name] = seen.pop() if len(seen) == 1 else None
-    if len(ok) >= 2:
-        variant.run_to_run = "identical" if all(d is not None for d in variant.digests.values()) else "varies"
-    checks = {r.data.get("in_process_identical") for r in ok}
-    variant.in_process = (
-        "mixed" if len(checks) > 1 else {True: "identical", False: "differs"}.get(checks.pop(), "untested")
-    )
-    devices = {(r.data.get("environment") or {}).get("ran_on", "cpu") for r in ok}
-    variant.ran_on = devices.pop() if len(devices) == 1 else "mixed"
-    _judge(variant)
-
-
-def _judge(variant: Variant) -> None:
-    """The article's claims as expectations: seeded is identical, unseeded varies."""
-    reasons = []
-    if variant.variant == "seeded":
-        if variant.in_process in ("differs", "mixed"):
-            reasons.append("seeded: model1 and model2 differ in-process")
-        if variant.run_to_run == "varies":
-            reasons.append(f"seeded: repeats differ run to run ({variant.ok_repeats} processes)")
-    else:
-        if variant.in_process in ("identical", "mixed"):
-            reasons.append("unseeded: model1 and model2 came out identical in-process")
-        if variant.run_to_run == "identical":
-            reasons.append("unseeded: every process gave the very same bits (something seeds it)")
-    variant.claim_reasons = reasons
-    tested = variant.in_process != "untested" or variant.run_to_run != "untested"
-    variant.claim = "broken" if reasons else ("held" if tested else "untested")
-
-
-def variants(records: list[Record]) -> list[Variant]:
-    grouped: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
-    for record in records:
-        grouped[(record.cell_id, record.data["scenario"], record.data["variant"])].append(record)
-    found = []
-    for (cell_id, scenario, variant_name), group in sorted(grouped.items()):
-        group.sort(key=lambda r: int(r.data["repeat"]))
-        first = group[0].data
-        variant = Variant(
-            cell_id, first.get("cell") or {"id": cell_id}, scenario, variant_name, first.get("seed"), group
-        )
-        _summarise(variant)
-        found.append(variant)
-    return found
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # finding (an expectation broken), warning, error
-    cell_id: str
-    scenario: str
-    text: str
-
-
-def findings(all_variants: list[Variant]) -> list[Finding]:
-    """Everything a reader must not miss, seeded-but-varies first."""
-    found = []
-    for v in all_variants:
-        for reason in v.claim_reasons:
-            found.append(Finding("finding", v.cell_id, v.name, reason))
-        if v.cell.get("device") == "cuda" and v.ran_on and v.ran_on != "gpu":
-            found.append(
-                Finding("warning", v.cell_id, v.name, f"requested CUDA but ran on {v.ran_on}: not a GPU result")
-            )
-        if v.status == "error":
-            found.append(Finding("error", v.cell_id, v.name, v.message))
-    rank = {"finding": 0, "warning": 1, "error": 2}
-    return sorted(found, key=lambda f: (rank[f.severity], not f.scenario.endswith("-seeded"), f.cell_id, f.scenario))
-
-
-def _letters(index: int) -> str:
-    letters = string.ascii_uppercase
-    name = ""
-    index += 1
-    while index:
-        index, remainder = divmod(index - 1, 26)
-        name = letters[remainder] + name
-    return name
-
-
-@dataclass
-class ClassTable:
-    """Cells grouped by the exact bits of one output of one scenario variant."""
-
-    scenario: str
-    output: str
-    by_cell: dict[str, str]  # cell id → class letter, VARIES or NO_RESULT
-    classes: dict[str, dict[str, Any]]  # letter → {"sha256", "cells", "representative"}
-    distances: list[dict[str, Any]] = field(default_factory=list)
-
-
-def class_tables(all_variants: list[Variant]) -> list[ClassTable]:
-    by_scenario: dict[str, list[Variant]] = defaultdict(list)
-    for v in all_variants:
-        by_scenario[v.name].append(v)
-    tables = []
-    for scenario, group in sorted(by_scenario.items()):
-        for output in COMPARED_OUTPUTS:
-            by_cell: dict[str, str] = {}
-            classes: dict[str, dict[str, Any]] = {}
-            letter_of: dict[str, str] = {}
-            for v in group:
-                if not v.ok_repeats or output not in v.digests:
-                    by_cell[v.cell_id] = NO_RESULT
-                    continue
-                digest = v.digests[output]
-                if digest is None:
-                    by_cell[v.cell_id] = VARIES
-                    continue
-                if digest not in letter_of:
-                    letter_of[digest] = _letters(len(letter_of))
-                    classes[letter_of[digest]] = {"sha256": digest, "cells": [], "representative": v.representative}
-                classes[letter_of[digest]]["cells"].append(v.cell_id)
-                by_cell[v.cell_id] = letter_of[digest]
-            tables.append(ClassTable(scenario, output, by_cell, classes))
-    return tables
+# -- distances ------------------------------------------------------------------
 
 
 def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
@@ -211,30 +72,605 @@ def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.max(np.abs(ordered(a.ravel()) - ordered(b.ravel()))))
 
 
-def distance(left: Record, right: Record, output: str) -> dict[str, Any]:
-    try:
-        with np.load(left.arrays_path) as la, np.load(right.arrays_path) as ra:
-            a, b = la[output], ra[output]
-    except (OSError, KeyError, ValueError) as exc:
-        return {"max_abs": None, "max_ulp": None, "note": f"arrays unreadable: {exc}"}
+@dataclass(frozen=True)
+class Distance:
+    max_abs: float | None = None
+    max_ulp: int | None = None
+    max_rel: float | None = None
+    near_zero: bool = False  # the largest ULP gap sits at values below NEAR_ZERO
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"max_abs": self.max_abs, "max_ulp": self.max_ulp, "max_rel": self.max_rel,
+                "near_zero": self.near_zero, "note": self.note}  # fmt: skip
+
+    @property
+    def ulp_meaningful(self) -> bool:
+        return self.max_ulp is not None and self.max_ulp <= HUGE_ULP
+
+    def brief(self) -> str:
+        """'|Δ| ≤ 3e-08, 4 ULP' — relative error instead of a meaningless ULP count."""
+        if self.max_abs is None:
+            return self.note or "not comparable"
+        if self.max_abs == 0:
+            return "equal values, different bits (e.g. -0 and +0)"
+        parts = [f"|Δ| ≤ {self.max_abs:.2g}"]
+        if self.ulp_meaningful:
+            parts.append(f"{self.max_ulp} ULP" + (" near zero" if self.near_zero else ""))
+        elif self.max_rel is not None:
+            parts.append(f"relative {self.max_rel:.2g}")
+        return ", ".join(parts)
+
+    def ulp_cell(self) -> str:
+        """The ULP column of a table: the count when it means something, else the relative error."""
+        if self.max_ulp is None:
+            return ""
+        if self.ulp_meaningful:
+            return f"{self.max_ulp}" + (" *" if self.near_zero else "")
+        return f"rel {self.max_rel:.2g}" if self.max_rel is not None else "—"
+
+    def worse(self, other: Distance) -> Distance:
+        if other.max_abs is None:
+            return self
+        if self.max_abs is None or (other.max_abs, other.max_ulp or 0) > (self.max_abs, self.max_ulp or 0):
+            return other
+        return self
+
+
+def compare_arrays(a: np.ndarray, b: np.ndarray) -> Distance:
     if a.shape != b.shape:
-        return {"max_abs": None, "max_ulp": None, "note": f"shapes differ: {a.shape} vs {b.shape}"}
+        return Distance(note=f"shapes differ: {a.shape} vs {b.shape}")
     if a.dtype != b.dtype:
-        return {"max_abs": None, "max_ulp": None, "note": f"dtypes differ: {a.dtype} vs {b.dtype}"}
-    max_abs = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-    return {"max_abs": max_abs, "max_ulp": ulp_distance(a, b), "note": ""}
+        return Distance(note=f"dtypes differ: {a.dtype} vs {b.dtype}")
+    if a.dtype.kind not in "fiub" or a.size == 0:
+        return Distance(max_abs=0.0 if a.size == 0 else None, note="" if a.size == 0 else f"{a.dtype} arrays")
+    wide_a, wide_b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    gap = np.abs(wide_a - wide_b)
+    scale = np.maximum(np.abs(wide_a), np.abs(wide_b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(scale > 0, gap / scale, 0.0)
+    ulp = ulp_distance(a, b) if a.dtype.kind == "f" else None
+    near_zero = False
+    if ulp is not None and a.dtype.kind == "f":
+        bits = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
+        steps = np.abs(a.ravel().view(bits).astype(np.float64) - b.ravel().view(bits).astype(np.float64))
+        worst = int(np.argmax(steps))
+        near_zero = bool(scale[worst] < NEAR_ZERO and ulp > TOLERANCE_ULP)
+    return Distance(float(gap.max()), ulp, float(rel.max()), near_zero)
 
 
-def add_distances(tables: list[ClassTable], limit: int = 12) -> None:
-    """Max |Δ| and max ULP between each pair of classes (the first `limit` classes of a table)."""
+class Arrays:
+    """npz files loaded once per report."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, dict[str, np.ndarray] | records.RecordError] = {}
+
+    def get(self, loaded: Loaded) -> dict[str, np.ndarray]:
+        if loaded.arrays_path not in self._cache:
+            try:
+                self._cache[loaded.arrays_path] = loaded.arrays()
+            except records.RecordError as exc:
+                self._cache[loaded.arrays_path] = exc
+        value = self._cache[loaded.arrays_path]
+        if isinstance(value, records.RecordError):
+            raise value
+        return value
+
+    def distance(self, left: Loaded, right: Loaded, output: str) -> Distance:
+        try:
+            a, b = self.get(left)[output], self.get(right)[output]
+        except (records.RecordError, KeyError) as exc:
+            return Distance(note=f"arrays unreadable: {exc}")
+        return compare_arrays(a, b)
+
+
+# -- one cell × scenario variant ------------------------------------------------------
+
+
+@dataclass
+class Spread:
+    """How an output varied among one variant's repeats."""
+
+    output: str
+    distinct: int
+    processes: int
+    distance: Distance
+
+
+@dataclass
+class Variant:
+    """One cell × scenario variant: its repeats and what they say."""
+
+    cell_id: str
+    cell: dict[str, Any]
+    scenario: str
+    variant: str
+    seed: int | None
+    records: list[Loaded]
+    expectation: dict[str, str]
+    declared: dict[str, str]
+    status: str = "ok"  # ok, error, skipped
+    message: str = ""
+    ok_repeats: int = 0
+    run_to_run: str = "untested"  # identical, varies, untested (fewer than 2 measured repeats)
+    in_process: str = "untested"  # identical, differs, mixed, untested
+    ran_on: str = ""  # cpu, gpu, mixed; empty when nothing ran
+    isolation: str = ""  # process, fork, mixed
+    environments: int = 0  # distinct reuse keys among the measured repeats
+    digests: dict[str, str | None] = field(default_factory=dict)  # per output, None when repeats disagree
+    spreads: list[Spread] = field(default_factory=list)  # outputs that varied run to run
+    claim: str = "untested"  # held, broken, untested
+    claim_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.scenario}-{self.variant}"
+
+    @property
+    def seeded(self) -> bool:
+        return records.is_seeded(self.variant)
+
+    @property
+    def ok_records(self) -> list[Loaded]:
+        return [r for r in self.records if r.record.is_ok]
+
+    @property
+    def representative(self) -> Loaded | None:
+        return next(iter(self.ok_records), None)
+
+    @property
+    def compared_outputs(self) -> list[str]:
+        return [name for name in self.digests if is_compared(name)]
+
+
+def _summarise(variant: Variant, arrays: Arrays) -> None:
+    ok = variant.ok_records
+    variant.ok_repeats = len(ok)
+    failed = next((r for r in variant.records if not r.record.is_ok), None)
+    statuses = {r.record.status for r in variant.records}
+    variant.status = "error" if "error" in statuses else ("ok" if ok else "skipped")
+    if failed is not None:
+        variant.message = failed.record.message or failed.record.status
+    if not ok:
+        return
+    outputs = sorted({name for r in ok for name in r.record.outputs})
+    for name in outputs:
+        seen: dict[str, Loaded] = {}
+        for r in ok:
+            output = r.record.outputs.get(name)
+            seen.setdefault(output.sha256 if output else "", r)
+        variant.digests[name] = next(iter(seen)) if len(seen) == 1 else None
+        if len(seen) > 1 and is_compared(name):
+            reps = list(seen.values())
+            worst = Distance()
+            for left, right in combinations(reps[:6], 2):
+                worst = worst.worse(arrays.distance(left, right, name))
+            variant.spreads.append(Spread(name, len(seen), len(ok), worst))
+    if len(ok) >= 2:
+        variant.run_to_run = "identical" if all(d is not None for d in variant.digests.values()) else "varies"
+    checks = {r.record.in_process_identical for r in ok}
+    variant.in_process = (
+        "mixed" if len(checks) > 1 else {True: "identical", False: "differs"}.get(checks.pop(), "untested")
+    )
+    devices = {r.record.ran_on for r in ok}
+    variant.ran_on = devices.pop() if len(devices) == 1 else "mixed"
+    isolations = {r.record.isolation for r in ok}
+    variant.isolation = isolations.pop() if len(isolations) == 1 else "mixed"
+    variant.environments = len({r.record.reuse_key for r in ok})
+    _judge(variant)
+
+
+def _source(variant: Variant, key: str) -> str:
+    if key in variant.declared:
+        return "declared in EXPECT"
+    return f"the default for {'seeded' if variant.seeded else 'unseeded'} variants"
+
+
+def _judge(variant: Variant) -> None:
+    """Each variant against its own expectation: declared in the scenario, or the article's claims."""
+    reasons = []
+    want_r2r, want_ip = variant.expectation.get("run_to_run", "any"), variant.expectation.get("in_process", "any")
+    if want_r2r == "identical" and variant.run_to_run == "varies":
+        varied = (
+            "; ".join(
+                f"{s.output} {s.distinct} distinct among {s.processes} processes ({s.distance.brief()})"
+                for s in variant.spreads
+            )
+            or "per-layer or per-epoch arrays"
+        )
+        reasons.append(f"expected identical run to run ({_source(variant, 'run_to_run')}), but varied: {varied}")
+    if want_r2r == "differs" and variant.run_to_run == "identical":
+        reasons.append(
+            f"expected to differ run to run ({_source(variant, 'run_to_run')}), but all {variant.ok_repeats} "
+            "processes gave the very same bits (something seeds it)"
+        )
+    if want_ip == "identical" and variant.in_process in ("differs", "mixed"):
+        reasons.append(
+            f"expected model1 and model2 identical in-process ({_source(variant, 'in_process')}), "
+            f"but they {'differ' if variant.in_process == 'differs' else 'differ in some processes'}"
+        )
+    if want_ip == "differs" and variant.in_process in ("identical", "mixed"):
+        reasons.append(
+            f"expected model1 and model2 to differ in-process ({_source(variant, 'in_process')}), "
+            f"but they came out identical{' in some processes' if variant.in_process == 'mixed' else ''}"
+        )
+    variant.claim_reasons = reasons
+    tested = variant.in_process != "untested" or variant.run_to_run != "untested"
+    variant.claim = "broken" if reasons else ("held" if tested else "untested")
+
+
+def variants(loaded: list[Loaded], arrays: Arrays | None = None) -> list[Variant]:
+    arrays = arrays or Arrays()
+    grouped: dict[tuple[str, str, str], list[Loaded]] = defaultdict(list)
+    for item in loaded:
+        grouped[(item.cell_id, item.record.scenario, item.record.variant)].append(item)
+    found = []
+    for (cell_id, scenario, variant_name), group in sorted(grouped.items()):
+        group.sort(key=lambda r: r.record.repeat)
+        first = group[0]
+        variant = Variant(
+            cell_id,
+            first.record.cell or {"id": cell_id},
+            scenario,
+            variant_name,
+            first.record.seed,
+            group,
+            first.expectation,
+            dict(first.record.expect),
+        )
+        _summarise(variant, arrays)
+        found.append(variant)
+    return found
+
+
+# -- findings -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str  # finding (an expectation broken), warning, error
+    cell_id: str
+    scenario: str
+    text: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"severity": self.severity, "cell_id": self.cell_id, "scenario": self.scenario, "text": self.text}
+
+
+def findings(all_variants: list[Variant]) -> list[Finding]:
+    """Everything a reader must not miss, seeded-but-varies first."""
+    found = []
+    for v in all_variants:
+        for reason in v.claim_reasons:
+            found.append(Finding("finding", v.cell_id, v.name, reason))
+        if v.cell.get("device") == "cuda" and v.ran_on and v.ran_on != "gpu":
+            found.append(
+                Finding("warning", v.cell_id, v.name, f"requested CUDA but ran on {v.ran_on}: not a GPU result")
+            )
+        if v.environments > 1:
+            text = (
+                f"its repeats were measured in {v.environments} different environments or scenario versions; "
+                "rerun the cell with --force to measure it in one"
+            )
+            found.append(Finding("warning", v.cell_id, v.name, text))
+        if v.status == "error":
+            found.append(Finding("error", v.cell_id, v.name, v.message))
+    rank = {"finding": 0, "warning": 1, "error": 2}
+    return sorted(found, key=lambda f: (rank[f.severity], "-unseeded" in f.scenario, f.cell_id, f.scenario))
+
+
+# -- classes ------------------------------------------------------------------------
+
+
+def _letters(index: int) -> str:
+    letters = string.ascii_uppercase
+    name = ""
+    index += 1
+    while index:
+        index, remainder = divmod(index - 1, 26)
+        name = letters[remainder] + name
+    return name
+
+
+@dataclass
+class ClassPair:
+    a: str
+    b: str
+    distance: Distance
+    divergence: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, **self.distance.to_json(), "first_divergence": self.divergence}
+
+
+@dataclass
+class ClassTable:
+    """Cells grouped by the exact bits of one output of one scenario variant."""
+
+    scenario: str  # the scenario variant's name
+    output: str
+    seeded: bool
+    by_cell: dict[str, str]  # cell id → class letter, VARIES or NO_RESULT
+    classes: dict[str, dict[str, Any]]  # letter → {"sha256", "cells", "representative"}
+    pairs: list[ClassPair] = field(default_factory=list)
+    tolerance_groups: list[list[str]] = field(default_factory=list)  # classes within TOLERANCE_ULP of each other
+
+    def tolerance_text(self) -> str:
+        groups = [g for g in self.tolerance_groups if len(g) > 1]
+        if not groups or len(self.classes) < 2:
+            return ""
+        joined = "; ".join("≈".join(g) for g in groups)
+        return f"Within {TOLERANCE_ULP} ULP of each other (numerically the same, not bit-identical): {joined}."
+
+
+def class_tables(all_variants: list[Variant]) -> list[ClassTable]:
+    by_scenario: dict[str, list[Variant]] = defaultdict(list)
+    for v in all_variants:
+        by_scenario[v.name].append(v)
+    tables = []
+    for scenario, group in sorted(by_scenario.items(), key=lambda kv: (not kv[1][0].seeded, kv[0])):
+        outputs = sorted({o for v in group for o in v.compared_outputs}, key=output_order)
+        for output in outputs:
+            by_cell: dict[str, str] = {}
+            classes: dict[str, dict[str, Any]] = {}
+            letter_of: dict[str, str] = {}
+            for v in group:
+                if not v.ok_repeats or output not in v.digests:
+                    by_cell[v.cell_id] = NO_RESULT
+                    continue
+                digest = v.digests[output]
+                if digest is None:
+                    by_cell[v.cell_id] = VARIES
+                    continue
+                if digest not in letter_of:
+                    letter_of[digest] = _letters(len(letter_of))
+                    classes[letter_of[digest]] = {"sha256": digest, "cells": [], "representative": v.representative}
+                classes[letter_of[digest]]["cells"].append(v.cell_id)
+                by_cell[v.cell_id] = letter_of[digest]
+            tables.append(ClassTable(scenario, output, group[0].seeded, by_cell, classes))
+    return tables
+
+
+def output_order(output: str) -> tuple[int, str]:
+    return ({"model1.predictions": 0, "model1.weights": 1}.get(output, 2), output)
+
+
+def first_divergence(left: records.Record, right: records.Record) -> str:
+    """Where two results part: the first epoch whose weights differ, the first layer whose output does."""
+    parts = []
+    epochs = sorted((int(m.group(1)), name) for name in left.outputs if (m := PER_EPOCH.match(name)))
+    differing = [n for n, name in epochs if name in right.outputs and left.outputs[name] != right.outputs[name]]
+    if epochs:
+        if not differing:
+            parts.append("weights equal after every epoch")
+        elif differing[0] == 0:
+            parts.append("weights differ at initialisation")
+        else:
+            parts.append(f"weights equal at initialisation; first difference at epoch {differing[0]}")
+    layers = sorted((int(m.group(1)), m.group(2), name) for name in left.outputs if (m := PER_LAYER.match(name)))
+    for index, layer, name in layers:
+        if name in right.outputs and left.outputs[name] != right.outputs[name]:
+            parts.append(f"in the forward pass from layer {index} `{layer}`")
+            break
+    else:
+        if layers:
+            parts.append("every layer's output equal")
+    return "; ".join(parts)
+
+
+def add_distances(tables: list[ClassTable], arrays: Arrays, limit: int = 12) -> None:
+    """Distance and first divergence between each pair of classes (the first `limit` of a table)."""
     for table in tables:
         letters = list(table.classes)[:limit]
         for x, y in combinations(letters, 2):
             left, right = table.classes[x]["representative"], table.classes[y]["representative"]
-            table.distances.append({"a": x, "b": y, **distance(left, right, table.output)})
+            table.pairs.append(
+                ClassPair(x, y, arrays.distance(left, right, table.output), first_divergence(left.record, right.record))
+            )
+        table.tolerance_groups = _tolerance_groups(letters, table.pairs)
 
 
-def pairwise(group: list[Variant]) -> tuple[list[str], list[list[float | None]]]:
+def _tolerance_groups(letters: list[str], pairs: list[ClassPair]) -> list[list[str]]:
+    parent = {letter: letter for letter in letters}
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for pair in pairs:
+        ulp = pair.distance.max_ulp
+        if ulp is not None and ulp <= TOLERANCE_ULP:
+            parent[root(pair.b)] = root(pair.a)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for letter in letters:
+        groups[root(letter)].append(letter)
+    return list(groups.values())
+
+
+# -- attribution ----------------------------------------------------------------------
+
+
+def _axis_value_key(axis: str, value: Any) -> tuple[int, Any]:
+    if axis == "cpu_isa" and value in ISA_ORDER:
+        return (0, ISA_ORDER.index(value))
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, (int, float)):
+        return (0, value)
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)*(\.post\d+)?", value):
+        return (0, tuple(int(p) for p in re.findall(r"\d+", value)))
+    return (1, str(value))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+@dataclass
+class Attribution:
+    """One axis × value transition × scenario variant × output: how often that change alone flips the bits."""
+
+    axis: str
+    from_value: Any
+    to_value: Any
+    scenario: str
+    output: str
+    pairs: int = 0  # both cells stable
+    differ: int = 0
+    unstable: int = 0  # one side varies run to run, or has no result
+    distance: Distance = field(default_factory=Distance)
+
+    @property
+    def transition(self) -> str:
+        return f"{_show(self.from_value)}→{_show(self.to_value)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"axis": self.axis, "from": self.from_value, "to": self.to_value, "scenario": self.scenario,
+                "output": self.output, "pairs": self.pairs, "differ": self.differ, "unstable": self.unstable,
+                "max_abs": self.distance.max_abs, "max_ulp": self.distance.max_ulp,
+                "max_rel": self.distance.max_rel}  # fmt: skip
+
+
+def _axes(group: list[Variant]) -> list[str]:
+    keys: set[str] = set()
+    for v in group:
+        keys |= {k for k in v.cell if k != "id"}
+    return sorted(k for k in keys if len({json.dumps(v.cell.get(k), sort_keys=True) for v in group}) > 1)
+
+
+def attribution(all_variants: list[Variant], arrays: Arrays) -> list[Attribution]:
+    """For each axis, the pairs of cells that differ in it alone, per scenario variant and output.
+
+    Ordered axes (versions, counts, instruction sets) pair each cell with the next value present
+    among the cells that share every other axis, so `2.15.1→2.16.2` and `2.16.2→2.21.0` are
+    separate transitions on a factorial and on a sparse (one-at-a-time) matrix alike.
+    """
+    by_scenario: dict[str, list[Variant]] = defaultdict(list)
+    for v in all_variants:
+        by_scenario[v.name].append(v)
+    found: dict[tuple[str, str, str, str, str], Attribution] = {}
+    for scenario, group in sorted(by_scenario.items()):
+        outputs = sorted({o for v in group for o in v.compared_outputs}, key=output_order)
+        for axis in _axes(group):
+            rest: dict[str, list[Variant]] = defaultdict(list)
+            for v in group:
+                others = {k: val for k, val in v.cell.items() if k not in ("id", axis)}
+                rest[json.dumps(others, sort_keys=True, default=str)].append(v)
+            for members in rest.values():
+                members.sort(key=lambda v: _axis_value_key(axis, v.cell.get(axis)))
+                for left, right in pairwise(members):
+                    for output in outputs:
+                        _count_pair(found, axis, scenario, output, left, right, arrays)
+    return sorted(found.values(), key=lambda a: (a.axis, _axis_value_key(a.axis, a.from_value), a.scenario,
+                                                 output_order(a.output)))  # fmt: skip
+
+
+def _count_pair(found: dict, axis: str, scenario: str, output: str, left: Variant, right: Variant,
+                arrays: Arrays) -> None:  # fmt: skip
+    a, b = left.cell.get(axis), right.cell.get(axis)
+    key = (axis, json.dumps(a), json.dumps(b), scenario, output)
+    entry = found.setdefault(key, Attribution(axis, a, b, scenario, output))
+    da, db = left.digests.get(output), right.digests.get(output)
+    if not left.ok_repeats or not right.ok_repeats or da is None or db is None:
+        entry.unstable += 1
+        return
+    entry.pairs += 1
+    if da != db:
+        entry.differ += 1
+        assert left.representative is not None and right.representative is not None
+        entry.distance = entry.distance.worse(arrays.distance(left.representative, right.representative, output))
+
+
+# -- headline -------------------------------------------------------------------------
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def headline(all_variants: list[Variant], found: list[Finding], attributed: list[Attribution]) -> list[str]:
+    """A few plain sentences, generated from the findings and the attribution."""
+    lines = []
+    measured = [v for v in all_variants if v.ok_repeats]
+    cells = len({v.cell_id for v in measured})
+    broken = [f for f in found if f.severity == "finding"]
+    seeded = [v for v in measured if v.seeded and v.run_to_run != "untested"]
+    if broken:
+        where = sorted({f.cell_id for f in broken})
+        what = sorted({f.scenario for f in broken})
+        lines.append(
+            f"{len(broken)} expectation{'s' if len(broken) != 1 else ''} broke in {len(where)} of {cells} cells "
+            f"({_join(what)}): see Findings."
+        )
+    elif seeded:
+        lines.append(
+            f"Every expectation held: seeded runs were reproducible run to run in every cell ({cells} cells), "
+            "and unseeded runs varied as expected."
+        )
+    elif measured:
+        lines.append(f"Every expectation held in the {cells} cells measured.")
+    else:
+        lines.append("Nothing was measured: every cell was skipped or failed (see the run-to-run table).")
+
+    effects: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
+    none: dict[str, list[Attribution]] = defaultdict(list)
+    for entry in attributed:
+        if entry.differ:
+            effects[(entry.axis, entry.transition)].append(entry)
+        elif entry.pairs:
+            none[entry.axis].append(entry)
+    clauses = []
+    for (axis, transition), entries in sorted(effects.items(), key=lambda kv: -sum(e.differ for e in kv[1])):
+        label = AXIS_LABELS.get(axis, axis)
+        if not _is_binary(attributed, axis):
+            label += f" {transition}"
+        scenarios = _join(sorted({e.scenario for e in entries}))
+        outputs = _join(sorted({e.output.removeprefix("model1.") for e in entries}))
+        differ, pairs = sum(e.differ for e in entries), sum(e.pairs for e in entries)
+        worst = Distance()
+        for e in entries:
+            worst = worst.worse(e.distance)
+        clauses.append(f"{label} ({scenarios}: {outputs}; {differ}/{pairs} pairs differ; {worst.brief()})")
+    if clauses:
+        lines.append("What changes the bits: " + "; ".join(clauses) + ".")
+    elif attributed:
+        lines.append("No single axis changed the bits of any stable result.")
+    quiet = sorted(AXIS_LABELS.get(axis, axis) for axis in none if not any(key[0] == axis for key in effects))
+    if quiet:
+        lines.append(f"No effect on any stable result: {_join(quiet)}.")
+    unstable_only = sorted(
+        AXIS_LABELS.get(a.axis, a.axis)
+        for a in attributed
+        if a.unstable and not any(b.pairs for b in attributed if b.axis == a.axis)
+    )
+    if unstable_only:
+        lines.append(f"Not comparable (no stable pair of cells): {_join(sorted(set(unstable_only)))}.")
+    failed = sorted({v.cell_id for v in all_variants if v.status == "error"})
+    skipped = sorted({v.cell_id for v in all_variants if v.status == "skipped"} - set(failed))
+    if failed or skipped:
+        parts = []
+        if failed:
+            parts.append(f"{len(failed)} cell{'s' if len(failed) != 1 else ''} had errors")
+        if skipped:
+            parts.append(f"{len(skipped)} {'were' if len(skipped) != 1 else 'was'} skipped")
+        lines.append(_join(parts).capitalize() + "; see the run-to-run table for the reasons.")
+    return lines
+
+
+def _is_binary(attributed: list[Attribution], axis: str) -> bool:
+    values = {json.dumps(a.from_value) for a in attributed if a.axis == axis} | {
+        json.dumps(a.to_value) for a in attributed if a.axis == axis
+    }
+    return len(values) <= 2 and axis not in ("tf",)
+
+
+# -- pairwise and drift ---------------------------------------------------------------
+
+
+def agreement(group: list[Variant]) -> tuple[list[str], list[list[float | None]]]:
     """Share of compared outputs two cells agree on bit for bit (None: one has no stable result).
 
     Cells that measured nothing (skipped, failed) are left out.
@@ -245,7 +681,7 @@ def pairwise(group: list[Variant]) -> tuple[list[str], list[list[float | None]]]
     for left in group:
         row: list[float | None] = []
         for right in group:
-            names = sorted(set(left.digests) & set(right.digests))
+            names = sorted(set(left.compared_outputs) & set(right.compared_outputs))
             if not names or any(left.digests[n] is None or right.digests[n] is None for n in names):
                 row.append(None)
             else:
@@ -254,9 +690,13 @@ def pairwise(group: list[Variant]) -> tuple[list[str], list[list[float | None]]]
     return cells, matrix
 
 
-def summary_for_drift(all_variants: list[Variant]) -> dict[str, dict[str, Any]]:
+def summary_for_drift(all_variants: Iterable[Variant]) -> dict[str, dict[str, Any]]:
     return {
-        f"{v.cell_id}/{v.name}": {"status": v.status, "run_to_run": v.run_to_run, "digests": v.digests}
+        f"{v.cell_id}/{v.name}": {
+            "status": v.status,
+            "run_to_run": v.run_to_run,
+            "digests": {name: digest for name, digest in v.digests.items() if is_compared(name)},
+        }
         for v in all_variants
     }
 
@@ -266,17 +706,17 @@ def load_baseline(path: Path) -> dict[str, dict[str, Any]]:
     if path.is_file():
         try:
             data = json.loads(path.read_text())
-            if data.get("report_schema") != REPORT_SCHEMA:
-                raise ValueError(f"report_schema {data.get('report_schema')!r}, expected {REPORT_SCHEMA}")
+            if data.get("report_schema") not in READABLE_SCHEMAS:
+                raise ValueError(f"report_schema {data.get('report_schema')!r}, expected one of {READABLE_SCHEMAS}")
             return dict(data["drift_summary"])
         except (OSError, ValueError, KeyError, AttributeError) as exc:
             raise ValueError(f"baseline {path}: not a repromatrix report.json ({exc})") from None
-    from reporting.load import load
+    from repromatrix.reporting.load import load
 
-    records, _ = load([path])
-    if not records:
+    loading = load([path])
+    if not loading.records:
         raise ValueError(f"baseline {path}: no records found")
-    return summary_for_drift(variants(records))
+    return summary_for_drift(variants(loading.records))
 
 
 def drift(current: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> list[dict[str, str]]:

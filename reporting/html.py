@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from html import escape
 
-from reporting import Report, analysis
-from reporting.text import Section, _header, sections
+from repromatrix.reporting import analysis
+from repromatrix.reporting.model import Report
+from repromatrix.reporting.text import RUN_TO_RUN_HEADERS, Section, header_lines, sections
 
 CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d1d1f; }
-h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem; color: #1d1d1f; max-width: 80rem; }
+h1 { font-size: 1.5rem; margin-bottom: .5rem; } h2 { font-size: 1.15rem; margin-top: 2rem; }
+.headline { font-size: 1.05rem; background: #f4f7fb; border-left: 4px solid #3b6fb6; padding: .6rem 1rem; }
+.headline.broken { background: #fff1f0; border-left-color: #c62828; }
+.headline p { margin: .25rem 0; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; }
 th, td { border: 1px solid #d0d0d5; padding: .25rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f2f2f5; }
@@ -26,20 +30,23 @@ td.held, td.identical { background: #dcf5dc; }
 .class-D { background: #c8f0e0; } .class-E { background: #ffd1e8; } .class-F { background: #e8e8a8; }
 .meta { color: #555; }
 """
+HIGHLIGHTED = {"FINDING", "ERROR", "WARNING", "broken", "held", "error", "skipped"}
 
 
-def _cell(value: str) -> str:
-    classes = value if value in {"FINDING", "ERROR", "WARNING", "broken", "held", "error", "skipped"} else ""
+def _cell(value: str, broken_row: bool = False) -> str:
+    classes = value if value in HIGHLIGHTED else ""
     if value.startswith("identical"):
         classes = "identical"
+    if value.startswith("varies") and broken_row:
+        classes = "broken"  # a seeded row that varies is the finding itself
     if len(value) == 1 and value.isalpha():
         classes = f"class-{value}"
     return f'<td class="{classes}">{escape(value)}</td>' if classes else f"<td>{escape(value)}</td>"
 
 
-def _table(section: Section, css_id: str) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in section.headers)
-    body = "".join("<tr>" + "".join(_cell(str(c)) for c in row) + "</tr>" for row in section.rows)
+def _table(headers: list[str], rows: list[list[str]], css_id: str) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell(str(c), broken_row="broken" in row) for c in row) + "</tr>" for row in rows)
     return f'<table id="{css_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -52,7 +59,7 @@ def _heat(value: float | None) -> str:
 
 
 def heatmap(report: Report, scenario: str) -> str:
-    cells, matrix = analysis.pairwise(report.group(scenario))
+    cells, matrix = analysis.agreement(report.group(scenario))
     if all(x is None for row in matrix for x in row):
         return "<p>No cell has one stable result to compare (every cell's repeats differ, or nothing ran).</p>"
     head = "".join(f'<th title="{escape(c)}">{i + 1}</th>' for i, c in enumerate(cells))
@@ -66,19 +73,36 @@ def heatmap(report: Report, scenario: str) -> str:
     )
 
 
+def _section(section: Section, index: int) -> list[str]:
+    if section.kind == "headline":
+        return []
+    body = [f'<h2 id="{section.kind or f"section-{index}"}">{escape(section.title)}</h2>']
+    if section.intro:
+        body.append(f"<p>{escape(section.intro)}</p>")
+    if section.rows:
+        body.append(_table(section.headers, section.rows, f"section-{index}"))
+    if section.collapsed_rows is not None:
+        body.append(
+            f"<details><summary>Every cell × scenario variant ({len(section.collapsed_rows)} rows)</summary>"
+            + _table(RUN_TO_RUN_HEADERS, section.collapsed_rows, f"section-{index}-full")
+            + "</details>"
+        )
+    return body
+
+
 def page(report: Report) -> str:
-    body = ["<h1>repromatrix: bit-identity report</h1>"]
-    body += [f'<p class="meta">{escape(line)}</p>' for line in _header(report)]
+    broken = " broken" if report.expectations_broken else ""
+    body = [
+        "<h1>repromatrix: bit-identity report</h1>",
+        f'<div class="headline{broken}" id="headline">'
+        + "".join(f"<p>{escape(line)}</p>" for line in report.headline)
+        + "</div>",
+    ]
+    body += [f'<p class="meta">{escape(line)}</p>' for line in header_lines(report)]
     for index, section in enumerate(sections(report, pairwise=False)):
-        body.append(f"<h2>{escape(section.title)}</h2>")
-        if section.intro:
-            body.append(f"<p>{escape(section.intro)}</p>")
-        if section.rows:
-            body.append(_table(section, f"section-{index}"))
+        body += _section(section, index)
     body.append("<h2>Pairwise agreement heatmaps</h2>")
-    body.append(
-        "<p>Share of compared outputs (model1 predictions and weights) that two cells produced bit for bit.</p>"
-    )
+    body.append("<p>Share of compared outputs (every array model1 returns) that two cells produced bit for bit.</p>")
     for scenario in report.scenarios:
         body.append(f"<h3>{escape(scenario)}</h3>")
         body.append(heatmap(report, scenario))

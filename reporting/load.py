@@ -1,65 +1,108 @@
 """Read result folders into records; merge several (the fan-out jobs) by cell id.
 
-Anything that is not a valid record is named in a warning and left out: one
-corrupt file never stops a report.
+Anything that is not a valid record — unparseable, malformed, or with arrays
+that do not load or do not match its digests — is named in a warning and left
+out: one damaged file never stops a report. Records outside the folder's
+last plan (repeats or scenarios since dropped) are left out and counted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenarios import _records
+from repromatrix.scenarios import default_expectation, records
 
 
 @dataclass(frozen=True)
-class Record:
-    data: dict[str, Any]
-    path: Path
+class Loaded:
+    """A valid record, where it lives, and the cell it belongs to."""
 
-    @property
-    def cell_id(self) -> str:
-        return str(self.data.get("cell", {}).get("id") or self.path.parent.parent.name)
+    record: records.Record
+    path: Path
+    cell_id: str
 
     @property
     def key(self) -> tuple[str, str, str, int]:
-        return (self.cell_id, self.data["scenario"], self.data["variant"], int(self.data["repeat"]))
+        return (self.cell_id, self.record.scenario, self.record.variant, self.record.repeat)
 
     @property
     def arrays_path(self) -> Path:
-        return self.path.with_suffix(".npz")
+        return records.arrays_path(self.path)
+
+    @property
+    def expectation(self) -> dict[str, str]:
+        return {**default_expectation(self.record.variant), **self.record.expect}
+
+    def arrays(self) -> dict[str, Any]:
+        return records.load_arrays(self.arrays_path)
 
 
-def _candidates(folder: Path) -> list[Path]:
-    # Layout: <folder>/<cell>/<scenario>-<variant>/<repeat>.json; hidden files are temp files in flight.
-    return sorted(p for p in folder.rglob("*.json") if not any(part.startswith(".") for part in p.parts[-3:]))
+@dataclass
+class Loading:
+    records: list[Loaded] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    left_out_of_plan: int = 0
 
 
-def load(folders: list[Path]) -> tuple[list[Record], list[str]]:
+def _plan(folder: Path) -> tuple[set[tuple[str, str]], int] | None:
+    layout = records.Layout(folder)
+    try:
+        plan = json.loads(layout.manifest.read_text())["plan"]
+        return {(str(s), str(v)) for s, v in plan["variants"]}, int(plan["repeats"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _read(path: Path, cell_id: str) -> Loaded:
+    record = records.Record.read(path)
+    if record.is_ok:
+        record.verify_arrays(path)
+    if record.cell_id and record.cell_id != cell_id:
+        raise records.RecordError(f"belongs to cell {record.cell_id}, not to the folder it is in")
+    if not record.cell:
+        record = record.with_cell({"id": cell_id})
+    return Loaded(record, path, cell_id)
+
+
+def load(folders: list[Path]) -> Loading:
     """All valid records of the folders, first folder winning a conflict, and the warnings."""
-    records: dict[tuple[str, str, str, int], Record] = {}
-    warnings: list[str] = []
+    found: dict[tuple[str, str, str, int], Loaded] = {}
+    loading = Loading()
     conflicts: dict[tuple[Path, str], list[Path]] = {}
     for folder in folders:
         if not folder.is_dir():
-            warnings.append(f"{folder}: not a folder; left out")
+            loading.warnings.append(f"{folder}: not a folder; left out")
             continue
-        for path in _candidates(folder):
+        plan = _plan(folder)
+        for cell_id, path in records.Layout(folder).record_files():
             try:
-                record = Record(_records.read_record(path), path)
-            except ValueError as exc:
-                warnings.append(f"{path}: {exc}; left out")
+                loaded = _read(path, cell_id)
+            except records.RecordError as exc:
+                loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
                 continue
-            previous = records.get(record.key)
+            if plan is not None and (
+                (loaded.record.scenario, loaded.record.variant) not in plan[0] or loaded.record.repeat >= plan[1]
+            ):
+                loading.left_out_of_plan += 1
+                continue
+            previous = found.get(loaded.key)
             if previous is None:
-                records[record.key] = record
-            elif previous.data != record.data:
-                conflicts.setdefault((folder, record.cell_id), []).append(previous.path)
+                found[loaded.key] = loaded
+            elif previous.record != loaded.record:
+                conflicts.setdefault((folder, cell_id), []).append(previous.path)
     for (folder, cell_id), earlier in conflicts.items():
         first = earlier[0].parent.parent.parent
-        warnings.append(
+        loading.warnings.append(
             f"{folder}: {len(earlier)} records of cell {cell_id} differ from the ones already read from {first}; "
             "kept the first (merge folders of different cells, or give them different --results)"
         )
-    return sorted(records.values(), key=lambda r: r.key), warnings
+    if loading.left_out_of_plan:
+        loading.warnings.append(
+            f"{loading.left_out_of_plan} records outside the folder's last plan (repeats or scenario variants it "
+            "no longer runs) were left out"
+        )
+    loading.records = sorted(found.values(), key=lambda r: r.key)
+    return loading

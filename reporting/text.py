@@ -1,4 +1,8 @@
-"""Text renderings: terminal and GitHub Markdown share one list of sections; JSON and CSV."""
+"""Text renderings: terminal and GitHub Markdown share one list of sections; JSON and CSV.
+
+The order is the reader's: the headline, what broke, what changes the bits,
+then the seeded class tables, the unseeded ones, and the per-cell details.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from reporting import Report, analysis
+from repromatrix.reporting import analysis
+from repromatrix.reporting.model import Report
 
 # GitHub refuses a step summary over 1 MiB; leave room for what other steps add.
 MARKDOWN_LIMIT = 900 * 1024
+RUN_TO_RUN_HEADERS = ["cell", "scenario", "status", "run to run", "in-process", "ran on", "isolation", "expectation",
+                      "note"]  # fmt: skip
 
 
 @dataclass
@@ -23,46 +30,62 @@ class Section:
     headers: list[str]
     rows: list[list[str]]
     intro: str = ""
+    kind: str = ""  # what the HTML renderer keys its styling on
+    collapsed_rows: list[list[str]] | None = None  # HTML: the full table, folded away
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version))
 
 
 def environment_column(cell_id: str) -> str:
-    """The cell id without its TF version: device × recipe × knobs."""
+    """The cell id without its TF version: device × recipe × knobs × hardware."""
     return re.sub(r"^tf[^-]+-", "", cell_id)
 
 
-def _distance(value: Any, fmt: str) -> str:
-    return "" if value is None else format(value, fmt)
+def header_lines(report: Report) -> list[str]:
+    """Where the report comes from, and what it could not read."""
+    ok = sum(v.ok_repeats for v in report.variants)
+    return [
+        f"Sources: {', '.join(report.sources)} — {len({v.cell_id for v in report.variants})} cells, "
+        f"{len(report.variants)} cell × scenario variants, {ok} measured repeats; generated {report.generated_at}"
+    ]
 
 
-def summary_rows(report: Report) -> list[list[str]]:
-    """One row per cell × scenario variant; a cell skipped whole for one reason gets a single row."""
-    rows = []
+def _spread(v: analysis.Variant) -> str:
+    return "; ".join(
+        f"{s.output.removeprefix('model1.')}: {s.distinct} distinct of {s.processes}, {s.distance.brief()}"
+        for s in v.spreads
+    )
+
+
+def run_to_run_rows(report: Report, only_not_held: bool) -> tuple[list[list[str]], int]:
+    """One row per cell × scenario variant (a cell skipped whole for one reason: one row); rows held, counted."""
+    rows, held = [], 0
     by_cell: dict[str, list[analysis.Variant]] = {}
     for v in report.variants:
         by_cell.setdefault(v.cell_id, []).append(v)
     for cell_id, group in by_cell.items():
         reasons = {v.message for v in group}
         if len(group) > 1 and all(v.status == "skipped" for v in group) and len(reasons) == 1:
-            rows.append([cell_id, f"all {len(group)}", "skipped", "—", "—", "—", "untested", reasons.pop()])
+            rows.append([cell_id, f"all {len(group)}", "skipped", "—", "—", "—", "—", "untested", reasons.pop()])
             continue
         for v in group:
+            if only_not_held and v.claim == "held" and v.status == "ok":
+                held += 1
+                continue
             nothing = "—" if not v.ok_repeats else ""
             run_to_run = nothing or f"{v.run_to_run} ×{v.ok_repeats}"
-            note = v.message if v.status != "ok" else "; ".join(v.claim_reasons)
-            rows.append(
-                [cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—", v.claim, note]
-            )
-    return rows
+            note = v.message if v.status != "ok" else "; ".join(v.claim_reasons) or _spread(v)
+            rows.append([cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—",
+                         v.isolation or "—", v.claim, note])  # fmt: skip
+    return rows, held
 
 
 def compatibility(report: Report, table: analysis.ClassTable) -> Section:
     cells = {v.cell_id: v for v in report.group(table.scenario)}
     columns = sorted({environment_column(c) for c in table.by_cell})
-    versions = sorted({cells[c].cell.get("tf", c) for c in table.by_cell}, key=_version_key)
+    versions = sorted({str(cells[c].cell.get("tf", c)) for c in table.by_cell}, key=version_key)
     rows = []
     for version in versions:
         row = [version]
@@ -70,54 +93,105 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
             matches = [
                 letter
                 for cell_id, letter in table.by_cell.items()
-                if cells[cell_id].cell.get("tf") == version and environment_column(cell_id) == column
+                if str(cells[cell_id].cell.get("tf")) == version and environment_column(cell_id) == column
             ]
             row.append(",".join(matches) or "")
         rows.append(row)
     legend = ", ".join(
         f"{letter} = {len(c['cells'])} cell{'s' if len(c['cells']) != 1 else ''}" for letter, c in table.classes.items()
     )
+    worst = analysis.Distance()
+    for v in cells.values():
+        for spread in v.spreads:
+            if spread.output == table.output:
+                worst = worst.worse(spread.distance)
+    varies = f"{analysis.VARIES} = repeats differ" + (f" (spread {worst.brief()})" if worst.max_abs is not None else "")
+    intro = f"Classes: {legend or 'none'}. {varies}, {analysis.NO_RESULT} = no result."
+    if table.tolerance_text():
+        intro += " " + table.tolerance_text()
+    return Section(f"{table.scenario} · {table.output}", ["TF", *columns], rows, intro=intro, kind="classes")
+
+
+def distance_section(table: analysis.ClassTable) -> Section:
+    rows = [
+        [f"{p.a}–{p.b}", "" if p.distance.max_abs is None else f"{p.distance.max_abs:.3g}", p.distance.ulp_cell(),
+         p.divergence, p.distance.note]
+        for p in table.pairs
+    ]  # fmt: skip
+    near_zero = any(p.distance.near_zero for p in table.pairs)
+    intro = (
+        f"`rel` = relative error, shown where a ULP count (over {analysis.HUGE_ULP:,}) would only say that signs or "
+        "magnitudes differ."
+    )
+    if near_zero:
+        intro += (
+            f" `*` = the largest ULP gap sits at values below {analysis.NEAR_ZERO:g}, where floats are dense: "
+            "values of 1e-7 are 524288 ULP apart for a |Δ| of 3e-8, so read |Δ| there."
+        )
     return Section(
-        f"{table.scenario} · {table.output}",
-        ["TF", *columns],
+        f"{table.scenario} · {table.output}: how far apart the classes are",
+        ["classes", "max |Δ|", "max ULP", "first divergence", "note"],
         rows,
-        intro=f"Classes: {legend or 'none'}. {analysis.VARIES} = repeats differ, {analysis.NO_RESULT} = no result.",
+        intro=intro,
+    )
+
+
+def attribution_section(report: Report) -> Section:
+    rows = [
+        [analysis.AXIS_LABELS.get(a.axis, a.axis), a.transition, a.scenario, a.output.removeprefix("model1."),
+         f"{a.differ}/{a.pairs}", str(a.unstable), a.distance.brief() if a.differ else ""]
+        for a in sorted(report.attribution, key=lambda a: (-a.differ, a.axis))
+        if a.pairs or a.unstable
+    ]  # fmt: skip
+    return Section(
+        "What changes the bits: pairs of cells that differ in one axis alone",
+        ["axis", "change", "scenario", "output", "differ / pairs", "not comparable", "largest difference"],
+        rows,
+        intro="A pair counts when both cells gave one stable result; pairs where a side varies run to run or has "
+        "no result are counted as not comparable.",
+        kind="attribution",
     )
 
 
 def sections(report: Report, pairwise: bool) -> list[Section]:
     found = [[f.severity.upper(), f.cell_id, f.scenario, f.text] for f in report.findings]
     result = [
+        Section("Headline", [], [], intro=" ".join(report.headline), kind="headline"),
         Section(
             "Findings",
             ["kind", "cell", "scenario", "what"],
             found,
             intro="Every expectation held."
             if not found
-            else "Seeded variants are expected identical; unseeded ones to vary.",
-        ),
-        Section(
-            "Run to run, per cell",
-            ["cell", "scenario", "status", "run to run", "in-process", "ran on", "article's claim", "note"],
-            summary_rows(report),
+            else "Each variant is judged against its expectation: seeded ones identical, unseeded ones varying, "
+            "unless the scenario declares otherwise (EXPECT).",
+            kind="findings",
         ),
     ]
-    for table in report.tables:
+    if report.warnings:
+        result.append(Section("Warnings", ["warning"], [[w] for w in report.warnings], kind="warnings"))
+    if report.attribution:
+        result.append(attribution_section(report))
+    for table in report.tables:  # seeded variants first (class_tables orders them so)
         result.append(compatibility(report, table))
-        if table.distances:
-            result.append(
-                Section(
-                    f"{table.scenario} · {table.output}: distances between classes",
-                    ["classes", "max |Δ|", "max ULP", "note"],
-                    [
-                        [f"{d['a']}–{d['b']}", _distance(d["max_abs"], ".3g"), _distance(d["max_ulp"], "d"), d["note"]]
-                        for d in table.distances
-                    ],
-                )
-            )
+        if table.pairs:
+            result.append(distance_section(table))
+    not_held, held = run_to_run_rows(report, only_not_held=True)
+    full, _ = run_to_run_rows(report, only_not_held=False)
+    result.append(
+        Section(
+            "Run to run, per cell",
+            RUN_TO_RUN_HEADERS,
+            not_held,
+            intro=f"{held} cell × scenario variants held their expectation and are not listed"
+            + ("." if not_held else "; nothing else to show."),
+            kind="run-to-run",
+            collapsed_rows=full,
+        )
+    )
     if pairwise:
         for scenario in report.scenarios:
-            cells, matrix = analysis.pairwise(report.group(scenario))
+            cells, matrix = analysis.agreement(report.group(scenario))
             if all(x is None for row in matrix for x in row):
                 continue  # nothing stable to compare: the run-to-run table already says so
             labels = [str(i + 1) for i in range(len(cells))]
@@ -145,18 +219,8 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
     return result
 
 
-def _header(report: Report) -> list[str]:
-    ok = sum(v.ok_repeats for v in report.variants)
-    lines = [
-        f"Sources: {', '.join(report.sources)} — {len({v.cell_id for v in report.variants})} cells, "
-        f"{len(report.variants)} cell × scenario variants, {ok} measured repeats; generated {report.generated_at}"
-    ]
-    lines += [f"warning: {w}" for w in report.warnings]
-    return lines
-
-
 def terminal(report: Report) -> str:
-    parts = ["repromatrix report", *_header(report)]
+    parts = ["repromatrix report", *header_lines(report)]
     for section in sections(report, pairwise=False):
         parts.append(f"\n== {section.title} ==")
         if section.intro:
@@ -171,11 +235,11 @@ def _md_escape(value: str) -> str:
 
 
 def markdown(report: Report, limit: int = MARKDOWN_LIMIT) -> str:
-    parts = ["# repromatrix: bit-identity report", "", *(f"{line}  " for line in _header(report))]
+    parts = ["# repromatrix: bit-identity report", "", *(f"{line}  " for line in header_lines(report))]
     for section in sections(report, pairwise=True):
         block = [f"\n## {section.title}\n"]
         if section.intro:
-            block.append(section.intro + "\n")
+            block.append(("**" + section.intro + "**" if section.kind == "headline" else section.intro) + "\n")
         if section.rows:
             rows = [[_md_escape(str(c)) for c in row] for row in section.rows]
             block.append(tabulate(rows, section.headers, tablefmt="github", disable_numparse=True))
@@ -195,17 +259,24 @@ def json_report(report: Report) -> str:
         return {
             "scenario": table.scenario,
             "output": table.output,
+            "seeded": table.seeded,
             "by_cell": table.by_cell,
             "classes": {k: {"sha256": c["sha256"], "cells": c["cells"]} for k, c in table.classes.items()},
-            "distances": table.distances,
+            "distances": [p.to_json() for p in table.pairs],
+            "tolerance_groups": table.tolerance_groups,
+            "tolerance_ulp": analysis.TOLERANCE_ULP,
         }
 
     payload = {
         "report_schema": analysis.REPORT_SCHEMA,
         "generated_at": report.generated_at,
         "sources": report.sources,
+        "headline": report.headline,
+        "expectations_broken": report.expectations_broken,
         "warnings": report.warnings,
-        "findings": [f.__dict__ for f in report.findings],
+        "left_out_of_plan": report.left_out_of_plan,
+        "findings": [f.to_json() for f in report.findings],
+        "attribution": [a.to_json() for a in report.attribution],
         "variants": [
             {
                 "cell_id": v.cell_id,
@@ -220,9 +291,15 @@ def json_report(report: Report) -> str:
                 "run_to_run": v.run_to_run,
                 "in_process": v.in_process,
                 "ran_on": v.ran_on,
-                "expected": v.expected,
+                "isolation": v.isolation,
+                "expected": v.expectation,
+                "declared": v.declared,
                 "claim": v.claim,
                 "claim_reasons": v.claim_reasons,
+                "spreads": [
+                    {"output": s.output, "distinct": s.distinct, "processes": s.processes, **s.distance.to_json()}
+                    for s in v.spreads
+                ],
                 "digests": v.digests,
             }
             for v in report.variants
@@ -232,25 +309,24 @@ def json_report(report: Report) -> str:
         "drift": report.drift,
         "drift_summary": analysis.summary_for_drift(report.variants),
     }
-    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def csv_rows(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
+    outputs = sorted({t.output for t in report.tables}, key=analysis.output_order)
+    axes = sorted({k for v in report.variants for k in v.cell if k != "id"})
     writer.writerow(
-        ["cell", "tf", "device", "scenario", "variant", "status", "run_to_run", "ok_repeats", "in_process", "ran_on",
-         "claim", "predictions_class", "weights_class", "note"]
+        ["cell", *axes, "scenario", "variant", "status", "run_to_run", "ok_repeats", "in_process", "ran_on",
+         "isolation", "expectation", *(f"{o.removeprefix('model1.')}_class" for o in outputs), "note"]
     )  # fmt: skip
     classes = {(t.scenario, t.output): t.by_cell for t in report.tables}
     for v in report.variants:
         writer.writerow(
-            [
-                v.cell_id, v.cell.get("tf", ""), v.cell.get("device", ""), v.scenario, v.variant, v.status,
-                v.run_to_run, v.ok_repeats, v.in_process, v.ran_on, v.claim,
-                classes.get((v.name, "model1.predictions"), {}).get(v.cell_id, ""),
-                classes.get((v.name, "model1.weights"), {}).get(v.cell_id, ""),
-                v.message or "; ".join(v.claim_reasons),
-            ]
+            [v.cell_id, *(v.cell.get(a, "") for a in axes), v.scenario, v.variant, v.status, v.run_to_run,
+             v.ok_repeats, v.in_process, v.ran_on, v.isolation, v.claim,
+             *(classes.get((v.name, o), {}).get(v.cell_id, "") for o in outputs),
+             v.message or "; ".join(v.claim_reasons) or _spread(v)]
         )  # fmt: skip
     return buffer.getvalue()

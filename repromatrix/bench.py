@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,9 +16,8 @@ from tabulate import tabulate
 
 from repromatrix import runner
 from repromatrix.backends import Backend
-from repromatrix.backends.container import DockerBackend
 from repromatrix.matrix import Cell, Matrix
-from scenarios import _records
+from repromatrix.scenarios import discover, records
 
 
 def _timed(action) -> tuple[float, object]:
@@ -32,37 +29,13 @@ def _timed(action) -> tuple[float, object]:
 def _process_seconds(results: Path) -> tuple[float, float, int]:
     wall = tf_import = 0.0
     count = 0
-    for path in results.rglob("*.json"):
-        try:
-            record = _records.read_record(path)
-        except ValueError:
-            continue
-        if record["status"] == "ok":
-            wall += record["timings"]["process_wall_s"]
-            tf_import += record["timings"]["tf_import_s"]
+    for _, path in records.Layout(results).record_files():
+        record = records.read_if_valid(path)
+        if record is not None and record.is_ok:
+            wall += record.process_wall_s
+            tf_import += record.tf_import_s
             count += 1
     return wall, tf_import, count
-
-
-def cold_build_seconds(backend: Backend, cell: Cell) -> float:
-    """Build the cell's environment from nothing (package caches may still be warm)."""
-    if isinstance(backend, DockerBackend):
-        tag = backend.image_tag(cell) + "-bench"
-        seconds, image_id = _timed(lambda: backend._build(cell, tag, verbose=False, nocache=True))
-        backend.api.remove_image(image_id, force=True)
-        return seconds
-    scratch = tempfile.mkdtemp(prefix="repromatrix-bench-")
-    previous = os.environ.get("REPROMATRIX_CACHE")
-    os.environ["REPROMATRIX_CACHE"] = scratch
-    try:
-        seconds, _ = _timed(lambda: backend.prepare(cell, verbose=False))
-    finally:
-        if previous is None:
-            os.environ.pop("REPROMATRIX_CACHE", None)
-        else:
-            os.environ["REPROMATRIX_CACHE"] = previous
-        shutil.rmtree(scratch, ignore_errors=True)
-    return seconds
 
 
 def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path) -> None:
@@ -74,7 +47,8 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path) -> N
     options = runner.RunOptions(results=results, jobs=1)
     for cell in cells:  # environments ready first: the matrix timing below is scenarios and orchestration only
         backend.prepare(cell, verbose=False)
-    print(f"bench: {len(cells)} cells × {len(runner.expected_repeats(matrix))} repeats on {backend.name}")
+    found = discover()
+    print(f"bench: {len(cells)} cells × {len(runner.planned_repeats(matrix, found))} repeats on {backend.name}")
 
     matrix_wall, outcomes = _timed(lambda: runner.run_matrix(backend, matrix, cells, options))
     started = sum(o.started for o in outcomes)
@@ -82,7 +56,7 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path) -> N
     warm_wall, warm = _timed(lambda: runner.run_matrix(backend, matrix, cells, options))
     warm_started = sum(o.started for o in warm)
     cached_build, _ = _timed(lambda: backend.prepare(cells[0], verbose=False))
-    cold_build = cold_build_seconds(backend, cells[0])
+    cold_build = backend.build_cold(cells[0])
 
     rows = [
         ["scenario processes (measured run)", f"{started}", ""],

@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-import scenarios
-from repromatrix import locks, matrix, runner
+from repromatrix import cleanup, locks, matrix, progress, runner
 from repromatrix.backends import Backend
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
-from repromatrix.errors import CellsFailedError, ConfigurationError, FatalError
+from repromatrix.errors import (
+    CellsFailedError,
+    ConfigurationError,
+    ExpectationsBrokenError,
+    FatalError,
+    LockError,
+)
 from repromatrix.matrix import Cell, Matrix
+from repromatrix.scenarios import Scenario, ScenarioClash, discover
 
 DEFAULT_RESULTS = Path("results/matrix")
 DEFAULT_REPORTS = Path("reports")
@@ -47,6 +54,7 @@ def _running(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"default: {DEFAULT_RESULTS}")
     parser.add_argument("--jobs", type=int, default=runner.default_jobs(), help="cells at once (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
+    parser.add_argument("--wait", action="store_true", help="wait for another run that holds --results to end")
 
 
 def _reporting(parser: argparse.ArgumentParser, with_dirs: bool) -> None:
@@ -97,8 +105,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def discover_scenarios() -> dict[str, Scenario]:
+    try:
+        return discover()
+    except ScenarioClash as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
 def load_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
-    found = scenarios.discover()
+    found = discover_scenarios()
     loaded = matrix.load(args.matrix, known_scenarios=list(found))
     cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
     overrides = {
@@ -118,45 +133,55 @@ def load_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
 def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
     local = LocalBackend(index_url=loaded.docker.index_url)
     if args.backend == "local":
-        print("backend: local (chosen with --backend local)")
+        progress.say("backend: local (chosen with --backend local)")
         return local
     engine = DockerEngine()
     if args.backend == "docker":
         engine.client()  # raises EngineUnavailableError with how to start one
-        print("backend: docker (chosen with --backend docker)")
+        progress.say("backend: docker (chosen with --backend docker)")
         return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose)
     reason = engine.reachable()
     if reason is None:
-        print("backend: docker (a Docker engine answers; --backend local to use virtualenvs instead)")
+        progress.say("backend: docker (a Docker engine answers; --backend local to use virtualenvs instead)")
         return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose)
-    print(f"backend: local ({reason})")
+    progress.say(f"backend: local ({reason})")
     return local
 
 
 def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
-    loaded, cells = load_cells(args)
+    found = discover_scenarios()
+    loaded = matrix.load(args.matrix, known_scenarios=list(found))
+    cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
     if args.jobs < 1:
         raise ConfigurationError(f"--jobs {args.jobs}: must be 1 or more")
     backend = choose_backend(args, loaded)
-    print(f"{len(cells)} cells × {len(runner.expected_repeats(loaded))} repeats → {args.results}")
-    options = runner.RunOptions(results=args.results, jobs=args.jobs, force=args.force, verbose=args.verbose)
-    outcomes = runner.run_matrix(backend, loaded, cells, options)
+    progress.say(f"{len(cells)} cells × {len(runner.planned_repeats(loaded, found))} repeats → {args.results}")
+    options = runner.RunOptions(
+        results=args.results, jobs=args.jobs, force=args.force, verbose=args.verbose, wait=args.wait
+    )
+    outcomes = runner.run_matrix(backend, loaded, cells, options, found)
     started = sum(outcome.started for outcome in outcomes)
     states = {state: sum(o.state == state for o in outcomes) for state in ("ran", "up to date", "skipped", "error")}
-    print(f"scenario processes started: {started}; cells: " + ", ".join(f"{n} {s}" for s, n in states.items()))
+    progress.say(f"scenario processes started: {started}; cells: " + ", ".join(f"{n} {s}" for s, n in states.items()))
     return outcomes
 
 
-def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None) -> None:
-    import reporting
+def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None) -> int:
+    """Render and write every report file; returns how many expectations broke."""
+    from repromatrix.reporting import render_all, text
 
     destination = out or DEFAULT_REPORTS / results_dirs[0].name
-    try:
-        text = reporting.render_all(results_dirs, destination, baseline=baseline)
-    except ValueError as exc:
-        raise ConfigurationError(f"{exc} (pass the folder given to --results)") from None
-    print(text)
-    print(f"report written to {destination}/ (report.md, report.html, report.json, report.csv)")
+    report = render_all(results_dirs, destination, baseline=baseline)
+    progress.say(text.terminal(report))
+    progress.say(f"report written to {destination}/ (report.md, report.html, report.json, report.csv)")
+    return report.expectations_broken
+
+
+def _broken(count: int) -> None:
+    if count:
+        raise ExpectationsBrokenError(
+            f"{count} expectation{'s' if count != 1 else ''} broke (see Findings); every report file is written"
+        )
 
 
 def _failed(outcomes: list[runner.CellOutcome]) -> None:
@@ -166,8 +191,24 @@ def _failed(outcomes: list[runner.CellOutcome]) -> None:
         raise CellsFailedError(f"{len(failed)} of {len(outcomes)} cells had errors ({names}); see the lines above")
 
 
+EXIT_CODE_FILE = "REPROMATRIX_EXIT_CODE_FILE"
+
+
+def _note_exit_code(code: int) -> int:
+    """For the noxfile: nox reports any failure as 1, so the session reads the real code here."""
+    path = os.environ.get(EXIT_CODE_FILE)
+    if path:
+        Path(path).write_text(f"{code}\n")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    return _note_exit_code(_main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
+    cleanup.handle_termination()
     try:
         if args.command == "plan":
             _, cells = load_cells(args)
@@ -179,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 args.output.write_text(listing + "\n")
             else:
-                print(listing)
+                progress.say(listing)
         elif args.command == "build":
             loaded, cells = load_cells(args)
             failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)
@@ -189,21 +230,22 @@ def main(argv: list[str] | None = None) -> int:
             _failed(do_run(args))
         elif args.command == "matrix":
             outcomes = do_run(args)
-            do_report([args.results], args.baseline, args.out)
+            broken = do_report([args.results], args.baseline, args.out)
             _failed(outcomes)
+            _broken(broken)
         elif args.command == "report":
-            do_report(args.results_dirs, args.baseline, args.out)
+            _broken(do_report(args.results_dirs, args.baseline, args.out))
         elif args.command == "lock":
             loaded, cells = load_cells(args)
             failed = []
             for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
                 try:
                     path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
-                except locks.LockError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
+                except LockError as exc:
+                    progress.warn(f"error: {exc.message}")
                     failed.append(locks.requirement(tf, device))
                     continue
-                print(f"locked {locks.requirement(tf, device)} → {path.relative_to(matrix.REPO_ROOT)}")
+                progress.say(f"locked {locks.requirement(tf, device)} → {path.relative_to(matrix.REPO_ROOT)}")
             if failed:
                 raise CellsFailedError(f"{len(failed)} locks could not be resolved: {', '.join(failed)}")
         elif args.command == "base-image":
@@ -215,9 +257,16 @@ def main(argv: list[str] | None = None) -> int:
             loaded, cells = load_cells(args)
             bench.run(choose_backend(args, loaded), loaded, cells, args.results)
     except FatalError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        progress.warn(f"error: {exc.message}")
         return exc.return_code
-    except KeyboardInterrupt:
-        print("interrupted; records written so far are kept, run again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        cleanup.stop_everything()  # idempotent: the runner may have done it already
+        why = f" ({exc.args[0]})" if exc.args else ""
+        progress.warn(f"interrupted{why}; containers removed, records written so far are kept, run again to resume")
+        _note_exit_code(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Not waiting for worker threads: one may sit in an image build for minutes. Leaving
+        # closes its connection, and the engine cancels a build whose client went away.
+        os._exit(130)
     return 0

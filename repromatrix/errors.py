@@ -1,18 +1,45 @@
 """One error hierarchy. `FatalError`s end the command; `CellError`s end one cell.
 
 Each carries a message meant to be printed as one line: what went wrong,
-where, and how to fix it. `cli.main` is the only place that catches them.
+where, and how to fix it. `cli.main` is the only place that catches fatal
+errors, and the runner never turns one into a cell error.
+
+The one error outside this module is `RecordError` (in the record module,
+which must run in any TensorFlow image without this package): a damaged
+record is never fatal, the reporter leaves it out with a warning and the
+runner measures that repeat again.
 """
 
 from __future__ import annotations
 
+from repromatrix.scenarios.records import RecordError
 
-class FatalError(Exception):
-    return_code = 1
+__all__ = [
+    "CellError",
+    "CellsFailedError",
+    "ConfigurationError",
+    "EngineUnavailableError",
+    "ExpectationsBrokenError",
+    "FatalError",
+    "Interrupted",
+    "LockError",
+    "RecordError",
+    "ReportInputError",
+    "RepromatrixError",
+    "ResultsBusyError",
+]
+
+
+class RepromatrixError(Exception):
+    """The root: everything this package raises on purpose."""
 
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else type(self).__name__
+
+
+class FatalError(RepromatrixError):
+    return_code = 1
 
 
 class ConfigurationError(FatalError):
@@ -21,8 +48,16 @@ class ConfigurationError(FatalError):
     return_code = 2
 
 
+class ReportInputError(ConfigurationError):
+    """The folders given to the reporter hold nothing to report."""
+
+
+class ResultsBusyError(ConfigurationError):
+    """Another run holds the results folder, or the folder cannot be used for this run."""
+
+
 class EngineUnavailableError(FatalError):
-    """The Docker backend was asked for but no engine answers."""
+    """The Docker backend was asked for (or was in use) but no engine answers."""
 
     return_code = 3
 
@@ -33,11 +68,27 @@ class CellsFailedError(FatalError):
     return_code = 4
 
 
-class CellError(Exception):
+class ExpectationsBrokenError(FatalError):
+    """A declared expectation broke (e.g. seeded but not reproducible); every report file is written."""
+
+    return_code = 5
+
+
+class Interrupted(FatalError):
+    """Ctrl-C, SIGTERM or SIGHUP: containers removed, records kept."""
+
+    return_code = 130
+
+
+class LockError(RepromatrixError):
+    """A lock file could not be resolved for a TF version (the cell fails alone)."""
+
+
+class CellError(RepromatrixError):
     """One cell could not be prepared or run. Recorded as `error` records; the run goes on."""
 
     def __init__(self, cell_id: str, message: str, detail: str = "") -> None:
         super().__init__(f"{cell_id}: {message}")
         self.cell_id = cell_id
-        self.message = message
+        self.reason = message
         self.detail = detail  # build log or stderr tail, kept in the records

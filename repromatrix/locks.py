@@ -12,16 +12,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from repromatrix import progress
+from repromatrix.errors import LockError
 from repromatrix.matrix import REPO_ROOT
 
 LOCK_DIR = REPO_ROOT / "docker" / "locks"
 # The wheels TF publishes for Linux: the platform every image and this host share.
 PYTHON_VERSION = "3.11"
 PYTHON_PLATFORM = "x86_64-manylinux_2_28"
-
-
-class LockError(Exception):
-    pass
 
 
 def requirement(tf: str, device: str) -> str:
@@ -82,7 +80,9 @@ def find_or_create(tf: str, device: str, cache_dir: Path, index_url: str = "") -
     cached = cache_dir / "locks" / lock_name(tf, device)
     if cached.is_file():
         return cached
-    print(f"note: no committed lock for {requirement(tf, device)}; generating {cached} (commit one: nox -s lock)")
+    progress.say(
+        f"note: no committed lock for {requirement(tf, device)}; generating {cached} (commit one: nox -s lock)"
+    )
     return generate(tf, device, cached, index_url)
 
 

@@ -1,38 +1,30 @@
 """Plan → build → run: which repeats are missing, make their environments, run them.
 
-Resumable by construction: a repeat whose record exists, is `ok` and carries
-the same reuse key (environment, knobs, scenario source, variant, seed) is never run
-again, so a killed run started again only fills the gaps.
+Resumable by construction: a repeat whose record exists, is `ok`, carries the
+same reuse key (environment, knobs, scenario source, variant, seed) and whose
+arrays match their digests is never run again, so a killed run started again
+only fills the gaps.
+
+The runner and the harness talk through files in the cell's folder: the
+runner writes the plan of one attempt, the harness writes its summary.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import sys
-import threading
+import shutil
 import time
-from collections.abc import Callable
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import scenarios
-from repromatrix import cleanup
+from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, Prepared
-from repromatrix.errors import CellError
+from repromatrix.errors import CellError, FatalError
 from repromatrix.matrix import Cell, Matrix
-from scenarios import _records
-
-_print_lock = threading.Lock()
-STARTED = re.compile(r"scenario processes started: (\d+)")
-
-
-def say(line: str) -> None:
-    with _print_lock:
-        print(line, flush=True)
+from repromatrix.scenarios import PlannedRepeat, Scenario, discover, plan, records, reuse_key
 
 
 def default_jobs() -> int:
@@ -43,18 +35,6 @@ def default_jobs() -> int:
     except (ValueError, OSError, AttributeError):
         memory_gib = 4.0
     return max(1, min(cores, int(memory_gib // 4)))
-
-
-@dataclass(frozen=True)
-class Repeat:
-    scenario: scenarios.Scenario | None
-    name: str
-    variant: str
-    seed: int | None
-    index: int
-
-    def path(self, out: Path) -> Path:
-        return _records.record_path(out, self.name, self.variant, self.index)
 
 
 @dataclass
@@ -73,19 +53,11 @@ class RunOptions:
     jobs: int = 1
     force: bool = False
     verbose: bool = False
+    wait: bool = False  # for the results folder's lock
 
 
-def expected_repeats(matrix: Matrix) -> list[Repeat]:
-    found = scenarios.discover()
-    planned = []
-    for name in matrix.scenarios:
-        info = found.get(name)
-        variants = info.variants if info and info.variants else ("unknown",)
-        for variant in variants:
-            seed = matrix.seed if variant == "seeded" else None
-            for index in range(matrix.repeats):
-                planned.append(Repeat(info if info and not info.problem else None, name, variant, seed, index))
-    return planned
+def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
+    return plan(found, matrix.scenarios, matrix.repeats, matrix.seed)
 
 
 def cell_key(environment_key: str, cell: Cell) -> str:
@@ -93,175 +65,207 @@ def cell_key(environment_key: str, cell: Cell) -> str:
     return f"{environment_key}|{cell.id}"
 
 
-def _key(environment_key: str, repeat: Repeat) -> str | None:
+def repeat_key(environment_key: str, repeat: PlannedRepeat) -> str | None:
     if repeat.scenario is None:
         return None
-    return scenarios.reuse_key(environment_key, repeat.scenario, repeat.variant, repeat.seed)
+    return reuse_key(environment_key, repeat.scenario, repeat.variant, repeat.seed)
 
 
-def missing(out: Path, repeats: list[Repeat], environment_key: str, force: bool) -> list[Repeat]:
+def missing(layout: records.CellLayout, repeats: list[PlannedRepeat], environment_key: str, force: bool) -> list:
     if force:
         return list(repeats)
-    return [r for r in repeats if not _records.is_reusable(r.path(out), _key(environment_key, r) or "")]
+    return [
+        r
+        for r in repeats
+        if not records.is_reusable(layout.record(r.name, r.variant, r.index), repeat_key(environment_key, r))
+    ]
 
 
-def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, force: bool) -> list[str]:
+def knob_args(cell: Cell) -> list[str]:
     args = [
-        *matrix.scenarios,
-        "--repeat", str(matrix.repeats),
-        "--seed", str(matrix.seed),
-        "--timeout", f"{matrix.timeout:g}",
         "--onednn", "on" if cell.onednn else "off",
         "--op-determinism", "on" if cell.op_determinism else "off",
         "--intra-op-threads", str(cell.intra_op_threads),
         "--inter-op-threads", str(cell.inter_op_threads),
+    ]  # fmt: skip
+    return args
+
+
+def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, verbose: bool) -> list[str]:
+    """Everything but --out, which only the backend knows (a container sees its own path)."""
+    return [
+        "--timeout", f"{matrix.timeout:g}",
+        *knob_args(cell),
         "--cell-json", json.dumps(cell.params(), sort_keys=True),
         "--image-json", json.dumps(prepared.description, sort_keys=True),
+        "--attempt", attempt,
+        *(["--verbose"] if verbose else []),
     ]  # fmt: skip
-    return [*args, "--environment-key", cell_key(prepared.key, cell), *(["--force"] if force else [])]
 
 
-def _fill(
-    out: Path, cell: Cell, repeats: list[Repeat], status: str, message: str, detail: str, keep: Callable[[Repeat], bool]
-) -> None:
+def _fill(layout: records.CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: str, message: str,
+          detail: str, keep: set[str]) -> None:  # fmt: skip
     """Status records for the repeats that have no record worth keeping; measured ones are never replaced."""
     for repeat in repeats:
-        if keep(repeat):
+        path = layout.record(repeat.name, repeat.variant, repeat.index)
+        if repeat.label in keep:
             continue
-        _records.write_json(
-            repeat.path(out),
-            _records.status_record(
-                scenario=repeat.name,
-                variant=repeat.variant,
-                seed=repeat.seed,
-                repeat=repeat.index,
-                status=status,
-                message=message,
-                stderr=detail,
-                cell=cell.params(),
-            ),
-        )
+        existing = records.read_if_valid(path)
+        if existing is not None and existing.is_ok:
+            continue
+        failed = records.Record.failed(status, message, stderr=detail, scenario=repeat.name, variant=repeat.variant,
+                                       seed=repeat.seed, repeat=repeat.index, cell=cell.params())  # fmt: skip
+        failed.write_if_changed(path)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        return _records.read_record(path)
-    except ValueError:
-        return None
-
-
-def run_cell(backend: Backend, matrix: Matrix, cell: Cell, options: RunOptions) -> CellOutcome:
-    out = options.results / cell.id
-    repeats = expected_repeats(matrix)
-
-    def measured(repeat: Repeat) -> bool:
-        record = _read(repeat.path(out))
-        return record is not None and record["status"] == "ok"
-
-    try:
-        reason = backend.skip_reason(cell)
-        if reason is not None:
-            _fill(out, cell, repeats, "skipped", reason, "", keep=measured)
-            return CellOutcome(cell, "skipped", counts=_count(out, repeats), message=reason)
-        todo = missing(out, repeats, cell_key(backend.environment_key(cell), cell), options.force)
-        if not todo:
-            return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
-        say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
-        # Filesystem clocks are coarser than time.time(); a second of slack cannot reach an earlier attempt.
-        attempt_started = time.time() - 1.0
-        prepared = backend.prepare(cell, options.verbose)
-        timeout = matrix.timeout * len(todo) + 120.0
-        result = backend.run(cell, prepared, harness_args(matrix, cell, prepared, options.force), out, timeout)
-        if cleanup.stopping.is_set():
-            return CellOutcome(cell, "interrupted", counts=_count(out, repeats))
-        for line in result.stderr.splitlines():
-            if line.startswith("error:"):
-                say(f"error: {cell.id}: {line.removeprefix('error:').strip()}")
-        if options.verbose and result.stdout:
-            say("\n".join(f"{cell.id} | {line}" for line in result.stdout.splitlines()))
-
-        def measured_or_fresh(repeat: Repeat) -> bool:
-            # Fresh: an error record the harness wrote in this attempt explains itself better than we can.
-            path = repeat.path(out)
-            record = _read(path)
-            return record is not None and (record["status"] == "ok" or path.stat().st_mtime >= attempt_started)
-
-        _fill(out, cell, todo, "error", "the harness left no record for this repeat", result.stderr, measured_or_fresh)
-        counts = _count(out, repeats)
-        started = STARTED.search(result.stdout)
-        state = "error" if counts.get("error") else "ran"
-        return CellOutcome(cell, state, int(started.group(1)) if started else 0, counts)
-    except CellError as exc:
-        if cleanup.stopping.is_set():
-            return CellOutcome(cell, "interrupted", counts=_count(out, repeats))
-        say(f"error: {exc}")
-        _fill(out, cell, repeats, "error", exc.message, exc.detail, keep=measured)
-        return CellOutcome(cell, "error", message=exc.message, counts=_count(out, repeats))
-
-
-def _count(out: Path, repeats: list[Repeat]) -> dict[str, int]:
+def _count(layout: records.CellLayout, repeats: list[PlannedRepeat]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for repeat in repeats:
-        record = _read(repeat.path(out))
-        status = record["status"] if record else "missing"
+        record = records.read_if_valid(layout.record(repeat.name, repeat.variant, repeat.index))
+        status = record.status if record else "missing"
         counts[status] = counts.get(status, 0) + 1
     return counts
 
 
-def run_matrix(backend: Backend, matrix: Matrix, cells: list[Cell], options: RunOptions) -> list[CellOutcome]:
-    """Run the cells, `options.jobs` at a time; prints a line per cell as it starts and ends."""
-    options.results.mkdir(parents=True, exist_ok=True)
-    outcomes: list[CellOutcome] = []
-    clock = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="cell")
+def run_cell(
+    backend: Backend, matrix: Matrix, cell: Cell, repeats: list[PlannedRepeat], options: RunOptions
+) -> CellOutcome:
+    layout = records.Layout(options.results).cell(cell.id)
     try:
-        futures = {pool.submit(_timed, backend, matrix, cell, options): cell for cell in cells}
-        for future in as_completed(futures):
-            outcome = future.result()
-            outcomes.append(outcome)
-            left = len(cells) - len(outcomes)
-            detail = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
-            note = f" — {outcome.message}" if outcome.message else ""
-            say(
-                f"[{outcome.state}] {outcome.cell.id} in {outcome.seconds:.1f} s"
-                f" ({detail or 'no records'}){note}; {left} cells left, {time.perf_counter() - clock:.0f} s elapsed"
-            )
-    except KeyboardInterrupt:
-        say("interrupted: removing containers and stopping scenario processes")
-        pool.shutdown(wait=False, cancel_futures=True)
-        cleanup.stop_everything()
-        raise
-    finally:
-        pool.shutdown(wait=True)
-    order = {cell: i for i, cell in enumerate(cells)}
-    return sorted(outcomes, key=lambda o: order[o.cell])
+        reason = backend.skip_reason(cell)
+        if reason is not None:
+            _fill(layout, cell, repeats, "skipped", reason, "", keep=set())
+            return CellOutcome(cell, "skipped", counts=_count(layout, repeats), message=reason)
+        if not missing(layout, repeats, cell_key(backend.environment_key(cell), cell), options.force):
+            return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
+        if cleanup.stopping.is_set():
+            return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
+        prepared = backend.prepare(cell, options.verbose)
+        # The key of the environment as built (an image id), which is what the records carry.
+        key = cell_key(prepared.key, cell)
+        todo = missing(layout, repeats, key, options.force)
+        if not todo:
+            return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
+        if cleanup.stopping.is_set():
+            return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
+        progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
+        attempt = uuid.uuid4().hex[:12]
+        records.write_json(
+            layout.plan_file(attempt), {"repeats": [r.to_json(repeat_key(key, r)) for r in todo]}
+        )  # fmt: skip
+        try:
+            timeout = matrix.timeout * len(todo) + 120.0
+            args = harness_args(matrix, cell, prepared, attempt, options.verbose)
+            result = backend.run(cell, prepared, args, layout.root, timeout)
+            summary = records.Summary.read(layout.summary_file(attempt)) or records.Summary(attempt=attempt)
+        finally:
+            shutil.rmtree(layout.attempt_dir(attempt), ignore_errors=True)
+        if cleanup.stopping.is_set():
+            return CellOutcome(cell, "interrupted", started=summary.started, counts=_count(layout, repeats))
+        for error in summary.errors:
+            progress.say(f"error: {cell.id}: {error['repeat']}: {error['message']}")
+        if options.verbose and result.stdout:
+            progress.say("\n".join(f"{cell.id} | {line}" for line in result.stdout.splitlines()))
+        lost = "the harness left no record for this repeat" + (
+            "" if summary.finished else f" (it ended early, exit code {result.returncode})"
+        )
+        _fill(layout, cell, todo, "error", lost, result.stderr, keep=set(summary.done))
+        counts = _count(layout, repeats)
+        state = "error" if counts.get("error") or counts.get("missing") else "ran"
+        return CellOutcome(cell, state, summary.started, counts)
+    except CellError as exc:
+        if cleanup.stopping.is_set():
+            return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
+        progress.say(f"error: {exc.message}")
+        _fill(layout, cell, repeats, "error", exc.reason, exc.detail, keep=set())
+        return CellOutcome(cell, "error", message=exc.reason, counts=_count(layout, repeats))
 
 
-def _timed(backend: Backend, matrix: Matrix, cell: Cell, options: RunOptions) -> CellOutcome:
+def _timed(
+    backend: Backend, matrix: Matrix, cell: Cell, repeats: list[PlannedRepeat], options: RunOptions
+) -> CellOutcome:
     clock = time.perf_counter()
     try:
-        outcome = run_cell(backend, matrix, cell, options)
+        outcome = run_cell(backend, matrix, cell, repeats, options)
+    except FatalError:
+        raise  # the engine went away, say: the whole run ends with its code, not this cell alone
     except Exception as exc:
-        say(f"error: {cell.id}: unexpected {type(exc).__name__}: {exc}")
+        progress.say(f"error: {cell.id}: unexpected {type(exc).__name__}: {exc}")
         outcome = CellOutcome(cell, "error", message=f"{type(exc).__name__}: {exc}")
     outcome.seconds = time.perf_counter() - clock
     return outcome
 
 
+def _describe(outcome: CellOutcome) -> str:
+    detail = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
+    started = f"{outcome.started} processes started; " if outcome.started else ""
+    return started + (detail or "no records")
+
+
+def run_matrix(
+    backend: Backend,
+    matrix: Matrix,
+    cells: list[Cell],
+    options: RunOptions,
+    found: dict[str, Scenario] | None = None,
+) -> list[CellOutcome]:
+    """Run the cells, `options.jobs` at a time, under the results folder's lock."""
+    # Discovered once, here: parsing sources from several threads at once once crashed CPython's AST.
+    found = found if found is not None else discover()
+    repeats = planned_repeats(matrix, found)
+    layout = records.Layout(options.results)
+    with results.exclusive(layout, wait=options.wait):
+        results.check_backend(layout, backend.name)
+        variants = sorted({(r.name, r.variant) for r in repeats})
+        results.write_manifest(
+            layout, backend.name, {"cells": [c.id for c in cells], "variants": variants, "repeats": matrix.repeats}
+        )
+        backend.sweep()
+        return _run_cells(backend, matrix, cells, repeats, options)
+
+
+def _run_cells(
+    backend: Backend, matrix: Matrix, cells: list[Cell], repeats: list[PlannedRepeat], options: RunOptions
+) -> list[CellOutcome]:
+    outcomes: list[CellOutcome] = []
+    clock = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=max(1, options.jobs), thread_name_prefix="cell")
+    try:
+        futures = {pool.submit(_timed, backend, matrix, cell, repeats, options): cell for cell in cells}
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            left = len(cells) - len(outcomes)
+            note = f" — {outcome.message}" if outcome.message else ""
+            progress.say(
+                f"[{outcome.state}] {outcome.cell.id} in {outcome.seconds:.1f} s ({_describe(outcome)}){note}; "
+                f"{left} cells left, {time.perf_counter() - clock:.0f} s elapsed"
+            )
+    except BaseException:
+        # Ctrl-C, SIGTERM, or a fatal error in one cell: start nothing new, undo what runs.
+        cleanup.stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        cleanup.stop_everything()
+        raise
+    pool.shutdown(wait=True)
+    order = {cell: i for i, cell in enumerate(cells)}
+    return sorted(outcomes, key=lambda o: order[o.cell])
+
+
 def build_all(backend: Backend, cells: list[Cell], verbose: bool) -> list[tuple[Cell, str]]:
     """Prepare each distinct environment once; returns (cell, error message) for the failures."""
     failures = []
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[tuple[str, ...]] = set()
     for cell in cells:
         if cell.environment in seen:
             continue
         seen.add(cell.environment)
         try:
             prepared = backend.prepare(cell, verbose)
-            say(f"[built] {cell.id}: {prepared.description}")
+            progress.say(f"[built] {cell.id}: {prepared.description}")
         except CellError as exc:
-            say(f"error: {exc}")
+            progress.say(f"error: {exc.message}")
             if exc.detail and not verbose:
-                print(exc.detail, file=sys.stderr)
-            failures.append((cell, exc.message))
+                progress.warn(exc.detail)
+            failures.append((cell, exc.reason))
     return failures

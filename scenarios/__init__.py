@@ -1,28 +1,44 @@
 """Reproducibility scenarios and the harness that runs them in fresh processes.
 
-A scenario is a module in this folder (its name not starting with `_`) that
-defines, at module level:
+A scenario is a module that defines, at module level:
 
-- `VARIANTS`: a tuple literal of variant names, from "unseeded" and "seeded";
+- `VARIANTS`: a tuple literal of variant names ("unseeded", "seeded", or your own);
 - `run(variant, seed)`: builds two models the same way and returns
-  `{"model1": {"predictions": array, "weights": array}, "model2": {...}}`.
+  `{"model1": {"predictions": array, ...}, "model2": {...}}`;
+- optionally `EXPECT`: per variant, what run-to-run and in-process comparisons
+  should show, and `SEED`: the scenario's own seed.
 
-Discovery reads the source (no import), so planning a matrix never pays for
-importing TensorFlow. See docs/scenarios.md for a worked example.
+Assigning `VARIANTS` is what marks a module as a scenario; the helpers beside
+it (`common`, `records`, `worker`) are not. Discovery reads the source (no
+import), so planning a matrix never pays for importing TensorFlow. See
+docs/scenarios.md for a worked example.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from . import records
 
 SCENARIOS_DIR = Path(__file__).resolve().parent
-KNOWN_VARIANTS = ("unseeded", "seeded")
 # Files every scenario process executes besides the scenario's own module: a
 # change to any of them can change the bits, so they are part of the reuse key.
-SHARED_SOURCES = ("_common.py", "_records.py", "_worker.py")
+SHARED_SOURCES = ("common.py", "records.py", "worker.py")
+VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# What a comparison may be declared to show.
+OUTCOMES = ("identical", "differs", "any")
+EXPECT_KEYS = ("run_to_run", "in_process")
+
+
+def default_expectation(variant: str) -> dict[str, str]:
+    """Seeded variants must be identical; unseeded ones must vary (the article's claims)."""
+    outcome = "identical" if records.is_seeded(variant) else "differs"
+    return {"run_to_run": outcome, "in_process": outcome}
 
 
 @dataclass(frozen=True)
@@ -31,51 +47,173 @@ class Scenario:
     path: Path
     variants: tuple[str, ...]
     summary: str
+    expect: dict[str, dict[str, str]] = field(default_factory=dict)
+    seed: int | None = None  # the scenario's own seed; None: the matrix's
     problem: str | None = None  # why the module does not follow the contract
+
+    def expectation(self, variant: str) -> dict[str, str]:
+        return {**default_expectation(variant), **self.expect.get(variant, {})}
+
+    def seed_for(self, variant: str, matrix_seed: int) -> int | None:
+        return records.seed_for(variant, self.seed if self.seed is not None else matrix_seed)
+
+
+def _literal(node: ast.AST) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ValueError
+
+
+def _check_expect(expect: Any, variants: tuple[str, ...]) -> str | None:
+    if not isinstance(expect, dict):
+        return f"EXPECT must be a literal dict of variant → {{comparison: outcome}}, got {expect!r}"
+    for variant, declared in expect.items():
+        if variant not in variants:
+            return f"EXPECT names variant {variant!r}, which is not in VARIANTS {variants}"
+        if not isinstance(declared, dict) or not declared:
+            return f"EXPECT[{variant!r}] must be a dict such as {{'in_process': 'differs'}}, got {declared!r}"
+        for key, outcome in declared.items():
+            if key not in EXPECT_KEYS:
+                return f"EXPECT[{variant!r}] has key {key!r}; allowed: {', '.join(EXPECT_KEYS)}"
+            if outcome not in OUTCOMES:
+                return f"EXPECT[{variant!r}][{key!r}] = {outcome!r}; allowed: {', '.join(OUTCOMES)}"
+    return None
 
 
 def _inspect(path: Path) -> Scenario:
     name = path.stem
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
         return Scenario(name, path, (), "", problem=f"cannot be parsed: {exc}")
     summary = (ast.get_docstring(tree) or "").strip().splitlines()[:1]
-    variants: object = None
+    assigned: dict[str, Any] = {}
     has_run = False
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(target, ast.Name) and target.id == "VARIANTS" for target in node.targets
-        ):
-            try:
-                variants = ast.literal_eval(node.value)
-            except ValueError:
-                variants = None
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id in ("VARIANTS", "EXPECT", "SEED"):
+                    assigned[target.id] = _literal(node.value)
         elif isinstance(node, ast.FunctionDef) and node.name == "run":
             has_run = True
-    valid = isinstance(variants, (tuple, list)) and bool(variants) and all(v in KNOWN_VARIANTS for v in variants)
+    variants = assigned.get("VARIANTS")
+    valid = (
+        isinstance(variants, (tuple, list))
+        and bool(variants)
+        and all(isinstance(v, str) and VARIANT_NAME.match(v) for v in variants)
+        and len(set(variants)) == len(variants)
+    )
     info = Scenario(name, path, tuple(variants) if valid else (), summary[0] if summary else "")
     if not valid:
-        return replace(info, problem=f"VARIANTS must be a literal tuple drawn from {KNOWN_VARIANTS}, got {variants!r}")
+        return replace(info, problem=f"VARIANTS must be a literal tuple of distinct lower-case names, got {variants!r}")
     if not has_run:
         return replace(info, problem="defines no top-level run(variant, seed)")
-    return info
+    expect = assigned.get("EXPECT", {})
+    problem = _check_expect(expect, info.variants)
+    if problem:
+        return replace(info, problem=problem)
+    seed = assigned.get("SEED")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        return replace(info, problem=f"SEED must be an integer literal, got {seed!r}")
+    return replace(info, expect=expect, seed=seed)
 
 
-def discover(directory: Path = SCENARIOS_DIR) -> dict[str, Scenario]:
-    """Every scenario module in `directory`, by name, including ones that break the contract."""
-    return {path.stem: _inspect(path) for path in sorted(directory.glob("*.py")) if not path.name.startswith("_")}
+def is_scenario_module(path: Path) -> bool:
+    """Assigning VARIANTS marks a scenario; a module that does not parse is judged by its text."""
+    if path.name.startswith("_") or path.suffix != ".py":
+        return False
+    try:
+        return "VARIANTS" in path.read_text(errors="replace")
+    except OSError:
+        return False
+
+
+class ScenarioClash(ValueError):
+    """Two folders define a scenario of the same name."""
+
+
+def discover(*directories: Path) -> dict[str, Scenario]:
+    """Every scenario module of the folders (default: the built-ins), including ones that break the contract."""
+    found: dict[str, Scenario] = {}
+    for directory in directories or (SCENARIOS_DIR,):
+        for path in sorted(directory.glob("*.py")):
+            if not is_scenario_module(path):
+                continue
+            if path.stem in found:
+                raise ScenarioClash(
+                    f"scenario {path.stem!r} is defined twice: {found[path.stem].path} and {path}; rename one"
+                )
+            found[path.stem] = _inspect(path)
+    return found
 
 
 def source_digest(scenario: Scenario) -> str:
     sha = hashlib.sha256()
-    for path in (scenario.path, *(scenario.path.parent / name for name in SHARED_SOURCES)):
+    for path in (scenario.path, *(SCENARIOS_DIR / name for name in SHARED_SOURCES)):
         sha.update(path.name.encode() + b"\0")
         sha.update(path.read_bytes() if path.is_file() else b"")
     return sha.hexdigest()
 
 
-def reuse_key(environment_key: str, scenario: Scenario, variant: str, seed: int | None) -> str:
+def reuse_key(
+    environment_key: str, scenario: Scenario, variant: str, seed: int | None, isolation: str = "process"
+) -> str:
     """Identifies everything that decides a repeat's bits; equal keys mean the record can be reused."""
-    parts = (environment_key, scenario.name, variant, repr(seed), source_digest(scenario))
+    parts = [environment_key, scenario.name, variant, repr(seed), source_digest(scenario)]
+    if isolation != "process":  # keys of process-made records stay as they were
+        parts.append(isolation)
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PlannedRepeat:
+    """One repeat to have a record for; `problem` set when the scenario cannot run."""
+
+    name: str
+    variant: str
+    seed: int | None
+    index: int
+    scenario: Scenario | None = None
+    problem: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.variant} #{self.index}"
+
+    @property
+    def expect(self) -> dict[str, str]:
+        """Only what the scenario declared: records keep the defaults implicit."""
+        return dict(self.scenario.expect.get(self.variant, {})) if self.scenario else {}
+
+    def to_json(self, reuse_key: str | None) -> dict[str, Any]:
+        return {"scenario": self.name, "variant": self.variant, "seed": self.seed, "repeat": self.index,
+                "problem": self.problem, "reuse_key": reuse_key, "expect": self.expect}  # fmt: skip
+
+
+def plan(
+    found: dict[str, Scenario],
+    names: list[str] | tuple[str, ...],
+    repeats: int,
+    seed: int,
+    only_variant: str | None = None,
+) -> list[PlannedRepeat]:
+    """Every repeat of every requested scenario variant; broken or unknown ones carry their problem."""
+    planned: list[PlannedRepeat] = []
+    for name in names or [n for n, info in found.items() if info.problem is None]:
+        info = found.get(name)
+        if info is None:
+            problem = f"unknown scenario (available: {', '.join(found) or 'none'})"
+            variants: list[str] = [only_variant or "unknown"]
+        elif info.problem:
+            problem = f"{info.path.name} {info.problem}"
+            variants = [only_variant] if only_variant else list(info.variants) or ["unknown"]
+        elif only_variant and only_variant not in info.variants:
+            problem, variants = f"has no {only_variant} variant (it has {info.variants})", [only_variant]
+        else:
+            problem, variants = "", [only_variant] if only_variant else list(info.variants)
+        for variant in variants:
+            used = info.seed_for(variant, seed) if info else records.seed_for(variant, seed)
+            for index in range(repeats):
+                planned.append(PlannedRepeat(name, variant, used, index, None if problem else info, problem))
+    return planned

@@ -3,6 +3,10 @@
 Every repeat runs in a fresh process (run-to-run reproducibility only means
 something across processes) and leaves exactly one record, ok or error, so
 one failing repeat never stops the others. Standard library only.
+
+The runner hands it a plan file and reads back a summary file (both in
+the cell folder's attempt folder, `--attempt`): the two talk through files, never through this stdout, which
+is for people.
 """
 
 from __future__ import annotations
@@ -10,13 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scenarios import SCENARIOS_DIR, Scenario, _records, discover, reuse_key
+from . import SCENARIOS_DIR, PlannedRepeat, discover, plan, records, reuse_key
+
+PACKAGE = __package__ or "scenarios"
 
 
 def _on_off(value: str) -> bool:
@@ -39,21 +48,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="python -m scenarios", description="Run reproducibility scenarios, each repeat in a fresh process."
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="scenarios to run (default: all)")
-    parser.add_argument("--variant", choices=("unseeded", "seeded"), help="default: every variant a scenario has")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per variant (default: 3)")
+    parser.add_argument("--variant", help="default: every variant a scenario has")
+    parser.add_argument("--repeat", type=int, default=records.DEFAULT_REPEATS,
+                        help=f"fresh processes per variant (default: {records.DEFAULT_REPEATS})")  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder the records go to")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the seeded variants (default: 42)")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds one repeat may take (default: 600)")
+    parser.add_argument("--seed", type=int, default=records.DEFAULT_SEED,
+                        help=f"seed of the seeded variants (default: {records.DEFAULT_SEED})")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=records.DEFAULT_TIMEOUT_S,
+                        help=f"seconds one repeat may take (default: {records.DEFAULT_TIMEOUT_S:g})")  # fmt: skip
     parser.add_argument("--onednn", type=_on_off, help="TF_ENABLE_ONEDNN_OPTS on/off (default: TF's own)")
     parser.add_argument("--op-determinism", type=_on_off, default=False, help="enable_op_determinism on/off")
     parser.add_argument("--intra-op-threads", type=_non_negative, default=0, help="0: TF's default")
     parser.add_argument("--inter-op-threads", type=_non_negative, default=0, help="0: TF's default")
+    parser.add_argument("--cpu-isa", default="", help="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show each scenario process's own output")
     # Set by the runner: what the records say about where they ran, and what makes them reusable.
     parser.add_argument("--cell-json", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--image-json", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--environment-key", help=argparse.SUPPRESS)
-    parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
+    parser.add_argument("--attempt", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.list and args.out is None:
         parser.error("--out DIR is required")
@@ -67,47 +82,134 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_repeat(spec: dict[str, Any], timeout: float) -> tuple[str, str, str]:
-    """Start one worker process; returns (status, message, stderr)."""
+def _oom_kills() -> int | None:
+    """The kernel's count of out-of-memory kills in this cgroup (v1 or v2), if it is readable."""
+    for path, key in (("/sys/fs/cgroup/memory.events", "oom_kill"),
+                      ("/sys/fs/cgroup/memory/memory.oom_control", "oom_kill")):  # fmt: skip
+        try:
+            for line in Path(path).read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+@dataclass
+class Outcome:
+    status: str  # ok or error
+    message: str = ""
+    stderr: str = ""
+
+
+def run_process(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
+    """One repeat in one fresh `python -m scenarios.worker` process."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCENARIOS_DIR.parent), env.get("PYTHONPATH")]))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    command = [sys.executable, "-m", "scenarios._worker", json.dumps(spec)]
+    command = [sys.executable, "-m", f"{PACKAGE}.worker", json.dumps(spec)]
+    oom_before = _oom_kills()
+    # Its own session, so a timeout kills whatever the scenario started too.
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        return "error", f"timed out after {timeout:g} s (raise --timeout if it needs longer)", stderr
-    if done.returncode != 0:
-        return "error", f"exited with code {done.returncode}: {_last_line(done.stderr)}", done.stderr
-    try:
-        _records.read_record(Path(spec["record"]))
-    except ValueError as exc:
-        return "error", f"wrote no valid record: {exc}", done.stderr
-    return "ok", "", done.stderr
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        return Outcome("error", f"timed out after {timeout:g} s (raise the timeout if it needs longer)", stderr)
+    finally:
+        if process.poll() is None:  # interrupted: take the scenario process with us
+            os.killpg(process.pid, signal.SIGKILL)
+    if verbose:
+        for line in (stdout + stderr).splitlines():
+            print(f"  | {line}", flush=True)
+    return judge_exit(process.returncode, stderr, Path(spec["record"]), oom_before)
 
 
-def plan(args: argparse.Namespace, found: dict[str, Scenario]) -> list[tuple[str, str, Scenario | None, str]]:
-    """(name, variant, scenario or None, problem) for every requested scenario variant."""
-    names = args.names or [name for name, info in found.items() if info.problem is None]
-    planned = []
-    for name in names:
-        info = found.get(name)
-        if info is None:
-            available = ", ".join(found) or "none"
-            planned.append((name, args.variant or "unknown", None, f"unknown scenario (available: {available})"))
-        elif info.problem:
-            for variant in [args.variant] if args.variant else list(info.variants) or ["unknown"]:
-                planned.append((name, variant, None, f"{info.path.name} {info.problem}"))
-        elif args.variant and args.variant not in info.variants:
-            planned.append((name, args.variant, None, f"has no {args.variant} variant (it has {info.variants})"))
+def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None = None) -> Outcome:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        oom_after = _oom_kills()
+        if returncode == -signal.SIGKILL and None not in (oom_before, oom_after) and oom_after > oom_before:
+            return Outcome("error", "killed: out of memory (raise [docker].memory)", stderr)
+        return Outcome("error", f"killed by {name}: {_last_line(stderr)}", stderr)
+    if returncode != 0:
+        return Outcome("error", f"exited with code {returncode}: {_last_line(stderr)}", stderr)
+    try:
+        records.Record.read(path)
+    except records.RecordError as exc:
+        return Outcome("error", f"wrote no valid record: {exc}", stderr)
+    return Outcome("ok", "", stderr)
+
+
+RunRepeat = Callable[[dict[str, Any], float, bool], Outcome]
+
+
+@dataclass
+class Job:
+    """One planned repeat with everything its worker needs."""
+
+    repeat: PlannedRepeat
+    path: Path
+    reuse_key: str | None
+    expect: dict[str, str]
+
+
+def execute(
+    jobs: list[Job], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
+) -> records.Summary:
+    summary_path = records.CellLayout(args.out).summary_file(args.attempt) if args.attempt else None
+    summary = records.Summary(attempt=args.attempt or "", planned=len(jobs))
+    summary.write(summary_path)
+    for job in jobs:
+        planned = job.repeat
+        # A runner's plan lists only what must run; planning alone, the harness skips what it can reuse.
+        if not args.attempt and not args.force and records.is_reusable(job.path, job.reuse_key):
+            summary.reused += 1
+            continue
+        fields = dict(scenario=planned.name, variant=planned.variant, seed=planned.seed, repeat=planned.index,
+                      cell=context["cell"], reuse_key=job.reuse_key, expect=job.expect)  # fmt: skip
+        if planned.problem:
+            outcome = Outcome("error", planned.problem)
         else:
-            for variant in [args.variant] if args.variant else info.variants:
-                planned.append((name, variant, info, ""))
-    return planned
+            spec = {**fields, "record": str(job.path), "knobs": context["knobs"], "image": context["image"]}
+            summary.started += 1
+            started = time.perf_counter()
+            outcome = run_repeat(spec, args.timeout, args.verbose)
+            elapsed = time.perf_counter() - started
+        if outcome.status == "ok":
+            summary.ok += 1
+            record = records.Record.read(job.path)
+            print(f"{planned.label}: ok in {elapsed:.1f} s, in-process identical: {record.in_process_identical}")
+            summary.done.append(planned.label)
+        else:
+            summary.error += 1
+            summary.errors.append({"repeat": planned.label, "message": outcome.message})
+            print(f"error: {planned.label}: {outcome.message}", file=sys.stderr, flush=True)
+            records.Record.failed("error", outcome.message, stderr=outcome.stderr, **fields).write(job.path)
+            summary.done.append(planned.label)
+        summary.write(summary_path)
+    summary.finished = True
+    summary.write(summary_path)
+    return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def jobs_from_plan(out: Path, attempt: str) -> list[Job]:
+    """The runner's plan: exactly these repeats, with the runner's reuse keys."""
+    layout = records.CellLayout(out)
+    jobs = []
+    for item in json.loads(layout.plan_file(attempt).read_text())["repeats"]:
+        repeat = PlannedRepeat(item["scenario"], item["variant"], item["seed"], item["repeat"],
+                               problem=item.get("problem") or "")  # fmt: skip
+        path = layout.record(repeat.name, repeat.variant, repeat.index)
+        jobs.append(Job(repeat, path, item.get("reuse_key"), dict(item.get("expect") or {})))
+    return jobs
+
+
+def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     found = discover()
     if args.list:
@@ -115,68 +217,35 @@ def main(argv: list[str] | None = None) -> int:
             state = f"BROKEN: {info.problem}" if info.problem else ", ".join(info.variants)
             print(f"{info.name:20} {state:28} {info.summary}")
         return 0
-    cell = json.loads(args.cell_json)
-    knobs = {
-        "onednn": args.onednn,
-        "op_determinism": args.op_determinism,
-        "intra_op_threads": args.intra_op_threads,
-        "inter_op_threads": args.inter_op_threads,
+    context = {
+        "cell": json.loads(args.cell_json),
+        "image": json.loads(args.image_json),
+        "knobs": {
+            "onednn": args.onednn,
+            "op_determinism": args.op_determinism,
+            "intra_op_threads": args.intra_op_threads,
+            "inter_op_threads": args.inter_op_threads,
+            "cpu_isa": args.cpu_isa,
+        },
     }
-    counts = {"started": 0, "ok": 0, "reused": 0, "error": 0}
-    for name, variant, info, problem in plan(args, found):
-        seed = args.seed if variant == "seeded" else None
-        key = reuse_key(args.environment_key, info, variant, seed) if info and args.environment_key else None
-        for repeat in range(args.repeat):
-            path = _records.record_path(args.out, name, variant, repeat)
-            label = f"{name}-{variant} #{repeat}"
-            if key and not args.force and _records.is_reusable(path, key):
-                counts["reused"] += 1
-                continue
-            if info is None:
-                status, message, stderr = "error", problem, ""
-            else:
-                spec = {
-                    "scenario": name,
-                    "variant": variant,
-                    "seed": seed,
-                    "repeat": repeat,
-                    "record": str(path),
-                    "knobs": knobs,
-                    "cell": cell,
-                    "image": json.loads(args.image_json),
-                    "reuse_key": key,
-                }
-                counts["started"] += 1
-                started = time.perf_counter()
-                status, message, stderr = run_repeat(spec, args.timeout)
-                elapsed = time.perf_counter() - started
-            if status == "ok":
-                counts["ok"] += 1
-                record = _records.read_record(path)
-                print(f"{label}: ok in {elapsed:.1f} s, in-process identical: {record['in_process_identical']}")
-                continue
-            counts["error"] += 1
-            print(f"error: {label}: {message}", file=sys.stderr, flush=True)
-            _records.write_json(
-                path,
-                _records.status_record(
-                    scenario=name,
-                    variant=variant,
-                    seed=seed,
-                    repeat=repeat,
-                    status="error",
-                    message=message,
-                    stderr=stderr,
-                    cell=cell,
-                    reuse_key=key,
-                ),
-            )
+    if args.attempt:
+        jobs = jobs_from_plan(args.out, args.attempt)
+    else:
+        layout = records.CellLayout(args.out)
+        jobs = []
+        for planned in plan(found, args.names, args.repeat, args.seed, args.variant):
+            key = None
+            if planned.scenario is not None and args.environment_key:
+                key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed)
+            path = layout.record(planned.name, planned.variant, planned.index)
+            jobs.append(Job(planned, path, key, planned.expect))
+    summary = execute(jobs, context, args, run_repeat)
     print(
-        f"scenario processes started: {counts['started']}; "
-        f"{counts['ok']} ok, {counts['error']} errors, {counts['reused']} reused",
+        f"scenario processes started: {summary.started}; "
+        f"{summary.ok} ok, {summary.error} errors, {summary.reused} reused",
         flush=True,
     )
-    return 1 if counts["error"] else 0
+    return 1 if summary.error else 0
 
 
 if __name__ == "__main__":

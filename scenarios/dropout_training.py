@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 if __package__:
-    from . import _common as common
+    from . import common
 else:  # run as a script: python scenarios/dropout_training.py
-    import _common as common
+    import common
 
 VARIANTS = ("unseeded", "seeded")
 EPOCHS = 5
@@ -20,8 +20,9 @@ def run(variant: str, seed: int | None) -> common.Outputs:
             common.seed_everything(seed)
         model = common.dense_model(dropout=0.5)
         model.compile(optimizer="adam", loss="mse")
-        model.fit(inputs, targets, epochs=EPOCHS, verbose=0)
-        outputs[name] = common.model_outputs(model, inputs)
+        # Weights at initialisation and after each epoch: the report names the first epoch that differs.
+        history = common.fit_recording(model, inputs, targets, EPOCHS)
+        outputs[name] = {**common.model_outputs(model, inputs), **history}
     return outputs
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 if __package__:
-    from . import _common as common
+    from . import common
 else:  # run as a script: python scenarios/seeded_init.py
-    import _common as common
+    import common
 
 VARIANTS = ("seeded",)
 

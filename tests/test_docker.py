@@ -19,7 +19,7 @@ from repromatrix.backends.container import CONTAINER_RESULTS
 from repromatrix.backends.local import LocalBackend
 from repromatrix.errors import CellError
 from repromatrix.matrix import REPO_ROOT, Cell
-from scenarios import _records
+from repromatrix.scenarios import records
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.docker
@@ -72,15 +72,14 @@ def test_all_three_scenarios_run_inside_the_image_to_valid_records(docker_backen
     for scenario, variant in [("init", "unseeded"), ("seeded_init", "seeded"), ("dropout_training", "unseeded"),
                               ("dropout_training", "seeded")]:  # fmt: skip
         for repeat in range(2):
-            record = _records.read_record(_records.record_path(tmp_path / CELL.id, scenario, variant, repeat))
-            assert record["status"] == "ok"
-            assert record["environment"]["image"]["id"] == image.key
-            assert record["environment"]["tensorflow"] == NEWEST_TF
-            assert record["cell"]["id"] == CELL.id
-    seeded = [
-        _records.read_record(_records.record_path(tmp_path / CELL.id, "dropout_training", "seeded", r)) for r in (0, 1)
-    ]
-    assert seeded[0]["outputs"] == seeded[1]["outputs"]
+            record = records.Record.read(records.CellLayout(tmp_path / CELL.id).record(scenario, variant, repeat))
+            assert record.status == "ok"
+            assert record.environment["image"]["id"] == image.key
+            assert record.environment["tensorflow"] == NEWEST_TF
+            assert record.cell_id == CELL.id
+    layout = records.CellLayout(tmp_path / CELL.id)
+    seeded = [records.Record.read(layout.record("dropout_training", "seeded", r)) for r in (0, 1)]
+    assert seeded[0].outputs == seeded[1].outputs
     assert docker_backend.leftovers() == []
 
 
@@ -127,8 +126,8 @@ def test_a_version_without_a_wheel_fails_alone_in_docker(docker_backend, image, 
     assert done.returncode == 4, done.stdout + done.stderr
     assert "backend: docker" in done.stdout
     assert any(line.startswith("error: tf2.99.0-cpu-onednn1-det0: cannot resolve") for line in done.stdout.splitlines())
-    good = _records.read_record(tmp_path / "r" / CELL.id / "seeded_init-seeded" / "0.json")
-    assert good["status"] == "ok" and good["environment"]["image"]["id"] == image.key
+    good = records.Record.read(tmp_path / "r" / CELL.id / "seeded_init-seeded" / "0.json")
+    assert good.status == "ok" and good.environment["image"]["id"] == image.key
     assert docker_backend.leftovers() == []
 
 
@@ -181,8 +180,8 @@ def test_ctrl_c_removes_the_containers_and_keeps_what_was_measured(docker_backen
     assert "interrupted" in stderr
     assert docker_backend.leftovers() == []
     for path in results.rglob("*.json"):
-        record = _records.read_record(path)
-        assert record["status"] == "ok", record["error"]  # no made-up errors for the containers we removed
+        record = records.Record.read(path)
+        assert record.status == "ok", record.message  # no made-up errors for the containers we removed
 
 
 def test_container_and_local_virtualenv_agree_bit_for_bit(docker_backend, image, tmp_path, tf_python):
@@ -196,9 +195,9 @@ def test_container_and_local_virtualenv_agree_bit_for_bit(docker_backend, image,
         [outcome] = runner.run_matrix(backend, loaded, [CELL], runner.RunOptions(tmp_path / folder))
         assert outcome.state == "ran", outcome
     docker_record, local_record = (
-        _records.read_record(_records.record_path(tmp_path / folder / CELL.id, "seeded_init", "seeded", 0))
+        records.Record.read(records.CellLayout(tmp_path / folder / CELL.id).record("seeded_init", "seeded", 0))
         for folder in ("docker", "local")
     )
-    assert docker_record["environment"]["image"]["backend"] == "docker"
-    assert local_record["environment"]["image"]["backend"] == "local"
-    assert docker_record["outputs"] == local_record["outputs"]
+    assert docker_record.environment["image"]["backend"] == "docker"
+    assert local_record.environment["image"]["backend"] == "local"
+    assert docker_record.outputs == local_record.outputs

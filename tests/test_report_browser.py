@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-import reporting
+from repromatrix import reporting
 from tests.conftest import IN_CI, chromium
 
 pytestmark = pytest.mark.browser

@@ -14,7 +14,7 @@ import pytest
 from repromatrix import matrix, runner
 from repromatrix.backends.local import LocalBackend
 from repromatrix.matrix import REPO_ROOT
-from scenarios import _records
+from repromatrix.scenarios import records
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.tf
@@ -39,7 +39,7 @@ def small_matrix(tmp_path, tf_python) -> Path:
 
 
 def records_of(results: Path) -> list[Path]:
-    return sorted(p for p in results.rglob("*.json") if not p.name.startswith("."))
+    return sorted(path for _, path in records.Layout(results).record_files())
 
 
 def test_second_run_with_nothing_changed_starts_no_process(small_matrix, tmp_path):
@@ -48,12 +48,12 @@ def test_second_run_with_nothing_changed_starts_no_process(small_matrix, tmp_pat
     first = runner.run_matrix(LocalBackend(), loaded, list(loaded.cells), options)
     assert [o.state for o in first] == ["ran", "skipped"]
     assert sum(o.started for o in first) == 4
-    before = {p: _records.read_record(p).get("process_id") for p in records_of(options.results)}
+    before = {p: records.Record.read(p).process_id for p in records_of(options.results)}
 
     second = runner.run_matrix(LocalBackend(), loaded, list(loaded.cells), options)
     assert sum(o.started for o in second) == 0
     assert [o.state for o in second] == ["up to date", "skipped"]
-    after = {p: _records.read_record(p).get("process_id") for p in records_of(options.results)}
+    after = {p: records.Record.read(p).process_id for p in records_of(options.results)}
     assert after == before
 
     forced = runner.run_matrix(
@@ -68,9 +68,9 @@ def test_cuda_cell_is_skipped_with_the_reason_on_a_host_without_gpu(small_matrix
     [outcome] = runner.run_matrix(LocalBackend(), loaded, cuda, runner.RunOptions(tmp_path / "r"))
     assert outcome.state == "skipped" and "no NVIDIA GPU" in outcome.message
     for path in records_of(tmp_path / "r"):
-        record = _records.read_record(path)
-        assert record["status"] == "skipped" and "no NVIDIA GPU" in record["error"]["message"]
-        assert record["outputs"] == {}
+        record = records.Record.read(path)
+        assert record.status == "skipped" and "no NVIDIA GPU" in record.message
+        assert record.outputs == {}
 
 
 def test_kill_9_during_a_run_then_resume_loses_and_duplicates_nothing(small_matrix, tmp_path):
@@ -83,7 +83,7 @@ def test_kill_9_during_a_run_then_resume_loses_and_duplicates_nothing(small_matr
         command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     deadline = time.monotonic() + 300
-    while not any(_records.read_record(p)["status"] == "ok" for p in records_of(results)):
+    while not any(records.Record.read(p).status == "ok" for p in records_of(results)):
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.2)
@@ -102,8 +102,8 @@ def test_kill_9_during_a_run_then_resume_loses_and_duplicates_nothing(small_matr
         f"tf{NEWEST_TF}-cpu-onednn1-det0/{s}/{i}.json" for s in ("init-unseeded", "seeded_init-seeded") for i in (0, 1)
     ]
     for path in paths:
-        record = _records.read_record(path)
-        assert record["status"] == "ok"
+        record = records.Record.read(path)
+        assert record.status == "ok"
         assert path.with_suffix(".npz").is_file()
 
 
@@ -116,7 +116,7 @@ def test_a_version_without_a_wheel_fails_alone(tmp_path, tf_python):
     error_lines = [line for line in done.stdout.splitlines() if line.startswith("error: tf2.99.0")]
     assert error_lines and "cannot resolve tensorflow-cpu==2.99.0" in error_lines[0]
     assert "1 of 2 cells had errors (tf2.99.0-cpu-onednn1-det0)" in done.stderr
-    bad = _records.read_record(tmp_path / "r" / "tf2.99.0-cpu-onednn1-det0" / "seeded_init-seeded" / "0.json")
-    assert bad["status"] == "error" and "2.99.0" in bad["error"]["message"]
-    good = _records.read_record(tmp_path / "r" / f"tf{NEWEST_TF}-cpu-onednn1-det0" / "seeded_init-seeded" / "0.json")
-    assert good["status"] == "ok"
+    bad = records.Record.read(tmp_path / "r" / "tf2.99.0-cpu-onednn1-det0" / "seeded_init-seeded" / "0.json")
+    assert bad.status == "error" and "2.99.0" in bad.message
+    good = records.Record.read(tmp_path / "r" / f"tf{NEWEST_TF}-cpu-onednn1-det0" / "seeded_init-seeded" / "0.json")
+    assert good.status == "ok"

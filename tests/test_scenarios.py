@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -10,19 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import _records, discover
+from repromatrix.scenarios import discover, records
 from tests.conftest import NEWEST_TF, OLDEST_TF, harness
 
 pytestmark = pytest.mark.tf
 REPEATS = 3
 
 
-def read_all(out: Path, scenario: str, variant: str) -> list[dict]:
-    return [_records.read_record(_records.record_path(out, scenario, variant, i)) for i in range(REPEATS)]
+def read_all(out: Path, scenario: str, variant: str) -> list[records.Record]:
+    return [records.Record.read(records.CellLayout(out).record(scenario, variant, i)) for i in range(REPEATS)]
 
 
-def predictions(records: list[dict]) -> set[str]:
-    return {r["outputs"]["model1.predictions"]["sha256"] for r in records}
+def predictions(made: list[records.Record]) -> set[str]:
+    return {r.outputs["model1.predictions"].sha256 for r in made}
 
 
 @pytest.fixture(scope="module", params=[OLDEST_TF, NEWEST_TF])
@@ -42,22 +41,25 @@ def test_every_repeat_is_a_fresh_process_with_a_valid_record(run_all):
         ("dropout_training", v) for v in ("unseeded", "seeded")
     ]:
         for record in read_all(out, scenario, variant):
-            assert record["status"] == "ok"
-            assert record["environment"]["tensorflow"] == version
-            assert set(record["outputs"]) == {
-                "model1.predictions", "model1.weights", "model2.predictions", "model2.weights"
-            }  # fmt: skip
-            assert record["timings"]["tf_import_s"] > 0
-            ids.add(record["process_id"])
+            assert record.status == "ok"
+            assert record.environment["tensorflow"] == version
+            names = set(record.outputs)
+            for model in ("model1", "model2"):
+                assert {f"{model}.predictions", f"{model}.weights", f"{model}.layer.00.dense"} <= names
+            if scenario == "dropout_training":
+                assert {"model1.epoch.00.weights", "model1.epoch.05.weights", "model1.epoch.05.loss"} <= names
+                assert "model1.layer.01.dropout" in names
+            assert record.tf_import_s > 0
+            ids.add(record.process_id)
     assert len(ids) == 4 * REPEATS
 
 
 def test_seeded_variants_are_identical_across_processes(run_all):
     _, out, _ = run_all
     for scenario in ("seeded_init", "dropout_training"):
-        records = read_all(out, scenario, "seeded")
+        made = read_all(out, scenario, "seeded")
         for output in ("model1.predictions", "model1.weights", "model2.predictions"):
-            assert len({r["outputs"][output]["sha256"] for r in records}) == 1, (scenario, output)
+            assert len({r.outputs[output].sha256 for r in made}) == 1, (scenario, output)
 
 
 def test_unseeded_variants_differ_in_every_process(run_all):
@@ -75,12 +77,12 @@ def test_in_process_check_matches_the_article(run_all):
         ("dropout_training", "seeded"): True,
     }
     for (scenario, variant), identical in expected.items():
-        assert {r["in_process_identical"] for r in read_all(out, scenario, variant)} == {identical}
+        assert {r.in_process_identical for r in read_all(out, scenario, variant)} == {identical}
 
 
 def test_keras_major_version_is_fingerprinted(run_all):
     version, out, _ = run_all
-    environment = read_all(out, "init", "unseeded")[0]["environment"]
+    environment = read_all(out, "init", "unseeded")[0].environment
     assert environment["keras"].split(".")[0] == ("2" if version == OLDEST_TF else "3")
     assert environment["packages"]["count"] > 10
     assert environment["cpu"]["machine"]
@@ -93,7 +95,7 @@ def test_onednn_setting_is_recorded_as_in_force(version, tf_python, tmp_path):
         out = tmp_path / state
         done = harness(tf_python(version), "seeded_init", "--repeat", "1", "--onednn", state, "--out", str(out))
         assert done.returncode == 0, done.stderr[-2000:]
-        knobs = _records.read_record(_records.record_path(out, "seeded_init", "seeded", 0))["knobs"]
+        knobs = records.Record.read(records.CellLayout(out).record("seeded_init", "seeded", 0)).knobs
         assert knobs["onednn"] is expected
         assert knobs["TF_ENABLE_ONEDNN_OPTS"] == ("1" if expected else "0")
 
@@ -101,9 +103,9 @@ def test_onednn_setting_is_recorded_as_in_force(version, tf_python, tmp_path):
 def test_seed_zero_is_a_seed(tf_python, tmp_path):
     done = harness(tf_python(NEWEST_TF), "seeded_init", "--repeat", "2", "--seed", "0", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [_records.read_record(_records.record_path(tmp_path, "seeded_init", "seeded", i)) for i in range(2)]
-    assert {r["seed"] for r in records} == {0}
-    assert len(predictions(records)) == 1
+    made = [records.Record.read(records.CellLayout(tmp_path).record("seeded_init", "seeded", i)) for i in range(2)]
+    assert {r.seed for r in made} == {0}
+    assert len(predictions(made)) == 1
 
 
 @pytest.mark.parametrize("name", ["init", "seeded_init", "dropout_training"])
@@ -154,7 +156,7 @@ NO_RUN = '''"""Forgot run()."""
 VARIANTS = ("seeded",)
 '''
 USER_SCENARIO = '''"""A user scenario: a wider model, seeded, as in docs/scenarios.md."""
-from scenarios import _common as common
+from scenarios import common
 
 VARIANTS = ("seeded",)
 
@@ -178,8 +180,8 @@ def test_unknown_scenario_gives_an_error_record_and_exit_code(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "unknown scenario" in errors[0] and "available: dropout_training" in errors[0]
     for repeat in range(2):
-        record = _records.read_record(_records.record_path(tmp_path, "no_such_scenario", "unknown", repeat))
-        assert record["status"] == "error" and "unknown scenario" in record["error"]["message"]
+        record = records.Record.read(records.CellLayout(tmp_path).record("no_such_scenario", "unknown", repeat))
+        assert record.status == "error" and "unknown scenario" in record.message
 
 
 def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp_path):
@@ -194,16 +196,16 @@ def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp
         cwd=scenarios_copy,
     )  # fmt: skip
     assert done.returncode == 1
-    raised = _records.read_record(_records.record_path(out, "user_raises", "seeded", 0))
-    assert raised["status"] == "error"
-    assert "RuntimeError: boom from a user scenario" in raised["error"]["message"]
-    assert "Traceback" in raised["error"]["stderr_tail"]
-    hung = _records.read_record(_records.record_path(out, "user_hangs", "unseeded", 0))
-    assert hung["status"] == "error" and "timed out after 25 s" in hung["error"]["message"]
-    broken = _records.read_record(_records.record_path(out, "user_no_run", "seeded", 0))
-    assert broken["status"] == "error" and "run(variant, seed)" in broken["error"]["message"]
+    raised = records.Record.read(records.CellLayout(out).record("user_raises", "seeded", 0))
+    assert raised.status == "error"
+    assert "RuntimeError: boom from a user scenario" in raised.message
+    assert "Traceback" in raised.stderr_tail
+    hung = records.Record.read(records.CellLayout(out).record("user_hangs", "unseeded", 0))
+    assert hung.status == "error" and "timed out after 25 s" in hung.message
+    broken = records.Record.read(records.CellLayout(out).record("user_no_run", "seeded", 0))
+    assert broken.status == "error" and "run(variant, seed)" in broken.message
     # The well-behaved scenario after them still ran.
-    assert _records.read_record(_records.record_path(out, "seeded_init", "seeded", 0))["status"] == "ok"
+    assert records.Record.read(records.CellLayout(out).record("seeded_init", "seeded", 0)).status == "ok"
     assert len([line for line in done.stderr.splitlines() if line.startswith("error:")]) == 3
 
 
@@ -213,9 +215,9 @@ def test_user_scenario_is_discovered_and_run_like_the_built_ins(scenarios_copy, 
     assert found["wide_seeded"].variants == ("seeded",) and found["wide_seeded"].problem is None
     done = harness(tf_python(NEWEST_TF), "--repeat", "1", "--out", str(tmp_path), cwd=scenarios_copy)
     assert done.returncode == 0, done.stderr[-2000:]
-    record = _records.read_record(_records.record_path(tmp_path, "wide_seeded", "seeded", 0))
-    assert record["in_process_identical"] is True
-    assert json.loads(json.dumps(record["outputs"]))["model1.weights"]["shape"] == [2 * 32 + 32 + 32 + 1]
+    record = records.Record.read(records.CellLayout(tmp_path).record("wide_seeded", "seeded", 0))
+    assert record.in_process_identical is True
+    assert record.outputs["model1.weights"].shape == (2 * 32 + 32 + 32 + 1,)
 
 
 def test_determinism_and_thread_knobs_are_recorded_as_in_force(tf_python, tmp_path):
@@ -224,7 +226,7 @@ def test_determinism_and_thread_knobs_are_recorded_as_in_force(tf_python, tmp_pa
         "--intra-op-threads", "1", "--inter-op-threads", "1", "--out", str(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    knobs = _records.read_record(_records.record_path(tmp_path, "seeded_init", "seeded", 0))["knobs"]
+    knobs = records.Record.read(records.CellLayout(tmp_path).record("seeded_init", "seeded", 0)).knobs
     assert knobs["op_determinism"] is True
     assert (knobs["intra_op_threads"], knobs["inter_op_threads"]) == (1, 1)
     assert knobs["requested"]["op_determinism"] is True

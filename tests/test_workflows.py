@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-import reporting
-from repromatrix import workflow_lint
+from repromatrix import reporting, workflow_lint
 from repromatrix.matrix import REPO_ROOT
 from tests.conftest import repromatrix_cli
 

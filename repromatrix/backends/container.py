@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -20,15 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import scenarios
-from repromatrix import cleanup, locks
-from repromatrix.backends import HarnessRun, Prepared, cache_dir
-from repromatrix.errors import CellError, EngineUnavailableError
+from repromatrix import cleanup, locks, progress
+from repromatrix.backends import HarnessRun, Prepared, cache_dir, code_root
+from repromatrix.errors import CellError, EngineUnavailableError, LockError
 from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings
 
 RECIPES_DIR = REPO_ROOT / "docker"
 LABEL = "org.repromatrix"
 MANAGED = {f"{LABEL}.managed": "true"}
+# Which run a container belongs to (host:pid:start ticks), so a later run can remove the orphans of a killed one.
+OWNER = f"{LABEL}.owner"
 # Where the container sees the scenarios (read-only) and the cell's results (the only writable mount).
 CONTAINER_CODE = "/opt/repromatrix"
 CONTAINER_RESULTS = "/results"
@@ -76,6 +78,8 @@ class DockerBackend:
     settings: DockerSettings = field(default_factory=DockerSettings)
     engine: DockerEngine = field(default_factory=DockerEngine)
     verbose: bool = False
+    cache: Path = field(default_factory=cache_dir)
+    scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
     name: str = "docker"
     _api: Any = field(default=None, init=False, repr=False)
     _build_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
@@ -94,9 +98,9 @@ class DockerBackend:
         if cell.recipe != "pip":
             return None
         try:
-            return locks.find_or_create(cell.tf, cell.device, cache_dir(), self.settings.index_url)
-        except locks.LockError as exc:
-            raise CellError(cell.id, str(exc)) from None
+            return locks.find_or_create(cell.tf, cell.device, self.cache, self.settings.index_url)
+        except LockError as exc:
+            raise CellError(cell.id, exc.message) from None
 
     def _build_args(self, cell: Cell) -> dict[str, str]:
         if cell.recipe == "official":
@@ -174,8 +178,18 @@ class DockerBackend:
             handle=image_id,
         )
 
+    def build_cold(self, cell: Cell) -> float:
+        tag = self.image_tag(cell) + "-bench"
+        start = time.perf_counter()
+        image_id = self._build(cell, tag, verbose=False, nocache=True)
+        seconds = time.perf_counter() - start
+        self.api.remove_image(image_id, force=True)
+        return seconds
+
     def _build(self, cell: Cell, tag: str, verbose: bool, nocache: bool = False) -> str:
-        print(f"{cell.id}: building {tag}", flush=True)
+        if cleanup.stopping.is_set():
+            raise CellError(cell.id, "interrupted before the image build")
+        progress.say(f"{cell.id}: building {tag}")
         labels = {
             **MANAGED,
             f"{LABEL}.recipe": cell.recipe,
@@ -188,6 +202,8 @@ class DockerBackend:
         with tempfile.TemporaryDirectory(prefix="repromatrix-build-") as context:
             for name, content in self._context_files(cell).items():
                 Path(context, name).write_bytes(content)
+            # On Ctrl-C the main thread does not wait for this build: it exits, and the engine
+            # cancels a build whose client went away (see cli.main).
             try:
                 stream = self.api.build(
                     path=context,
@@ -207,7 +223,7 @@ class DockerBackend:
                         if line.strip():
                             tail.append(line.rstrip())
                             if verbose:
-                                print(f"{cell.id} | {line.rstrip()}", flush=True)
+                                progress.say(f"{cell.id} | {line.rstrip()}")
                     if error:
                         raise CellError(cell.id, f"image build failed: {error.strip()}", "\n".join(tail))
             except CellError:
@@ -222,14 +238,19 @@ class DockerBackend:
     @contextmanager
     def container(self, cell: Cell, **create: Any) -> Iterator[str]:
         """A created container, force-removed on every way out, Ctrl-C included."""
+        if cleanup.stopping.is_set():
+            raise CellError(cell.id, "interrupted before the container started")
         name = f"repromatrix-{cell.id}-{uuid.uuid4().hex[:8]}"
-        container_id = self.api.create_container(name=name, **create)["Id"]
+        labels = {**MANAGED, f"{LABEL}.cell": cell.id, OWNER: cleanup.RUN_OWNER, **create.pop("labels", {})}
+        container_id = self.api.create_container(name=name, labels=labels, **create)["Id"]
 
         def remove() -> None:
             self.api.remove_container(container_id, force=True, v=True)
 
         try:
             with cleanup.registered(remove):
+                if cleanup.stopping.is_set():  # the stop came while it was being created
+                    raise CellError(cell.id, "interrupted before the container started")
                 yield container_id
         finally:
             # Already gone when the Ctrl-C handler removed it first.
@@ -241,8 +262,9 @@ class DockerBackend:
         result = self.execute(cell, prepared.handle, command, out_dir, timeout)
         if result.returncode not in (0, 1):
             # 1 is the harness's own "some repeats failed", which its records explain.
-            oom = " (killed: out of memory? raise [docker].memory)" if result.returncode == 137 else ""
-            raise CellError(cell.id, f"container exited with code {result.returncode}{oom}", result.stderr)
+            if result.oom_killed:
+                raise CellError(cell.id, "killed: out of memory (raise [docker].memory)", result.stderr)
+            raise CellError(cell.id, f"container exited with code {result.returncode}", result.stderr)
         return result
 
     def execute(self, cell: Cell, image: str, command: list[str], out_dir: Path, timeout: float) -> HarnessRun:
@@ -254,13 +276,15 @@ class DockerBackend:
         out_dir.mkdir(parents=True, exist_ok=True)
         user = NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         if user == NOBODY:
-            # Root on the host: the container runs as nobody, which must be able to write here.
+            # Root on the host: the container runs as nobody, which gets the cell's folder (and
+            # only it) rather than a world-writable one. Root on the host still reads everything.
+            uid, gid = (int(part) for part in NOBODY.split(":"))
             for path in [out_dir, *out_dir.rglob("*")]:
-                if path.is_dir():
-                    path.chmod(0o777)
+                os.chown(path, uid, gid, follow_symlinks=False)
+        code = code_root(self.cache, self.scenario_dirs) / "scenarios"
         host_config = self.api.create_host_config(
             binds={
-                str(scenarios.SCENARIOS_DIR): {"bind": f"{CONTAINER_CODE}/scenarios", "mode": "ro"},
+                str(code): {"bind": f"{CONTAINER_CODE}/scenarios", "mode": "ro"},
                 str(out_dir.resolve()): {"bind": CONTAINER_RESULTS, "mode": "rw"},
             },
             network_mode="none",
@@ -287,11 +311,12 @@ class DockerBackend:
                 user=user,
                 environment={"HOME": "/tmp", "PYTHONPATH": CONTAINER_CODE, "PYTHONDONTWRITEBYTECODE": "1"},
                 host_config=host_config,
-                labels={**MANAGED, f"{LABEL}.cell": cell.id},
                 working_dir="/tmp",
                 network_disabled=True,
             ) as container_id:
                 self.api.start(container_id)
+                if self.verbose:
+                    threading.Thread(target=self._stream, args=(cell, container_id), daemon=True).start()
                 try:
                     status = self.api.wait(container_id, timeout=timeout)
                 except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
@@ -299,9 +324,22 @@ class DockerBackend:
                     raise CellError(cell.id, f"container timed out after {timeout:g} s", stderr) from None
                 stdout = self._logs(container_id, stdout=True)
                 stderr = self._logs(container_id, stderr=True)
+                state = self.api.inspect_container(container_id).get("State", {})
         except docker.errors.APIError as exc:
+            if cleanup.stopping.is_set():
+                raise CellError(cell.id, "interrupted") from None
             raise CellError(cell.id, f"container could not run: {exc.explanation or exc}") from None
-        return HarnessRun(int(status.get("StatusCode", -1)), stdout, stderr)
+        return HarnessRun(int(status.get("StatusCode", -1)), stdout, stderr, bool(state.get("OOMKilled")))
+
+    def _stream(self, cell: Cell, container_id: str) -> None:
+        """-v: the harness's and the scenarios' output as it comes."""
+        with contextlib.suppress(Exception):
+            pending = ""
+            for chunk in self.api.logs(container_id, stream=True, follow=True):
+                pending += chunk.decode(errors="replace")
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    progress.say(f"{cell.id} | {line}")
 
     def _logs(self, container_id: str, stdout: bool = False, stderr: bool = False) -> str:
         try:
@@ -309,6 +347,21 @@ class DockerBackend:
         except Exception:
             return ""
         return raw.decode(errors="replace")
+
+    def sweep(self) -> None:
+        """Remove the containers of runs that died without removing them (SIGKILL, OOM kill).
+
+        Only those whose owner is a process of this host that no longer exists: a
+        live concurrent run's containers, and other hosts' (a shared engine), are left alone.
+        """
+        found = self.api.containers(all=True, filters={"label": f"{LABEL}.managed=true"})
+        for container in found:
+            owner = (container.get("Labels") or {}).get(OWNER)
+            if owner and cleanup.owner_alive(owner) is False:
+                with contextlib.suppress(Exception):
+                    self.api.remove_container(container["Id"], force=True, v=True)
+                    name = (container.get("Names") or ["?"])[0].lstrip("/")
+                    progress.say(f"removed container {name}, left running by a run that was killed ({owner})")
 
     def leftovers(self) -> list[str]:
         """Names of containers this tool created that still exist (there should be none)."""

@@ -6,23 +6,26 @@ machine. It installs the same hash-pinned lock the Docker recipe does.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import scenarios
-from repromatrix import cleanup, locks
-from repromatrix.backends import HarnessRun, Prepared, cache_dir
-from repromatrix.errors import CellError
+from repromatrix import cleanup, locks, progress
+from repromatrix.backends import HarnessRun, Prepared, cache_dir, code_root
+from repromatrix.errors import CellError, LockError
 from repromatrix.matrix import Cell
 
 COMPLETE = ".repromatrix-complete"
@@ -54,23 +57,64 @@ def gpu_visible() -> str | None:
     return None
 
 
+def installed_digest(venv: Path) -> str:
+    """What is installed in a virtualenv, as Python sees it at start-up.
+
+    The names in site-packages (a package added or removed by hand) and the
+    contents of the files Python executes on start (.pth, sitecustomize): a
+    virtualenv that no longer matches what its lock made is a new environment.
+    """
+    sha = hashlib.sha256()
+    for site in sorted(venv.glob("lib/python*/site-packages")):
+        for entry in sorted(site.iterdir()):
+            sha.update(entry.name.encode() + b"\0")
+            if entry.suffix == ".pth" or entry.name in ("sitecustomize.py", "usercustomize.py"):
+                sha.update(entry.read_bytes())
+    return sha.hexdigest()
+
+
 @dataclass(frozen=True)
 class LocalBackend:
     index_url: str = ""
+    cache: Path = field(default_factory=cache_dir)
+    scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
     name: str = "local"
 
     def _lock(self, cell: Cell) -> Path:
         try:
-            return locks.find_or_create(cell.tf, cell.device, cache_dir(), self.index_url)
-        except locks.LockError as exc:
-            raise CellError(cell.id, str(exc)) from None
+            return locks.find_or_create(cell.tf, cell.device, self.cache, self.index_url)
+        except LockError as exc:
+            raise CellError(cell.id, exc.message) from None
 
     def _key(self, lock: Path) -> str:
         parts = [self.name, sys.version, platform.machine(), locks.file_digest(lock)]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
+    def _venv(self, cell: Cell, key: str) -> Path:
+        return self.cache / "venvs" / f"tf{cell.tf}-{cell.device}-{key[:12]}"
+
     def environment_key(self, cell: Cell) -> str:
-        return self._key(self._lock(cell))
+        key = self._key(self._lock(cell))
+        venv = self._venv(cell, key)
+        try:
+            made = (venv / COMPLETE).read_text().split()
+        except OSError:
+            return f"unbuilt:{key}"
+        installed = installed_digest(venv)
+        # A virtualenv changed by hand since it was made is not the lock's environment.
+        return key if made[1:2] == [installed] else f"{key}|changed:{installed}"
+
+    def sweep(self) -> None:
+        """Scenario processes die with their harness (their own process group is killed): nothing to sweep."""
+
+    def build_cold(self, cell: Cell) -> float:
+        scratch = Path(tempfile.mkdtemp(prefix="repromatrix-bench-"))
+        try:
+            start = time.perf_counter()
+            replace(self, cache=scratch).prepare(cell, verbose=False)
+            return time.perf_counter() - start
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def skip_reason(self, cell: Cell) -> str | None:
         if cell.recipe != "pip":
@@ -82,13 +126,13 @@ class LocalBackend:
     def prepare(self, cell: Cell, verbose: bool) -> Prepared:
         lock = self._lock(cell)
         key = self._key(lock)
-        venv = cache_dir() / "venvs" / f"tf{cell.tf}-{cell.device}-{key[:12]}"
+        venv = self._venv(cell, key)
         python = venv / "bin" / "python"
         with exclusive(venv):
-            if not (venv / COMPLETE).is_file():
-                # A half-made virtualenv (a killed run) is never trusted: start over.
+            if self.environment_key(cell) != key:
+                # Half-made (a killed run) or changed by hand since: never trusted, start over.
                 shutil.rmtree(venv, ignore_errors=True)
-                print(f"{cell.id}: creating virtualenv {venv} from {lock.name}", flush=True)
+                progress.say(f"{cell.id}: creating virtualenv {venv} from {lock.name}")
                 uv = locks.uv_binary()
                 index = ["--index-url", self.index_url] if self.index_url else []
                 # Bytecode now: scenario processes run with PYTHONDONTWRITEBYTECODE, and compiling
@@ -104,7 +148,7 @@ class LocalBackend:
                         tail = "\n".join((done.stderr or "").splitlines()[-30:])
                         last = tail.splitlines()[-1] if tail else f"exit code {done.returncode}"
                         raise CellError(cell.id, f"virtualenv install failed: {last}", tail)
-                (venv / COMPLETE).write_text(lock.name + "\n")
+                (venv / COMPLETE).write_text(f"{lock.name} {installed_digest(venv)}\n")
         return Prepared(
             key=key,
             description={"backend": self.name, "venv": venv.name, "lock": lock.name},
@@ -113,15 +157,25 @@ class LocalBackend:
 
     def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(scenarios.SCENARIOS_DIR.parent)
+        env["PYTHONPATH"] = str(code_root(self.cache, self.scenario_dirs))
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         command = [prepared.handle, "-m", "scenarios", *harness_args, "--out", str(out_dir)]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        with cleanup.registered(process.kill):
+        # Its own process group: stopping it stops the scenario process it started too.
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+
+        def stop() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+        with cleanup.registered(stop):
             try:
                 stdout, stderr = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
+                stop()
                 stdout, stderr = process.communicate()
                 raise CellError(cell.id, f"timed out after {timeout:g} s", stderr[-4000:]) from None
+            finally:
+                stop()  # nothing the harness started outlives it
         return HarnessRun(process.returncode, stdout, stderr)

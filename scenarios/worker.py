@@ -1,6 +1,6 @@
 """One repeat in one fresh process: apply the knobs, import TF, run, fingerprint, write the record.
 
-Started by the harness as `python -m scenarios._worker SPEC_JSON`. A failure
+Started by the harness as `python -m scenarios.worker SPEC_JSON`. A failure
 exits non-zero with the traceback on stderr; the harness turns that into an
 `error` record, so only measured outputs are ever written from here.
 """
@@ -19,12 +19,13 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
-import uuid  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from scenarios import _records  # noqa: E402
+from . import records  # noqa: E402
+
+PACKAGE = __package__ or "scenarios"
 
 # ISA extensions that decide which CPU kernels oneDNN and Eigen pick.
 ISA_FLAGS = (
@@ -38,6 +39,9 @@ def apply_env_knobs(knobs: dict[str, Any]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if knobs.get("onednn") is not None:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if knobs["onednn"] else "0"
+    if knobs.get("cpu_isa"):
+        # oneDNN reads its dispatch cap once, when it first runs a kernel.
+        os.environ["ONEDNN_MAX_CPU_ISA"] = str(knobs["cpu_isa"]).upper()
     if knobs.get("op_determinism"):
         # Read by TF before 2.8; later versions use enable_op_determinism() below.
         os.environ["TF_DETERMINISTIC_OPS"] = "1"
@@ -176,41 +180,36 @@ def main(argv: list[str]) -> int:
     import_seconds = time.perf_counter() - before_import
     configure_tf(tf, knobs)
 
-    module = importlib.import_module(f"scenarios.{spec['scenario']}")
+    module = importlib.import_module(f"{PACKAGE}.{spec['scenario']}")
     before_run = time.perf_counter()
     arrays = check_outputs(module.run(spec["variant"], spec["seed"]))
     scenario_seconds = time.perf_counter() - before_run
 
     names = sorted({name.split(".", 1)[1] for name in arrays})
     identical = all(
-        _records.canonical_bytes(arrays[f"model1.{n}"]) == _records.canonical_bytes(arrays[f"model2.{n}"])
-        for n in names
+        records.canonical_bytes(arrays[f"model1.{n}"]) == records.canonical_bytes(arrays[f"model2.{n}"]) for n in names
     )
-    record = {
-        "schema": _records.SCHEMA,
-        "process_id": uuid.uuid4().hex,
-        "started_at": started,
-        "cell": spec.get("cell") or {},
-        "scenario": spec["scenario"],
-        "variant": spec["variant"],
-        "seed": spec["seed"],
-        "repeat": spec["repeat"],
-        "status": "ok",
-        "error": None,
-        "outputs": {name: _records.describe(array) for name, array in sorted(arrays.items())},
-        "in_process_identical": identical,
-        "knobs": knobs_in_force(tf, knobs),
-        "environment": fingerprint(tf, np, spec),
-        "timings": {
+    record = records.Record.ok(
+        arrays=arrays,
+        in_process_identical=identical,
+        started_at=started,
+        cell=spec.get("cell") or {},
+        scenario=spec["scenario"],
+        variant=spec["variant"],
+        seed=spec["seed"],
+        repeat=spec["repeat"],
+        knobs=knobs_in_force(tf, knobs),
+        environment=fingerprint(tf, np, spec),
+        timings={
             "tf_import_s": round(import_seconds, 4),
             "scenario_s": round(scenario_seconds, 4),
             "process_wall_s": round(time.perf_counter() - _PROCESS_START, 4),
         },
-        "reuse_key": spec.get("reuse_key"),
-    }
-    path = Path(spec["record"])
-    _records.write_npz(path.with_suffix(".npz"), arrays)
-    _records.write_json(path, record)
+        reuse_key=spec.get("reuse_key"),
+        isolation=spec.get("isolation", "process"),
+        expect=spec.get("expect") or {},
+    )
+    record.write(Path(spec["record"]), arrays)
     return 0
 
 

@@ -1,0 +1,67 @@
+"""The report as data: everything every renderer shows, built once from the records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from repromatrix.reporting import analysis
+from repromatrix.reporting.load import load
+
+
+@dataclass
+class Report:
+    sources: list[str]
+    generated_at: str
+    warnings: list[str]
+    variants: list[analysis.Variant]
+    findings: list[analysis.Finding]
+    tables: list[analysis.ClassTable]
+    attribution: list[analysis.Attribution]
+    headline: list[str]
+    left_out_of_plan: int = 0
+    baseline: str | None = None
+    drift: list[dict[str, str]] | None = None
+
+    @property
+    def scenarios(self) -> list[str]:
+        return sorted({v.name for v in self.variants})
+
+    @property
+    def expectations_broken(self) -> int:
+        return sum(f.severity == "finding" for f in self.findings)
+
+    def group(self, scenario: str) -> list[analysis.Variant]:
+        return [v for v in self.variants if v.name == scenario]
+
+    def variant(self, cell_id: str, scenario: str) -> analysis.Variant | None:
+        return next((v for v in self.variants if v.cell_id == cell_id and v.name == scenario), None)
+
+
+def build(folders: list[Path], baseline: Path | None = None) -> Report:
+    loading = load(folders)
+    arrays = analysis.Arrays()
+    found = analysis.variants(loading.records, arrays)
+    tables = analysis.class_tables(found)
+    analysis.add_distances(tables, arrays)
+    findings = analysis.findings(found)
+    attributed = analysis.attribution(found, arrays)
+    report = Report(
+        sources=[str(f) for f in folders],
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        warnings=loading.warnings,
+        variants=found,
+        findings=findings,
+        tables=tables,
+        attribution=attributed,
+        headline=analysis.headline(found, findings, attributed),
+        left_out_of_plan=loading.left_out_of_plan,
+    )
+    if baseline is not None:
+        report.baseline = str(baseline)
+        try:
+            report.drift = analysis.drift(analysis.summary_for_drift(found), analysis.load_baseline(baseline))
+        except ValueError as exc:
+            report.warnings.append(f"{exc}; drift not computed")
+    return report

@@ -1,0 +1,484 @@
+"""The result record and its folder: the contract between the harness, the runner and the reporter.
+
+One JSON file per (cell, scenario variant, repeat), next to an `.npz` holding
+the arrays. Both are written atomically (temp file + rename), the JSON last,
+so a JSON file that exists always has its arrays beside it.
+
+This module is the only owner of the record's field names, of the results
+folder's layout, of the seed rule and of the run defaults. Standard library
+and NumPy only: it runs inside any TensorFlow image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+SCHEMA = 1
+STATUSES = ("ok", "error", "skipped")
+ISOLATIONS = ("process", "fork")
+# How much of a failing process's stderr a record keeps: enough for a traceback.
+STDERR_TAIL_CHARS = 4000
+
+# Run defaults, shared by the harness's command line and matrix.toml.
+DEFAULT_REPEATS = 3
+DEFAULT_SEED = 42
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class RecordError(ValueError):
+    """A file that is not a valid record (or whose arrays do not match it). Never fatal: the
+    reporter leaves it out with a warning and the runner measures that repeat again."""
+
+
+def is_seeded(variant: str) -> bool:
+    """The seed rule: every variant gets the seed except the unseeded ones."""
+    return not variant.startswith("unseeded")
+
+
+def seed_for(variant: str, seed: int | None) -> int | None:
+    return seed if is_seeded(variant) else None
+
+
+# -- arrays -------------------------------------------------------------------
+
+
+def canonical_bytes(array: Any) -> bytes:
+    """Dtype, shape and little-endian C-order bytes: equal iff the arrays are bit-identical."""
+    import numpy as np
+
+    array = np.asarray(array)
+    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    header = f"{data.dtype.str}|{','.join(map(str, data.shape))}|".encode()
+    return header + data.tobytes(order="C")
+
+
+def digest(array: Any) -> str:
+    return hashlib.sha256(canonical_bytes(array)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a record keeps of one array: enough to compare bits without loading it."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    sha256: str
+
+    @classmethod
+    def of(cls, array: Any) -> Output:
+        import numpy as np
+
+        array = np.asarray(array)
+        return cls(array.dtype.str.lstrip("<>|="), tuple(array.shape), digest(array))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape), "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, name: str, raw: Any) -> Output:
+        if (
+            not isinstance(raw, dict)
+            or not isinstance(raw.get("sha256"), str)
+            or not isinstance(raw.get("shape"), list)
+        ):
+            raise RecordError(f"output {name!r} is not {{dtype, shape, sha256}}")
+        return cls(str(raw.get("dtype", "")), tuple(int(n) for n in raw["shape"]), raw["sha256"])
+
+
+# -- files --------------------------------------------------------------------
+
+
+def _umask() -> int:
+    # Read once: os.umask can only be read by setting it, which is not thread-safe later on.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _umask()
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], Any], suffix: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    try:
+        # mkstemp makes 0600 files; a record is as readable as any file this user writes.
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda handle: handle.write(text.encode()), ".tmp")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_npz(path: Path, arrays: dict[str, Any]) -> None:
+    import numpy as np
+
+    # The temp name must end in .npz or numpy appends the suffix itself.
+    _atomic_write(path, lambda handle: np.savez(handle, **arrays), ".tmp.npz")
+
+
+def load_arrays(path: Path) -> dict[str, Any]:
+    """Every array of an npz; RecordError when the file is missing, truncated or not an npz."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise RecordError(f"{path.name}: arrays unreadable ({type(exc).__name__}: {exc})") from None
+
+
+# -- the record ---------------------------------------------------------------
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RecordError(f"{what} must be an object, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class Record:
+    """One repeat of one scenario variant in one cell, ok or not."""
+
+    scenario: str
+    variant: str
+    repeat: int
+    status: str
+    cell: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    outputs: dict[str, Output] = field(default_factory=dict)
+    in_process_identical: bool | None = None
+    message: str = ""
+    stderr_tail: str = ""
+    knobs: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    reuse_key: str | None = None
+    process_id: str | None = None
+    started_at: str | None = None
+    isolation: str = "process"
+    # What the scenario declared of this variant (run_to_run, in_process); empty: the defaults.
+    expect: dict[str, str] = field(default_factory=dict)
+    # Extra facts a run attaches (e.g. the fork parent); kept as they are.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- constructors ----------------------------------------------------------
+
+    @classmethod
+    def ok(cls, *, arrays: dict[str, Any], in_process_identical: bool, **fields: Any) -> Record:
+        outputs = {name: Output.of(array) for name, array in sorted(arrays.items())}
+        return cls(status="ok", outputs=outputs, in_process_identical=in_process_identical,
+                   process_id=fields.pop("process_id", None) or uuid.uuid4().hex, **fields)  # fmt: skip
+
+    @classmethod
+    def failed(cls, status: str, message: str, *, stderr: str = "", **fields: Any) -> Record:
+        """A repeat that produced no outputs: error or skipped, with the reason."""
+        if status not in ("error", "skipped"):
+            raise ValueError(f"a failed record is error or skipped, not {status!r}")
+        return cls(status=status, message=message, stderr_tail=stderr[-STDERR_TAIL_CHARS:], **fields)
+
+    # -- properties ------------------------------------------------------------
+
+    @property
+    def is_ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def cell_id(self) -> str:
+        return str(self.cell.get("id") or "")
+
+    @property
+    def name(self) -> str:
+        """The scenario variant, as folders and reports name it."""
+        return f"{self.scenario}-{self.variant}"
+
+    @property
+    def ran_on(self) -> str:
+        return str(self.environment.get("ran_on") or "cpu")
+
+    @property
+    def process_wall_s(self) -> float:
+        return float(self.timings.get("process_wall_s") or 0.0)
+
+    @property
+    def tf_import_s(self) -> float:
+        return float(self.timings.get("tf_import_s") or 0.0)
+
+    def with_cell(self, cell: dict[str, Any]) -> Record:
+        return replace(self, cell=cell)
+
+    # -- JSON ------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "schema": SCHEMA,
+            "cell": self.cell,
+            "scenario": self.scenario,
+            "variant": self.variant,
+            "seed": self.seed,
+            "repeat": self.repeat,
+            "status": self.status,
+            "error": None if self.is_ok else {"message": self.message, "stderr_tail": self.stderr_tail},
+            "outputs": {name: output.to_json() for name, output in self.outputs.items()},
+            "in_process_identical": self.in_process_identical,
+            "knobs": self.knobs,
+            "environment": self.environment,
+            "timings": self.timings,
+            "reuse_key": self.reuse_key,
+            "isolation": self.isolation,
+        }
+        if self.expect:
+            payload["expect"] = self.expect
+        if self.process_id:
+            payload["process_id"] = self.process_id
+        if self.started_at:
+            payload["started_at"] = self.started_at
+        payload.update(self.extra)
+        return payload
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Record:
+        """Validate a parsed record; every problem is a RecordError saying what is wrong."""
+        if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+            raise RecordError(f"not a repromatrix record of schema {SCHEMA}")
+        missing = [key for key in ("scenario", "variant", "repeat", "status") if key not in raw]
+        if missing:
+            raise RecordError(f"record lacks {', '.join(missing)}")
+        status = raw["status"]
+        if status not in STATUSES:
+            raise RecordError(f"unknown status {status!r}")
+        for key in ("scenario", "variant"):
+            if not isinstance(raw[key], str) or not raw[key]:
+                raise RecordError(f"{key} must be a non-empty string, got {raw[key]!r}")
+        repeat = _int(raw["repeat"], "repeat")
+        seed = raw.get("seed")
+        if seed is not None:
+            seed = _int(seed, "seed")
+        outputs_raw = raw.get("outputs")
+        if status == "ok" and (not isinstance(outputs_raw, dict) or not outputs_raw):
+            raise RecordError("status ok but it names no outputs")
+        outputs = {name: Output.from_json(name, value) for name, value in _dict(outputs_raw, "outputs").items()}
+        error = _dict(raw.get("error"), "error")
+        in_process = raw.get("in_process_identical")
+        if in_process is not None and not isinstance(in_process, bool):
+            raise RecordError(f"in_process_identical must be true, false or null, got {in_process!r}")
+        isolation = raw.get("isolation", "process")
+        if isolation not in ISOLATIONS:
+            raise RecordError(f"unknown isolation {isolation!r}")
+        known = {"schema", "cell", "scenario", "variant", "seed", "repeat", "status", "error", "outputs",
+                 "in_process_identical", "knobs", "environment", "timings", "reuse_key", "isolation",
+                 "process_id", "started_at", "expect"}  # fmt: skip
+        return cls(
+            scenario=raw["scenario"],
+            variant=raw["variant"],
+            repeat=repeat,
+            status=status,
+            cell=_dict(raw.get("cell"), "cell"),
+            seed=seed,
+            outputs=outputs,
+            in_process_identical=in_process,
+            message=str(error.get("message") or ""),
+            stderr_tail=str(error.get("stderr_tail") or ""),
+            knobs=_dict(raw.get("knobs"), "knobs"),
+            environment=_dict(raw.get("environment"), "environment"),
+            timings=_dict(raw.get("timings"), "timings"),
+            reuse_key=raw.get("reuse_key") if isinstance(raw.get("reuse_key"), str) else None,
+            process_id=raw.get("process_id"),
+            started_at=raw.get("started_at"),
+            isolation=isolation,
+            expect={str(k): str(v) for k, v in _dict(raw.get("expect"), "expect").items()},
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+    # -- files -----------------------------------------------------------------
+
+    def write(self, path: Path, arrays: dict[str, Any] | None = None) -> None:
+        """Arrays first, then the JSON: a JSON file that exists always has its arrays."""
+        if arrays is not None:
+            write_npz(arrays_path(path), arrays)
+        write_json(path, self.to_json())
+
+    def write_if_changed(self, path: Path) -> bool:
+        """For status records: an unchanged skip is not rewritten (same bytes, same mtime)."""
+        payload = json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+        try:
+            if path.read_text() == payload:
+                return False
+        except (OSError, UnicodeDecodeError):
+            pass
+        write_text(path, payload)
+        return True
+
+    @classmethod
+    def read(cls, path: Path) -> Record:
+        """Parse and check one record file; RecordError says what is wrong with it."""
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RecordError(f"not a readable JSON record: {exc}") from None
+        record = cls.from_json(raw)
+        if record.is_ok and not arrays_path(path).is_file():
+            raise RecordError("status ok but its .npz is missing")
+        return record
+
+    def verify_arrays(self, path: Path) -> dict[str, Any]:
+        """The record's arrays, checked against its digests; RecordError if any does not match."""
+        arrays = load_arrays(arrays_path(path))
+        for name, output in self.outputs.items():
+            if name not in arrays:
+                raise RecordError(f"{arrays_path(path).name} lacks {name}")
+            if digest(arrays[name]) != output.sha256:
+                raise RecordError(f"{arrays_path(path).name}: {name} does not match its digest")
+        return arrays
+
+
+def arrays_path(record_path: Path) -> Path:
+    return record_path.with_suffix(".npz")
+
+
+def read_if_valid(path: Path) -> Record | None:
+    try:
+        return Record.read(path)
+    except RecordError:
+        return None
+
+
+def is_reusable(path: Path, reuse_key: str | None) -> bool:
+    """A measured record for exactly these inputs, with arrays that load and match it."""
+    if not reuse_key:
+        return False
+    try:
+        record = Record.read(path)
+        if not record.is_ok or record.reuse_key != reuse_key:
+            return False
+        record.verify_arrays(path)
+    except RecordError:
+        return False
+    return True
+
+
+# -- the folder layout --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """One cell's folder: `<cell>/<scenario>-<variant>/<repeat>.{json,npz}`, plus the attempts' files.
+
+    The harness sees only this folder (a container mounts it as /results).
+    """
+
+    root: Path
+
+    def record(self, scenario: str, variant: str, repeat: int) -> Path:
+        return self.root / f"{scenario}-{variant}" / f"{repeat}.json"
+
+    def attempt_dir(self, attempt: str) -> Path:
+        # Hidden: the reporter and merges never read it.
+        return self.root / ".attempts" / attempt
+
+    def plan_file(self, attempt: str) -> Path:
+        return self.attempt_dir(attempt) / "plan.json"
+
+    def summary_file(self, attempt: str) -> Path:
+        return self.attempt_dir(attempt) / "summary.json"
+
+    def record_files(self) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
+        for variant_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for path in sorted(variant_dir.glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
+                if not path.name.startswith("."):
+                    yield path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A results folder: one subfolder per cell, named by the cell id."""
+
+    root: Path
+    MANIFEST = "repromatrix-results.json"
+    LOCK = ".repromatrix.lock"
+
+    def cell(self, cell_id: str) -> CellLayout:
+        return CellLayout(self.root / cell_id)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / self.MANIFEST
+
+    @property
+    def lock(self) -> Path:
+        return self.root / self.LOCK
+
+    def cells(self) -> Iterator[tuple[str, CellLayout]]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            yield path.name, CellLayout(path)
+
+    def record_files(self) -> Iterator[tuple[str, Path]]:
+        """(cell id from the folder name, record path) for every record file in the folder."""
+        for cell_id, cell in self.cells():
+            for path in cell.record_files():
+                yield cell_id, path
+
+
+# -- the runner ⇄ harness exchange ----------------------------------------------
+
+
+@dataclass
+class Summary:
+    """What one harness call did; written to the attempt folder after every repeat, for the runner."""
+
+    attempt: str = ""
+    planned: int = 0
+    started: int = 0
+    ok: int = 0
+    error: int = 0
+    reused: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)  # labels of the repeats it wrote a record for
+    finished: bool = False
+
+    def write(self, path: Path | None) -> None:
+        if path is not None:
+            write_json(path, self.__dict__)
+
+    @classmethod
+    def read(cls, path: Path) -> Summary | None:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(**{key: raw[key] for key in cls.__dataclass_fields__ if key in raw})
+        except (OSError, ValueError, TypeError):
+            return None

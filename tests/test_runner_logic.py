@@ -1,0 +1,204 @@
+"""The runner's plan, reuse, fill and resume logic on a fake backend: no TensorFlow, no Docker, fast."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from repromatrix import cleanup, runner
+from repromatrix.errors import EngineUnavailableError, ResultsBusyError
+from repromatrix.matrix import Cell, DockerSettings, Matrix
+from repromatrix.reporting.load import load
+from repromatrix.results import exclusive
+from repromatrix.scenarios import records
+from tests.fakes import FakeBackend
+
+CELL = Cell("2.21.0", "cpu")
+OTHER = Cell("2.21.0", "cpu", onednn=False)
+
+
+def matrix(repeats: int = 2, scenarios: tuple[str, ...] = ("init", "seeded_init")) -> Matrix:
+    return Matrix(
+        cells=(CELL, OTHER), scenarios=scenarios, repeats=repeats, seed=42, timeout=60.0,
+        docker=DockerSettings(), source=Path("matrix.toml"),
+    )  # fmt: skip
+
+
+def run(backend: FakeBackend, results: Path, cells=(CELL,), **options) -> list[runner.CellOutcome]:
+    return runner.run_matrix(backend, options.pop("m", matrix()), list(cells), runner.RunOptions(results, **options))
+
+
+def record(results: Path, cell: Cell, name: str, variant: str, repeat: int) -> records.Record:
+    return records.Record.read(records.Layout(results).cell(cell.id).record(name, variant, repeat))
+
+
+@pytest.fixture(autouse=True)
+def _not_stopping():
+    cleanup.stopping.clear()
+    yield
+    cleanup.stopping.clear()
+
+
+def test_resume_runs_only_what_is_missing_and_a_second_run_nothing(tmp_path):
+    backend = FakeBackend()
+    [first] = run(backend, tmp_path)
+    assert (first.state, first.started, first.counts) == ("ran", 4, {"ok": 4})
+    records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 1).unlink()
+
+    again = FakeBackend()
+    [second] = run(again, tmp_path)
+    assert again.started == ["init-unseeded #1"] and second.started == 1
+    third = FakeBackend()
+    [up_to_date] = run(third, tmp_path)
+    assert up_to_date.state == "up to date" and third.started == [] and third.prepared == []
+    assert not (tmp_path / CELL.id / ".attempts").exists() or not any((tmp_path / CELL.id / ".attempts").iterdir())
+
+
+def test_a_new_environment_reruns_everything(tmp_path):
+    run(FakeBackend(key="image-1"), tmp_path)
+    rebuilt = FakeBackend(key="image-2")
+    [outcome] = run(rebuilt, tmp_path)
+    assert outcome.started == 4 and record(tmp_path, CELL, "init", "unseeded", 0).reuse_key
+
+
+def test_failed_and_lost_repeats_get_error_records_and_measured_ones_stay(tmp_path):
+    run(FakeBackend(), tmp_path)
+    before = record(tmp_path, CELL, "seeded_init", "seeded", 0)
+    records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0).unlink()
+    records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 1).unlink()
+    broken = FakeBackend(error_repeats={"init-unseeded #0"}, lose_repeats={"init-unseeded #1"})
+    [outcome] = run(broken, tmp_path)
+    assert outcome.state == "error" and outcome.counts == {"ok": 2, "error": 2}
+    failed = record(tmp_path, CELL, "init", "unseeded", 0)
+    assert failed.status == "error" and "RuntimeError: boom" in failed.message
+    lost = record(tmp_path, CELL, "init", "unseeded", 1)
+    assert lost.status == "error" and "left no record" in lost.message and "exit code 137" in lost.message
+    assert record(tmp_path, CELL, "seeded_init", "seeded", 0) == before  # measured, untouched
+
+
+def test_a_cell_that_cannot_be_built_fails_alone(tmp_path):
+    backend = FakeBackend(fail_prepare={OTHER.id: "cannot resolve tensorflow-cpu==2.99.0"})
+    outcomes = run(backend, tmp_path, cells=(CELL, OTHER))
+    assert [o.state for o in outcomes] == ["ran", "error"]
+    failed = record(tmp_path, OTHER, "init", "unseeded", 0)
+    assert failed.status == "error" and "2.99.0" in failed.message and failed.stderr_tail == "build log tail"
+
+
+def test_skipped_cells_say_why_and_unchanged_skips_are_not_rewritten(tmp_path):
+    backend = FakeBackend(skip={CELL.id: "no NVIDIA GPU on this host"})
+    [outcome] = run(backend, tmp_path)
+    assert outcome.state == "skipped" and outcome.counts == {"skipped": 4}
+    path = records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
+    assert records.Record.read(path).message == "no NVIDIA GPU on this host"
+    os.utime(path, (1, 1))
+    run(backend, tmp_path)
+    assert path.stat().st_mtime == 1  # same bytes: not written again
+
+
+def test_interrupted_run_starts_nothing_and_writes_no_made_up_errors(tmp_path):
+    cleanup.stopping.set()
+    backend = FakeBackend()
+    [outcome] = run(backend, tmp_path)
+    assert outcome.state == "interrupted" and backend.started == []
+    assert list(records.Layout(tmp_path).record_files()) == []
+
+
+def test_damaged_arrays_are_measured_again_and_left_out_of_the_report(tmp_path):
+    run(FakeBackend(), tmp_path)
+    layout = records.Layout(tmp_path).cell(CELL.id)
+    npz = records.arrays_path(layout.record("seeded_init", "seeded", 0))
+    npz.write_bytes(npz.read_bytes()[:50])  # truncated
+    empty = records.arrays_path(layout.record("seeded_init", "seeded", 1))
+    empty.write_bytes(b"")
+    loading = load([tmp_path])
+    assert len(loading.records) == 2
+    assert sum("arrays unreadable" in w for w in loading.warnings) == 2
+    rerun = FakeBackend()
+    run(rerun, tmp_path)
+    assert sorted(rerun.started) == ["seeded_init-seeded #0", "seeded_init-seeded #1"]
+    assert len(load([tmp_path]).records) == 4
+
+
+def test_arrays_that_do_not_match_their_digests_are_not_reused(tmp_path):
+    run(FakeBackend(), tmp_path)
+    path = records.Layout(tmp_path).cell(CELL.id).record("seeded_init", "seeded", 0)
+    arrays = records.load_arrays(records.arrays_path(path))
+    arrays["model1.predictions"] = np.zeros(4, np.float32)
+    records.write_npz(records.arrays_path(path), arrays)
+    rerun = FakeBackend()
+    run(rerun, tmp_path)
+    assert rerun.started == ["seeded_init-seeded #0"]
+
+
+@pytest.mark.parametrize(
+    "mutation, problem",
+    [
+        ({"outputs": None}, "names no outputs"),
+        ({"cell": None, "outputs": {}}, "names no outputs"),
+        ({"repeat": "zero"}, "repeat must be an integer"),
+        ({"cell": "tf2"}, "cell must be an object"),
+        ({"status": "fine"}, "unknown status"),
+    ],
+)
+def test_malformed_but_parseable_records_are_warnings(tmp_path, mutation, problem):
+    import json
+
+    run(FakeBackend(), tmp_path)
+    path = records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
+    raw = json.loads(path.read_text())
+    raw.update(mutation)
+    path.write_text(json.dumps(raw))
+    loading = load([tmp_path])
+    assert len(loading.records) == 3
+    assert any(problem in warning for warning in loading.warnings), loading.warnings
+
+
+def test_records_outside_the_plan_are_left_out_and_counted(tmp_path):
+    run(FakeBackend(), tmp_path, m=matrix(repeats=3))
+    run(FakeBackend(), tmp_path, m=matrix(repeats=2, scenarios=("seeded_init",)))
+    loading = load([tmp_path])
+    assert {(r.record.scenario, r.record.repeat) for r in loading.records} == {("seeded_init", 0), ("seeded_init", 1)}
+    assert loading.left_out_of_plan == 4 and "4 records outside" in loading.warnings[-1]
+
+
+def test_a_second_run_into_the_same_folder_is_refused_naming_the_holder(tmp_path):
+    with exclusive(records.Layout(tmp_path)), pytest.raises(ResultsBusyError, match=r"is in use by pid \d+ .*--wait"):
+        run(FakeBackend(), tmp_path)
+    [outcome] = run(FakeBackend(), tmp_path)  # released
+    assert outcome.state == "ran"
+
+
+def test_records_of_another_backend_are_not_overwritten(tmp_path):
+    run(FakeBackend(name="docker"), tmp_path)
+    before = {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()}
+    with pytest.raises(ResultsBusyError, match="made by the docker backend and this run uses local"):
+        run(FakeBackend(name="local"), tmp_path)
+    assert {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()} == before
+
+
+def test_a_fatal_error_in_a_cell_ends_the_run_with_its_own_code(tmp_path):
+    backend = FakeBackend(raise_in_run=EngineUnavailableError("no Docker engine answers"))
+    with pytest.raises(EngineUnavailableError):
+        run(backend, tmp_path, cells=(CELL, OTHER), jobs=2)
+
+
+def test_an_unwritable_results_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ResultsBusyError, match="cannot write there"):
+        run(FakeBackend(), blocker / "results")
+
+
+def test_records_get_the_umask_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        run(FakeBackend(), tmp_path)
+    finally:
+        os.umask(previous)
+    path = records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert records.arrays_path(path).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / CELL.id).stat().st_mode & 0o002 == 0  # not world-writable
