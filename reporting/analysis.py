@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from repromatrix.matrix import Cell
 from repromatrix.reporting.load import Loaded
 from repromatrix.scenarios import records
 
@@ -310,7 +311,7 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None) -> list[Variant
         first = group[0]
         variant = Variant(
             cell_id,
-            first.record.cell or {"id": cell_id},
+            {**Cell.defaults(), **first.record.cell} if first.record.cell else {"id": cell_id},
             scenario,
             variant_name,
             first.record.seed,

@@ -15,6 +15,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from repromatrix.matrix import Cell
 from repromatrix.reporting import analysis
 from repromatrix.reporting.model import Report
 
@@ -316,7 +317,9 @@ def csv_rows(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     outputs = sorted({t.output for t in report.tables}, key=analysis.output_order)
-    axes = sorted({k for v in report.variants for k in v.cell if k != "id"})
+    present = {k for v in report.variants for k in v.cell if k != "id"}
+    axes = [name for name in ("tf", "device", *Cell.defaults()) if name in present]
+    axes += sorted(present - set(axes))
     writer.writerow(
         ["cell", *axes, "scenario", "variant", "status", "run_to_run", "ok_repeats", "in_process", "ran_on",
          "isolation", "expectation", *(f"{o.removeprefix('model1.')}_class" for o in outputs), "note"]

@@ -131,7 +131,7 @@ def load_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
 
 
 def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
-    local = LocalBackend(index_url=loaded.docker.index_url)
+    local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose)
     if args.backend == "local":
         progress.say("backend: local (chosen with --backend local)")
         return local
@@ -211,11 +211,18 @@ def _main(argv: list[str] | None) -> int:
     cleanup.handle_termination()
     try:
         if args.command == "plan":
-            _, cells = load_cells(args)
+            loaded, cells = load_cells(args)
             if args.format == "json":
-                listing = json.dumps([{"id": c.id, "session": f"cell({c.id})", "device": c.device} for c in cells])
+                listing = json.dumps(
+                    [{"id": c.id, "session": f"cell({c.id})", "device": c.device, "why": loaded.reasons[c.id]}
+                     for c in cells]
+                )  # fmt: skip
             else:
-                listing = "\n".join(cell.id for cell in cells)
+                width = max((len(c.id) for c in cells), default=0)
+                listing = "\n".join(
+                    [f"{len(cells)} cells ({loaded.design} design)"]
+                    + [f"{c.id:{width}}  {loaded.reasons[c.id]}" for c in cells]
+                )
             if args.output:
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 args.output.write_text(listing + "\n")

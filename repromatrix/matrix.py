@@ -10,23 +10,28 @@ import itertools
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from repromatrix.errors import ConfigurationError
+from repromatrix.scenarios import records
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MATRIX = REPO_ROOT / "matrix.toml"
 DEVICES = ("cpu", "cuda")
 RECIPES = ("pip", "official")
+# The highest instruction set oneDNN may dispatch to (ONEDNN_MAX_CPU_ISA), oldest last; "native": no cap.
+CPU_ISAS = ("native", "avx512_core_amx", "avx512_core_bf16", "avx512_core_vnni", "avx512_core", "avx2_vnni",
+            "avx2", "avx", "sse41")  # fmt: skip
+DESIGNS = ("factorial", "one-at-a-time")
 TF_VERSION = re.compile(r"^2\.\d+\.\d+(\.post\d+)?$")
 MEMORY = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, order=True)
 class Cell:
-    """One environment: TF version × device × recipe × determinism knobs."""
+    """One environment: TF version × device × recipe × determinism knobs × emulated hardware."""
 
     tf: str
     device: str
@@ -35,9 +40,12 @@ class Cell:
     op_determinism: bool = False
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    cpus: int = 0  # cores the scenario processes may run on; 0: all the host offers
+    cpu_isa: str = "native"
 
     @property
     def id(self) -> str:
+        """Axes at their defaults are left out, so ids made before an axis existed stay valid."""
         parts = [f"tf{self.tf}", self.device]
         if self.recipe != "pip":
             parts.append(self.recipe)
@@ -46,6 +54,10 @@ class Cell:
             parts.append(f"intra{self.intra_op_threads}")
         if self.inter_op_threads:
             parts.append(f"inter{self.inter_op_threads}")
+        if self.cpus:
+            parts.append(f"cpus{self.cpus}")
+        if self.cpu_isa != "native":
+            parts.append(f"isa-{self.cpu_isa.replace('_', '')}")
         return "-".join(parts)
 
     @property
@@ -55,6 +67,11 @@ class Cell:
 
     def params(self) -> dict[str, Any]:
         return {"id": self.id, **asdict(self)}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Axis values a record made before that axis existed stands for."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,9 @@ class Matrix:
     timeout: float
     docker: DockerSettings
     source: Path
+    design: str = "factorial"
+    # Why each cell is in the plan (one-at-a-time: "baseline", "changes cpus to 1", ...).
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 # key: (type, allowed values or None, default)
@@ -88,12 +108,16 @@ _AXES: dict[str, tuple[type, tuple[Any, ...] | None, list[Any]]] = {
     "op_determinism": (bool, (True, False), [False]),
     "intra_op_threads": (int, None, [0]),
     "inter_op_threads": (int, None, [0]),
+    "cpus": (int, None, [0]),
+    "cpu_isa": (str, CPU_ISAS, ["native"]),
 }
+# Keys of [matrix] that choose cells rather than name an axis.
+_DESIGN_KEYS = ("design", "crossed")
 _RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "scenarios": (list, ["init", "seeded_init", "dropout_training"]),
-    "repeats": (int, 3),
-    "seed": (int, 42),
-    "timeout": ((int, float), 600),
+    "scenarios": (list, ["init", "seeded_init", "dropout_training", "cnn_training"]),
+    "repeats": (int, records.DEFAULT_REPEATS),
+    "seed": (int, records.DEFAULT_SEED),
+    "timeout": ((int, float), records.DEFAULT_TIMEOUT_S),
 }
 # Environment overrides, for settings that differ per machine rather than per matrix.
 _DOCKER_ENV = {
@@ -140,6 +164,8 @@ def _axis(source: Path, name: str, raw: Any) -> list[Any]:
             raise _fail(source, key, value, 'write a full TensorFlow 2 release, e.g. "2.16.2"')
         if name.endswith("_threads") and value < 0:
             raise _fail(source, key, value, "0 (TensorFlow's default) or a positive thread count")
+        if name == "cpus" and value < 0:
+            raise _fail(source, key, value, "0 (every core the host offers) or a positive number of cores")
     if len(set(values)) != len(values):
         raise _fail(source, key, raw, "values must not repeat")
     return values
@@ -157,8 +183,17 @@ def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) 
     for table in ("matrix", "run", "docker"):
         if not isinstance(data.get(table, {}), dict):
             raise _fail(path, f"[{table}]", data[table], "it must be a table")
-    axes_raw = data.get("matrix", {})
-    _check_keys(path, "matrix", axes_raw, list(_AXES))
+    axes_raw = dict(data.get("matrix", {}))
+    _check_keys(path, "matrix", axes_raw, [*_AXES, *_DESIGN_KEYS])
+    design = axes_raw.pop("design", "factorial")
+    crossed = axes_raw.pop("crossed", [])
+    if design not in DESIGNS:
+        raise _fail(path, "[matrix].design", design, f"allowed: {', '.join(DESIGNS)}")
+    if not isinstance(crossed, list) or any(name not in _AXES for name in crossed):
+        bad = crossed if not isinstance(crossed, list) else [n for n in crossed if n not in _AXES]
+        raise _fail(path, "[matrix].crossed", bad, f"a list of axes from: {', '.join(_AXES)}")
+    if crossed and design != "one-at-a-time":
+        raise _fail(path, "[matrix].crossed", crossed, 'crossed axes only mean something with design = "one-at-a-time"')
     axes = {name: _axis(path, name, axes_raw.get(name, spec[2])) for name, spec in _AXES.items()}
 
     run_raw = data.get("run", {})
@@ -184,9 +219,9 @@ def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) 
     settings = {f.name: f for f in fields(DockerSettings)}
     _check_keys(path, "docker", docker_raw, list(settings))
     docker_values: dict[str, Any] = {}
-    for name, field in settings.items():
-        value = docker_raw.get(name, field.default)
-        kind: type | tuple[type, ...] = (int, float) if isinstance(field.default, float) else type(field.default)
+    for name, setting in settings.items():
+        value = docker_raw.get(name, setting.default)
+        kind: type | tuple[type, ...] = (int, float) if isinstance(setting.default, float) else type(setting.default)
         if not _is(value, kind):
             raise _fail(path, f"[docker].{name}", value, f"it must be {_type_name(kind)}")
         docker_values[name] = os.environ.get(_DOCKER_ENV[name], value) if name in _DOCKER_ENV else value
@@ -195,10 +230,8 @@ def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) 
     if docker_values["cpus"] <= 0 or docker_values["pids"] < 16:
         raise _fail(path, "[docker].cpus/pids", (docker_values["cpus"], docker_values["pids"]), "cpus > 0, pids ≥ 16")
 
-    cells = tuple(
-        Cell(tf, device, recipe, onednn, det, intra, inter)
-        for tf, device, recipe, onednn, det, intra, inter in itertools.product(*axes.values())
-    )
+    chosen = design_cells(axes, design, crossed)
+    cells = tuple(chosen)
     return Matrix(
         cells=cells,
         scenarios=tuple(run["scenarios"]),
@@ -207,7 +240,39 @@ def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) 
         timeout=float(run["timeout"]),
         docker=DockerSettings(**docker_values),
         source=path,
+        design=design,
+        reasons={cell.id: why for cell, why in chosen.items()},
     )
+
+
+def design_cells(axes: dict[str, list[Any]], design: str, crossed: list[str]) -> dict[Cell, str]:
+    """The cells of the design, each with why it is there (insertion-ordered, no duplicates).
+
+    factorial: every combination. one-at-a-time: a baseline (every axis at its first value)
+    and every cell that changes one axis alone; crossed axes are combined in full, and each
+    of their combinations gets its own baseline and single changes.
+    """
+    if design == "factorial":
+        return {Cell(**dict(zip(axes, combo, strict=True))): "factorial" for combo in itertools.product(*axes.values())}
+    baseline = {name: values[0] for name, values in axes.items()}
+    chosen: dict[Cell, str] = {}
+    for combo in itertools.product(*(axes[name] for name in crossed)):
+        point = {**baseline, **dict(zip(crossed, combo, strict=True))}
+        where = ", ".join(f"{name}={_show(point[name])}" for name in crossed)
+        chosen.setdefault(Cell(**point), f"baseline ({where})" if crossed else "baseline")
+        for name, values in axes.items():
+            if name in crossed:
+                continue
+            for value in values[1:]:
+                why = f"changes {name} to {_show(value)}" + (f" (at {where})" if crossed else "")
+                chosen.setdefault(Cell(**{**point, name: value}), why)
+    return chosen
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def select(

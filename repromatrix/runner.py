@@ -88,6 +88,10 @@ def knob_args(cell: Cell) -> list[str]:
         "--intra-op-threads", str(cell.intra_op_threads),
         "--inter-op-threads", str(cell.inter_op_threads),
     ]  # fmt: skip
+    if cell.cpus:
+        args += ["--cpus", str(cell.cpus)]
+    if cell.cpu_isa != "native":
+        args += ["--cpu-isa", cell.cpu_isa]
     return args
 
 
@@ -164,8 +168,6 @@ def run_cell(
             return CellOutcome(cell, "interrupted", started=summary.started, counts=_count(layout, repeats))
         for error in summary.errors:
             progress.say(f"error: {cell.id}: {error['repeat']}: {error['message']}")
-        if options.verbose and result.stdout:
-            progress.say("\n".join(f"{cell.id} | {line}" for line in result.stdout.splitlines()))
         lost = "the harness left no record for this repeat" + (
             "" if summary.finished else f" (it ended early, exit code {result.returncode})"
         )

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--op-determinism", type=_on_off, default=False, help="enable_op_determinism on/off")
     parser.add_argument("--intra-op-threads", type=_non_negative, default=0, help="0: TF's default")
     parser.add_argument("--inter-op-threads", type=_non_negative, default=0, help="0: TF's default")
-    parser.add_argument("--cpu-isa", default="", help="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA)")
+    parser.add_argument("--cpu-isa", default="", help="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA), e.g. avx2")
+    parser.add_argument("--cpus", type=_non_negative, default=0, help="cores the scenario processes may use (0: all)")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
     parser.add_argument("-v", "--verbose", action="store_true", help="show each scenario process's own output")
@@ -103,11 +104,42 @@ class Outcome:
     stderr: str = ""
 
 
-def run_process(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
-    """One repeat in one fresh `python -m scenarios.worker` process."""
+def worker_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCENARIOS_DIR.parent), env.get("PYTHONPATH")]))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def restrict_cores(count: int) -> str:
+    """Run this harness, and so every scenario process it starts, on `count` cores; '' or why not."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if count > len(allowed):
+        return f"needs {count} cores, this process may use {len(allowed)}"
+    os.sched_setaffinity(0, allowed[:count])
+    return ""
+
+
+def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
+    """What oneDNN says it dispatches to under these knobs (its verbose output names the ISA).
+
+    A process of its own: verbose mode prints a line per kernel, which the measured
+    processes are spared.
+    """
+    command = [sys.executable, "-m", f"{PACKAGE}.worker", "--probe-isa", json.dumps(knobs)]
+    try:
+        done = subprocess.run(command, env=worker_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    for line in done.stdout.splitlines():
+        if ",info,cpu,isa:" in line:
+            return line.split("isa:", 1)[1].strip()
+    return None
+
+
+def run_process(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
+    """One repeat in one fresh `python -m scenarios.worker` process."""
+    env = worker_env()
     command = [sys.executable, "-m", f"{PACKAGE}.worker", json.dumps(spec)]
     oom_before = _oom_kills()
     # Its own session, so a timeout kills whatever the scenario started too.
@@ -226,8 +258,10 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
             "intra_op_threads": args.intra_op_threads,
             "inter_op_threads": args.inter_op_threads,
             "cpu_isa": args.cpu_isa,
+            "cpus": args.cpus,
         },
     }
+    problem = restrict_cores(args.cpus) if args.cpus else ""
     if args.attempt:
         jobs = jobs_from_plan(args.out, args.attempt)
     else:
@@ -239,6 +273,10 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
                 key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed)
             path = layout.record(planned.name, planned.variant, planned.index)
             jobs.append(Job(planned, path, key, planned.expect))
+    if problem:
+        jobs = [replace(job, repeat=replace(job.repeat, problem=problem)) for job in jobs]
+    elif args.cpu_isa and any(not job.repeat.problem for job in jobs) and run_repeat is run_process:
+        context["knobs"]["onednn_isa"] = probe_isa(context["knobs"], min(args.timeout, 300.0))
     summary = execute(jobs, context, args, run_repeat)
     print(
         f"scenario processes started: {summary.started}; "

@@ -57,11 +57,28 @@ def configure_tf(tf: Any, knobs: dict[str, Any]) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def thread_pools() -> dict[str, int]:
+    """TF's threads by name, counted after the scenario ran: the pool sizes TF actually chose
+    (tf_Compute is the intra-op pool, sized from the usable cores when not set)."""
+    names: dict[str, int] = {}
+    for task in Path("/proc/self/task").glob("*/comm"):
+        with contextlib.suppress(OSError):
+            name = task.read_text().strip()
+            if name.startswith("tf_"):
+                names[name] = names.get(name, 0) + 1
+    return dict(sorted(names.items()))
+
+
 def knobs_in_force(tf: Any, requested: dict[str, Any]) -> dict[str, Any]:
     """What TF reports back, which is what the record trusts, beside what was asked for."""
     in_force: dict[str, Any] = {
-        "requested": requested,
+        "requested": {k: v for k, v in requested.items() if k != "onednn_isa"},
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        # What oneDNN said it dispatches to under these knobs (the harness's probe), where it said it.
+        "onednn_isa": requested.get("onednn_isa"),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "thread_pools": thread_pools(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }
@@ -167,7 +184,22 @@ def check_outputs(outputs: Any) -> dict[str, Any]:
     return arrays
 
 
+def probe_isa(knobs: dict[str, Any]) -> int:
+    """`--probe-isa KNOBS`: one small matrix product with oneDNN's verbose output on (read by the harness)."""
+    apply_env_knobs(knobs)
+    os.environ["ONEDNN_VERBOSE"] = "1"
+    import tensorflow as tf
+
+    configure_tf(tf, knobs)
+    left = tf.random.stateless_uniform((64, 256), seed=(1, 2))
+    right = tf.random.stateless_uniform((256, 64), seed=(3, 4))
+    float(tf.reduce_sum(tf.matmul(left, right)))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--probe-isa"]:
+        return probe_isa(json.loads(argv[1]))
     spec = json.loads(argv[0])
     knobs = spec.get("knobs", {})
     apply_env_knobs(knobs)

@@ -58,8 +58,8 @@ def test_malformed_matrix_is_one_line_and_exit_code_2_from_the_command(tmp_path)
 
 def test_filters_narrow_and_reject_unknown_values():
     cells = matrix.load().cells
-    chosen = matrix.select(cells, tf=["2.21.0"], device=["cpu"])
-    assert {c.id for c in chosen} == {"tf2.21.0-cpu-onednn1-det0", "tf2.21.0-cpu-onednn0-det0"}
+    chosen = matrix.select(cells, tf=["2.15.1"], device=["cpu"])
+    assert {c.id for c in chosen} == {"tf2.15.1-cpu-onednn1-det0", "tf2.15.1-cpu-onednn0-det0"}
     with pytest.raises(ConfigurationError, match=r"--tf 9\.9\.9: not in the matrix; available: 2\.15\.1"):
         matrix.select(cells, tf=["9.9.9"])
 
@@ -71,3 +71,82 @@ def test_environment_overrides_machine_specific_settings(tmp_path, monkeypatch):
     loaded = matrix.load(path)
     assert loaded.docker.base_image == "local/base:1"
     assert loaded.docker.memory == "2g"
+
+
+def test_hardware_axes_join_the_id_only_when_not_at_their_default():
+    assert matrix.Cell("2.21.0", "cpu").id == "tf2.21.0-cpu-onednn1-det0"  # ids from before the axes
+    assert matrix.Cell("2.21.0", "cpu", cpus=1, cpu_isa="avx512_core").id == (
+        "tf2.21.0-cpu-onednn1-det0-cpus1-isa-avx512core"
+    )
+
+
+ONE_AT_A_TIME = """
+[matrix]
+design = "one-at-a-time"
+tf = ["2.21.0", "2.15.1"]
+onednn = [true, false]
+cpus = [0, 1, 2]
+cpu_isa = ["native", "avx"]
+"""
+
+
+def test_one_at_a_time_is_a_baseline_plus_every_single_change(tmp_path):
+    path = tmp_path / "matrix.toml"
+    path.write_text(ONE_AT_A_TIME)
+    loaded = matrix.load(path)
+    assert {c.id: loaded.reasons[c.id] for c in loaded.cells} == {
+        "tf2.21.0-cpu-onednn1-det0": "baseline",
+        "tf2.15.1-cpu-onednn1-det0": "changes tf to 2.15.1",
+        "tf2.21.0-cpu-onednn0-det0": "changes onednn to off",
+        "tf2.21.0-cpu-onednn1-det0-cpus1": "changes cpus to 1",
+        "tf2.21.0-cpu-onednn1-det0-cpus2": "changes cpus to 2",
+        "tf2.21.0-cpu-onednn1-det0-isa-avx": "changes cpu_isa to avx",
+    }
+
+
+def test_one_at_a_time_with_crossed_axes_varies_the_others_at_every_crossed_point(tmp_path):
+    path = tmp_path / "matrix.toml"
+    path.write_text(
+        ONE_AT_A_TIME.replace('design = "one-at-a-time"', 'design = "one-at-a-time"\ncrossed = ["tf", "onednn"]')
+    )
+    loaded = matrix.load(path)
+    ids = [c.id for c in loaded.cells]
+    crossed_points = [(tf, o) for tf in ("2.21.0", "2.15.1") for o in (1, 0)]
+    expected = []
+    for tf, onednn in crossed_points:
+        base = f"tf{tf}-cpu-onednn{onednn}-det0"
+        expected += [base, f"{base}-cpus1", f"{base}-cpus2", f"{base}-isa-avx"]
+    assert ids == expected
+    assert loaded.reasons["tf2.15.1-cpu-onednn0-det0-cpus1"] == "changes cpus to 1 (at tf=2.15.1, onednn=off)"
+    assert loaded.reasons["tf2.15.1-cpu-onednn0-det0"] == "baseline (tf=2.15.1, onednn=off)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[matrix]\ncpu_isa = ["native", "avx3"]\n', "[matrix].cpu_isa = 'avx3' is not valid; allowed: native,"),
+        ("[matrix]\ncpus = [0, -1]\n", "[matrix].cpus = -1 is not valid; 0 (every core the host offers)"),
+        ('[matrix]\ndesign = "latin-square"\n', "[matrix].design = 'latin-square' is not valid; allowed: factorial"),
+        (
+            '[matrix]\ndesign = "one-at-a-time"\ncrossed = ["tf", "gpu"]\n',
+            "[matrix].crossed = ['gpu'] is not valid; a list of axes from: tf, device",
+        ),
+    ],
+)
+def test_hardware_and_design_mistakes_name_the_key_and_the_allowed_values(tmp_path, text, expected):
+    path = tmp_path / "matrix.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError) as caught:
+        matrix.load(path)
+    assert expected in caught.value.message
+
+
+def test_hardware_the_host_lacks_is_a_skip_with_the_reason():
+    from repromatrix.backends import hardware_skip_reason
+
+    flags = {"sse4_1", "avx", "avx2"}
+    assert hardware_skip_reason(matrix.Cell("2.21.0", "cpu", cpus=4), 2, flags) == "needs 4 cores, this host has 2"
+    assert hardware_skip_reason(matrix.Cell("2.21.0", "cpu", cpus=2), 2, flags) is None
+    reason = hardware_skip_reason(matrix.Cell("2.21.0", "cpu", cpu_isa="avx512_core"), 2, flags)
+    assert reason is not None and reason.startswith("needs a CPU with avx512_core (avx512f")
+    assert hardware_skip_reason(matrix.Cell("2.21.0", "cpu", cpu_isa="avx"), 2, flags) is None

@@ -241,7 +241,7 @@ def test_json_and_csv_reports_are_complete(tmp_path):
     assert payload["variants"][0]["run_to_run"] == "identical"
     assert payload["classes"][0]["by_cell"] == {"tf2.16.2-cpu-onednn1-det0": "A"}
     csv_text = (tmp_path / "out" / "report.csv").read_text().splitlines()
-    assert csv_text[0].startswith("cell,device,tf,scenario") and ",A,A," in csv_text[1]
+    assert csv_text[0].startswith("cell,tf,device,recipe,onednn") and ",A,A," in csv_text[1]
 
 
 def test_a_folder_without_records_is_one_clear_line(tmp_path):

@@ -41,13 +41,17 @@ def test_plan_emits_exactly_the_per_cell_nox_sessions():
     assert listed.returncode == 0, listed.stderr
     sessions = [s["session"] for s in json.loads(listed.stdout) if s["session"].startswith("cell(")]
     assert planned == sessions
-    assert len(planned) == 12 and "cell(tf2.16.2-cuda-onednn0-det0)" in planned
+    assert len(planned) == 16 and "cell(tf2.21.0-cpu-onednn0-det0-cpus1)" in planned
 
 
 def _comparable(report_json: str) -> dict:
     payload = json.loads(report_json)
     for volatile in ("generated_at", "sources"):
         payload.pop(volatile)
+    for variant in payload["variants"]:
+        # How far apart unseeded repeats came out is a new random draw in every run.
+        if variant["variant"] == "unseeded":
+            variant.pop("spreads")
     return payload
 
 

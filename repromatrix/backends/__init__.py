@@ -58,6 +58,47 @@ def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = ()) -
     return root
 
 
+# The CPU flags (/proc/cpuinfo) an instruction-set cap needs from the host: a cap above what
+# the CPU has cannot emulate anything, so such a cell is skipped rather than silently uncapped.
+ISA_FLAGS: dict[str, tuple[str, ...]] = {
+    "sse41": ("sse4_1",),
+    "avx": ("avx",),
+    "avx2": ("avx2",),
+    "avx2_vnni": ("avx2", "avx_vnni"),
+    "avx512_core": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
+    "avx512_core_vnni": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"),
+    "avx512_core_bf16": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"),
+    "avx512_core_amx": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "amx_tile", "amx_bf16", "amx_int8"),
+}
+
+
+def host_cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = None) -> str | None:
+    """Why this host cannot emulate the cell's hardware, or None. Never capped silently."""
+    if cell.cpus > host_cores:
+        return f"needs {cell.cpus} cores, this host has {host_cores}"
+    if cell.cpu_isa != "native":
+        flags = host_cpu_flags() if flags is None else flags
+        lacking = [flag for flag in ISA_FLAGS[cell.cpu_isa] if flag not in flags]
+        if lacking:
+            return f"needs a CPU with {cell.cpu_isa} ({', '.join(lacking)} missing on this host)"
+    return None
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A ready environment: how to enter it, and what the records say about it."""

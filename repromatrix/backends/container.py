@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix import cleanup, locks, progress
-from repromatrix.backends import HarnessRun, Prepared, cache_dir, code_root
+from repromatrix.backends import HarnessRun, Prepared, cache_dir, code_root, hardware_skip_reason
 from repromatrix.errors import CellError, EngineUnavailableError, LockError
 from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings
 
@@ -154,9 +154,11 @@ class DockerBackend:
         return self._image_id(tag) or f"unbuilt:{tag}"
 
     def skip_reason(self, cell: Cell) -> str | None:
-        if cell.device != "cuda":
-            return None
-        runtimes = sorted(self.api.info().get("Runtimes", {}))
+        info = self.api.info()
+        hardware = hardware_skip_reason(cell, int(info.get("NCPU") or 1))
+        if hardware or cell.device != "cuda":
+            return hardware
+        runtimes = sorted(info.get("Runtimes", {}))
         if not any("nvidia" in runtime for runtime in runtimes):
             return (
                 f"the Docker engine has no NVIDIA runtime (runtimes: {', '.join(runtimes) or 'none'}); "
@@ -294,7 +296,9 @@ class DockerBackend:
             tmpfs={"/tmp": "rw,nosuid,nodev,size=1g,mode=1777"},
             mem_limit=self.settings.memory,
             memswap_limit=self.settings.memory,
-            nano_cpus=int(self.settings.cpus * 1e9),
+            # The cpus axis: exactly that many cores (a set, and a quota to match); else the settings' quota.
+            cpuset_cpus=f"0-{cell.cpus - 1}" if cell.cpus else None,
+            nano_cpus=int((cell.cpus or self.settings.cpus) * 1e9),
             pids_limit=self.settings.pids,
             # Explicit and bounded: Podman otherwise asks for limits above what a nested or
             # rootless host grants, and the container fails to start.

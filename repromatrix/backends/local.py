@@ -24,7 +24,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from repromatrix import cleanup, locks, progress
-from repromatrix.backends import HarnessRun, Prepared, cache_dir, code_root
+from repromatrix.backends import (
+    HarnessRun,
+    Prepared,
+    cache_dir,
+    code_root,
+    hardware_skip_reason,
+    usable_cores,
+)
 from repromatrix.errors import CellError, LockError
 from repromatrix.matrix import Cell
 
@@ -78,6 +85,7 @@ class LocalBackend:
     index_url: str = ""
     cache: Path = field(default_factory=cache_dir)
     scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
+    verbose: bool = False  # stream the harness's and the scenarios' output
     name: str = "local"
 
     def _lock(self, cell: Cell) -> Path:
@@ -119,9 +127,9 @@ class LocalBackend:
     def skip_reason(self, cell: Cell) -> str | None:
         if cell.recipe != "pip":
             return f"the {cell.recipe!r} recipe is an image; it needs the docker backend"
-        if cell.device == "cuda":
-            return gpu_visible()
-        return None
+        if cell.device == "cuda" and (reason := gpu_visible()):
+            return reason
+        return hardware_skip_reason(cell, usable_cores())
 
     def prepare(self, cell: Cell, verbose: bool) -> Prepared:
         lock = self._lock(cell)
@@ -169,9 +177,31 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 
+        lines: list[str] = []
+        errors: list[str] = []
+
+        def follow() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                progress.say(f"{cell.id} | {line.rstrip()}")
+
+        def collect() -> None:
+            assert process.stderr is not None
+            errors.append(process.stderr.read())
+
         with cleanup.registered(stop):
             try:
-                stdout, stderr = process.communicate(timeout=timeout)
+                if self.verbose:
+                    readers = [threading.Thread(target=fn, daemon=True) for fn in (follow, collect)]
+                    for reader in readers:
+                        reader.start()
+                    process.wait(timeout=timeout)
+                    for reader in readers:
+                        reader.join()
+                    stdout, stderr = "".join(lines), "".join(errors)
+                else:
+                    stdout, stderr = process.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 stop()
                 stdout, stderr = process.communicate()
