@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from repromatrix import cleanup, locks, matrix, progress, runner
 from repromatrix.backends import Backend
@@ -25,7 +26,7 @@ from repromatrix.errors import (
     LockError,
 )
 from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import Scenario, ScenarioClash, discover
+from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, records
 
 DEFAULT_RESULTS = Path("results/matrix")
 DEFAULT_REPORTS = Path("reports")
@@ -36,10 +37,20 @@ def _csv(value: str) -> list[str]:
 
 
 def _selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--matrix", type=Path, default=matrix.DEFAULT_MATRIX, help="matrix file (default: matrix.toml)")
+    parser.add_argument("--matrix", type=Path, help="matrix file (default: ./matrix.toml, else the packaged one)")
     parser.add_argument("--tf", type=_csv, help="only these TF versions, comma-separated")
     parser.add_argument("--device", type=_csv, help="only these devices: cpu, cuda")
     parser.add_argument("--cell", type=_csv, help="only these cell ids")
+    parser.add_argument("--scenarios", type=Path, action="append", default=[], metavar="DIR",
+                        help="a folder of your own scenarios, beside [run].scenario_paths (repeatable)")  # fmt: skip
+
+
+def _overrides(parser: argparse.ArgumentParser) -> None:
+    """matrix.toml's [run] for one run; the reuse key covers each, so resuming stays correct."""
+    parser.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
+    parser.add_argument("--repeats", type=int, help="override [run].repeats")
+    parser.add_argument("--seed", type=int, help="override [run].seed (a scenario's own SEED still wins)")
+    parser.add_argument("--isolation", choices=records.ISOLATIONS, help="override [run].isolation")
 
 
 def _environment(parser: argparse.ArgumentParser) -> None:
@@ -81,12 +92,21 @@ def parser() -> argparse.ArgumentParser:
     _selection(run)
     _environment(run)
     _running(run)
+    _overrides(run)
 
     whole = commands.add_parser("matrix", help="plan, build, run and report")
     _selection(whole)
     _environment(whole)
     _running(whole)
+    _overrides(whole)
     _reporting(whole, with_dirs=False)
+
+    shell = commands.add_parser(
+        "shell", help="run a command in one cell's environment: its virtualenv, or its image, hardened"
+    )
+    _selection(shell)
+    _environment(shell)
+    shell.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run (default: python)")
 
     report = commands.add_parser("report", help="render the report of one or more results folders")
     _reporting(report, with_dirs=True)
@@ -101,22 +121,35 @@ def parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure warm re-runs, orchestration overhead, cached builds")
     _selection(bench)
     _environment(bench)
+    _overrides(bench)
     bench.add_argument("--results", type=Path, default=Path("results/bench"))
     return top
 
 
-def discover_scenarios() -> dict[str, Scenario]:
+def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, Scenario]]:
+    """matrix.toml with the command line's overrides, the selected cells, and every scenario they can run."""
+    loaded = matrix.load(args.matrix)
+    folders = list(loaded.scenario_paths)
+    for folder in getattr(args, "scenarios", []):
+        if not folder.is_dir():
+            raise ConfigurationError(f"--scenarios {folder}: no such folder; give a folder of scenario modules")
+        folders.append(folder.resolve())
     try:
-        return discover()
+        found = discover(SCENARIOS_DIR, *folders)
     except ScenarioClash as exc:
         raise ConfigurationError(str(exc)) from None
-
-
-def load_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
-    found = discover_scenarios()
-    loaded = matrix.load(args.matrix, known_scenarios=list(found))
-    cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
-    overrides = {
+    matrix.check_scenarios(loaded.source, loaded.scenarios, list(found))
+    if getattr(args, "scenario", None):
+        matrix.check_scenarios(loaded.source, args.scenario, list(found), key="--scenario")
+    changes: dict[str, Any] = {"scenario_paths": tuple(folders)}
+    named = (("scenario", "scenarios"), ("repeats", "repeats"), ("seed", "seed"), ("isolation", "isolation"))
+    for option, name in named:
+        value = getattr(args, option, None)
+        if value is not None:
+            changes[name] = tuple(value) if option == "scenario" else value
+    if changes.get("repeats", 1) < 1:
+        raise ConfigurationError(f"--repeats {changes['repeats']}: must be 1 or more (2 or more to test run-to-run)")
+    docker = {
         key: value
         for key, value in (
             ("base_image", getattr(args, "base_image", None)),
@@ -125,13 +158,13 @@ def load_cells(args: argparse.Namespace) -> tuple[Matrix, list[Cell]]:
         )
         if value is not None
     }
-    if overrides:
-        loaded = replace(loaded, docker=replace(loaded.docker, **overrides))
-    return loaded, cells
+    loaded = replace(loaded, docker=replace(loaded.docker, **docker), **changes)
+    cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
+    return loaded, cells, found
 
 
 def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
-    local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose)
+    local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose, scenario_dirs=loaded.scenario_paths)
     if args.backend == "local":
         progress.say("backend: local (chosen with --backend local)")
         return local
@@ -139,19 +172,19 @@ def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
     if args.backend == "docker":
         engine.client()  # raises EngineUnavailableError with how to start one
         progress.say("backend: docker (chosen with --backend docker)")
-        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose)
+        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose,
+                             scenario_dirs=loaded.scenario_paths)  # fmt: skip
     reason = engine.reachable()
     if reason is None:
         progress.say("backend: docker (a Docker engine answers; --backend local to use virtualenvs instead)")
-        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose)
+        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose,
+                             scenario_dirs=loaded.scenario_paths)  # fmt: skip
     progress.say(f"backend: local ({reason})")
     return local
 
 
 def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
-    found = discover_scenarios()
-    loaded = matrix.load(args.matrix, known_scenarios=list(found))
-    cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
+    loaded, cells, found = load_plan(args)
     if args.jobs < 1:
         raise ConfigurationError(f"--jobs {args.jobs}: must be 1 or more")
     backend = choose_backend(args, loaded)
@@ -211,7 +244,7 @@ def _main(argv: list[str] | None) -> int:
     cleanup.handle_termination()
     try:
         if args.command == "plan":
-            loaded, cells = load_cells(args)
+            loaded, cells, _ = load_plan(args)
             if args.format == "json":
                 listing = json.dumps(
                     [{"id": c.id, "session": f"cell({c.id})", "device": c.device, "why": loaded.reasons[c.id]}
@@ -229,7 +262,7 @@ def _main(argv: list[str] | None) -> int:
             else:
                 progress.say(listing)
         elif args.command == "build":
-            loaded, cells = load_cells(args)
+            loaded, cells, _ = load_plan(args)
             failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)
             if failures:
                 raise CellsFailedError(f"{len(failures)} image builds failed: {', '.join(c.id for c, _ in failures)}")
@@ -243,7 +276,7 @@ def _main(argv: list[str] | None) -> int:
         elif args.command == "report":
             _broken(do_report(args.results_dirs, args.baseline, args.out))
         elif args.command == "lock":
-            loaded, cells = load_cells(args)
+            loaded, cells, _ = load_plan(args)
             failed = []
             for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
                 try:
@@ -252,16 +285,24 @@ def _main(argv: list[str] | None) -> int:
                     progress.warn(f"error: {exc.message}")
                     failed.append(locks.requirement(tf, device))
                     continue
-                progress.say(f"locked {locks.requirement(tf, device)} → {path.relative_to(matrix.REPO_ROOT)}")
+                progress.say(f"locked {locks.requirement(tf, device)} → {path}")
             if failed:
                 raise CellsFailedError(f"{len(failed)} locks could not be resolved: {', '.join(failed)}")
         elif args.command == "base-image":
-            script = matrix.REPO_ROOT / "docker" / "base" / "build-debian-base.sh"
+            script = matrix.RECIPES_DIR / "base" / "build-debian-base.sh"
             return subprocess.run(["bash", str(script), args.name], check=False).returncode
+        elif args.command == "shell":
+            loaded, cells, _ = load_plan(args)
+            if len(cells) != 1:
+                raise ConfigurationError(
+                    f"shell needs exactly one cell (--cell ID), the selection has {len(cells)}; see nox -s plan"
+                )
+            command = [part for part in args.argv if part != "--"] or ["python"]
+            return choose_backend(args, loaded).shell(cells[0], command, Path.cwd())
         elif args.command == "bench":
             from repromatrix import bench
 
-            loaded, cells = load_cells(args)
+            loaded, cells, _ = load_plan(args)
             bench.run(choose_backend(args, loaded), loaded, cells, args.results)
     except FatalError as exc:
         progress.warn(f"error: {exc.message}")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from repromatrix import progress
 from repromatrix.errors import LockError
-from repromatrix.matrix import REPO_ROOT
+from repromatrix.matrix import RECIPES_DIR
 
-LOCK_DIR = REPO_ROOT / "docker" / "locks"
+LOCK_DIR = RECIPES_DIR / "locks"
 # The wheels TF publishes for Linux: the platform every image and this host share.
 PYTHON_VERSION = "3.11"
 PYTHON_PLATFORM = "x86_64-manylinux_2_28"

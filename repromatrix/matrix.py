@@ -17,8 +17,20 @@ from typing import Any
 from repromatrix.errors import ConfigurationError
 from repromatrix.scenarios import records
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MATRIX = REPO_ROOT / "matrix.toml"
+PACKAGE_DIR = Path(__file__).parent
+# Checked out, the repository's own folders; installed, the copies packaged beside this module
+# (repromatrix/docker and repromatrix/matrix.toml are links to them in the repository).
+REPO_ROOT = PACKAGE_DIR.resolve().parent
+RECIPES_DIR = (PACKAGE_DIR / "docker").resolve()
+PACKAGED_MATRIX = PACKAGE_DIR / "matrix.toml"
+
+
+def default_matrix() -> Path:
+    """./matrix.toml when the current folder has one (a user's project), else the packaged default."""
+    here = Path("matrix.toml")
+    return here if here.is_file() else PACKAGED_MATRIX
+
+
 DEVICES = ("cpu", "cuda")
 RECIPES = ("pip", "official")
 # The highest instruction set oneDNN may dispatch to (ONEDNN_MAX_CPU_ISA), oldest last; "native": no cap.
@@ -95,6 +107,9 @@ class Matrix:
     docker: DockerSettings
     source: Path
     design: str = "factorial"
+    isolation: str = records.DEFAULT_ISOLATION
+    # Folders of the user's own scenario modules, run beside the built-ins (relative to matrix.toml).
+    scenario_paths: tuple[Path, ...] = ()
     # Why each cell is in the plan (one-at-a-time: "baseline", "changes cpus to 1", ...).
     reasons: dict[str, str] = field(default_factory=dict)
 
@@ -118,6 +133,8 @@ _RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "repeats": (int, records.DEFAULT_REPEATS),
     "seed": (int, records.DEFAULT_SEED),
     "timeout": ((int, float), records.DEFAULT_TIMEOUT_S),
+    "isolation": (str, records.DEFAULT_ISOLATION),
+    "scenario_paths": (list, []),
 }
 # Environment overrides, for settings that differ per machine rather than per matrix.
 _DOCKER_ENV = {
@@ -171,8 +188,9 @@ def _axis(source: Path, name: str, raw: Any) -> list[Any]:
     return values
 
 
-def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) -> Matrix:
+def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> Matrix:
     """Parse and validate; every mistake is a ConfigurationError naming key, value and what is allowed."""
+    path = path or default_matrix()
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -206,14 +224,14 @@ def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) 
         run[name] = value
     if run["repeats"] < 1:
         raise _fail(path, "[run].repeats", run["repeats"], "at least 1 (2 or more to test run-to-run)")
+    if run["isolation"] not in records.ISOLATIONS:
+        raise _fail(path, "[run].isolation", run["isolation"], f"allowed: {', '.join(records.ISOLATIONS)}")
     if run["timeout"] <= 0:
         raise _fail(path, "[run].timeout", run["timeout"], "a positive number of seconds")
     if not run["scenarios"] or not all(isinstance(s, str) for s in run["scenarios"]):
         raise _fail(path, "[run].scenarios", run["scenarios"], "a non-empty list of scenario names")
     if known_scenarios is not None:
-        for name in run["scenarios"]:
-            if name not in known_scenarios:
-                raise _fail(path, "[run].scenarios", name, f"known scenarios: {', '.join(known_scenarios)}")
+        check_scenarios(path, run["scenarios"], known_scenarios)
 
     docker_raw = data.get("docker", {})
     settings = {f.name: f for f in fields(DockerSettings)}
@@ -238,11 +256,31 @@ def load(path: Path = DEFAULT_MATRIX, known_scenarios: list[str] | None = None) 
         repeats=run["repeats"],
         seed=run["seed"],
         timeout=float(run["timeout"]),
+        isolation=run["isolation"],
+        scenario_paths=_scenario_paths(path, run["scenario_paths"]),
         docker=DockerSettings(**docker_values),
         source=path,
         design=design,
         reasons={cell.id: why for cell, why in chosen.items()},
     )
+
+
+def check_scenarios(source: Path, names: list[str] | tuple[str, ...], known: list[str], key: str = "") -> None:
+    for name in names:
+        if name not in known:
+            raise _fail(source, key or "[run].scenarios", name, f"known scenarios: {', '.join(known)}")
+
+
+def _scenario_paths(source: Path, raw: list[Any]) -> tuple[Path, ...]:
+    folders = []
+    for entry in raw:
+        if not isinstance(entry, str) or not entry:
+            raise _fail(source, "[run].scenario_paths", entry, "a list of folder paths (strings)")
+        folder = (source.parent / Path(entry).expanduser()).resolve()  # an absolute entry stays as it is
+        if not folder.is_dir():
+            raise _fail(source, "[run].scenario_paths", entry, f"no such folder {folder}; list folders of scenarios")
+        folders.append(folder)
+    return tuple(folders)
 
 
 def design_cells(axes: dict[str, list[Any]], design: str, crossed: list[str]) -> dict[Cell, str]:

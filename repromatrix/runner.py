@@ -17,7 +17,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from repromatrix import cleanup, progress, results
@@ -54,6 +54,7 @@ class RunOptions:
     force: bool = False
     verbose: bool = False
     wait: bool = False  # for the results folder's lock
+    monitor: progress.Monitor | None = None  # per-repeat progress of the running cells
 
 
 def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
@@ -65,19 +66,21 @@ def cell_key(environment_key: str, cell: Cell) -> str:
     return f"{environment_key}|{cell.id}"
 
 
-def repeat_key(environment_key: str, repeat: PlannedRepeat) -> str | None:
+def repeat_key(environment_key: str, repeat: PlannedRepeat, isolation: str) -> str | None:
     if repeat.scenario is None:
         return None
-    return reuse_key(environment_key, repeat.scenario, repeat.variant, repeat.seed)
+    return reuse_key(environment_key, repeat.scenario, repeat.variant, repeat.seed, isolation)
 
 
-def missing(layout: records.CellLayout, repeats: list[PlannedRepeat], environment_key: str, force: bool) -> list:
+def missing(
+    layout: records.CellLayout, repeats: list[PlannedRepeat], environment_key: str, isolation: str, force: bool
+) -> list[PlannedRepeat]:
     if force:
         return list(repeats)
     return [
         r
         for r in repeats
-        if not records.is_reusable(layout.record(r.name, r.variant, r.index), repeat_key(environment_key, r))
+        if not records.is_reusable(layout.record(r.name, r.variant, r.index), repeat_key(environment_key, r, isolation))
     ]
 
 
@@ -103,6 +106,7 @@ def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, v
         "--cell-json", json.dumps(cell.params(), sort_keys=True),
         "--image-json", json.dumps(prepared.description, sort_keys=True),
         "--attempt", attempt,
+        "--isolation", matrix.isolation,
         *(["--verbose"] if verbose else []),
     ]  # fmt: skip
 
@@ -140,14 +144,14 @@ def run_cell(
         if reason is not None:
             _fill(layout, cell, repeats, "skipped", reason, "", keep=set())
             return CellOutcome(cell, "skipped", counts=_count(layout, repeats), message=reason)
-        if not missing(layout, repeats, cell_key(backend.environment_key(cell), cell), options.force):
+        if not missing(layout, repeats, cell_key(backend.environment_key(cell), cell), matrix.isolation, options.force):
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
             return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
         prepared = backend.prepare(cell, options.verbose)
         # The key of the environment as built (an image id), which is what the records carry.
         key = cell_key(prepared.key, cell)
-        todo = missing(layout, repeats, key, options.force)
+        todo = missing(layout, repeats, key, matrix.isolation, options.force)
         if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
@@ -155,14 +159,18 @@ def run_cell(
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
         records.write_json(
-            layout.plan_file(attempt), {"repeats": [r.to_json(repeat_key(key, r)) for r in todo]}
+            layout.plan_file(attempt), {"repeats": [r.to_json(repeat_key(key, r, matrix.isolation)) for r in todo]}
         )  # fmt: skip
+        if options.monitor is not None:
+            options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
         try:
             timeout = matrix.timeout * len(todo) + 120.0
             args = harness_args(matrix, cell, prepared, attempt, options.verbose)
             result = backend.run(cell, prepared, args, layout.root, timeout)
             summary = records.Summary.read(layout.summary_file(attempt)) or records.Summary(attempt=attempt)
         finally:
+            if options.monitor is not None:
+                options.monitor.done(cell.id)
             shutil.rmtree(layout.attempt_dir(attempt), ignore_errors=True)
         if cleanup.stopping.is_set():
             return CellOutcome(cell, "interrupted", started=summary.started, counts=_count(layout, repeats))
@@ -223,7 +231,10 @@ def run_matrix(
             layout, backend.name, {"cells": [c.id for c in cells], "variants": variants, "repeats": matrix.repeats}
         )
         backend.sweep()
-        return _run_cells(backend, matrix, cells, repeats, options)
+        if options.monitor is not None:
+            return _run_cells(backend, matrix, cells, repeats, options)
+        with progress.Monitor() as monitor:
+            return _run_cells(backend, matrix, cells, repeats, replace(options, monitor=monitor))
 
 
 def _run_cells(

@@ -12,8 +12,11 @@ is for people.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
     parser.add_argument("-v", "--verbose", action="store_true", help="show each scenario process's own output")
+    parser.add_argument("--isolation", choices=records.ISOLATIONS, default="process",  # standalone: plain
+                        help="process: a new interpreter per repeat; fork: a child of a parent with TF")  # fmt: skip
     # Set by the runner: what the records say about where they ran, and what makes them reusable.
     parser.add_argument("--cell-json", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--image-json", default="{}", help=argparse.SUPPRESS)
@@ -161,6 +166,96 @@ def run_process(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
     return judge_exit(process.returncode, stderr, Path(spec["record"]), oom_before)
 
 
+class ForkServer:
+    """A parent that imported TF once (with the cell's knobs) and forks one child per repeat.
+
+    Cells start FORK_PARENTS of them and alternate repeats between them, so each variant
+    is measured across several process identities (hash seed, memory layout).
+    """
+
+    def __init__(self, knobs: dict[str, Any], warm: list[str], scratch: Path) -> None:
+        self.knobs, self.warm, self.scratch = knobs, warm, scratch
+        self.process: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self.process is None or self.process.poll() is not None:
+            command = [sys.executable, "-m", f"{PACKAGE}.worker", "--serve", json.dumps(self.knobs),
+                       json.dumps(self.warm)]  # fmt: skip
+            self.process = subprocess.Popen(
+                command, env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True, bufsize=1, start_new_session=True,
+            )  # fmt: skip
+        return self.process
+
+    def _reply(self, timeout: float | None) -> dict[str, Any] | None:
+        assert self.process is not None and self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            return None
+        line = self.process.stdout.readline()
+        return json.loads(line) if line else {}
+
+    def run(self, spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
+        server = self._start()
+        label = f"{spec['scenario']}-{spec['variant']}-{spec['repeat']}"
+        out, err = self.scratch / f"{label}.out", self.scratch / f"{label}.err"
+        assert server.stdin is not None
+        try:
+            server.stdin.write(json.dumps({"spec": spec, "stdout": str(out), "stderr": str(err)}) + "\n")
+            server.stdin.flush()
+        except BrokenPipeError:
+            return Outcome("error", "the fork server died before this repeat (its parent process is gone)")
+        oom_before = _oom_kills()
+        # The parent imports TF before its first reply: that wait is the parent's, not the repeat's.
+        started = self._reply(None)
+        if not started:
+            return Outcome("error", "the fork server died while importing TensorFlow")
+        child = started["started"]
+        finished = self._reply(timeout)
+        timed_out = finished is None
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child, signal.SIGKILL)
+            finished = self._reply(30.0)
+        stderr = err.read_text(errors="replace") if err.is_file() else ""
+        if verbose:
+            stdout = out.read_text(errors="replace") if out.is_file() else ""
+            for line in (stdout + stderr).splitlines():
+                print(f"  | {line}", flush=True)
+        for path in (out, err):
+            path.unlink(missing_ok=True)
+        if timed_out:
+            return Outcome("error", f"timed out after {timeout:g} s (raise the timeout if it needs longer)", stderr)
+        if not finished:
+            return Outcome("error", "the fork server died while the repeat ran", stderr)
+        return judge_exit(int(finished["status"]), stderr, Path(spec["record"]), oom_before)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+# Independent parents per cell in fork mode: each its own interpreter, hash seed and memory layout.
+FORK_PARENTS = 2
+
+
+def fork_runner(knobs: dict[str, Any], warm: list[str], scratch: Path) -> tuple[RunRepeat, Callable[[], None]]:
+    """A RunRepeat that alternates repeats between FORK_PARENTS fork servers, and how to stop them."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    servers = [ForkServer(knobs, warm, scratch) for _ in range(FORK_PARENTS)]
+
+    def run(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
+        return servers[int(spec["repeat"]) % len(servers)].run(spec, timeout, verbose)
+
+    def stop() -> None:
+        for server in servers:
+            server.stop()
+
+    return run, stop
+
+
 def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None = None) -> Outcome:
     if returncode < 0:
         name = signal.Signals(-returncode).name
@@ -204,6 +299,7 @@ def execute(
             continue
         fields = dict(scenario=planned.name, variant=planned.variant, seed=planned.seed, repeat=planned.index,
                       cell=context["cell"], reuse_key=job.reuse_key, expect=job.expect)  # fmt: skip
+        fields["isolation"] = args.isolation
         if planned.problem:
             outcome = Outcome("error", planned.problem)
         else:
@@ -270,14 +366,27 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
         for planned in plan(found, args.names, args.repeat, args.seed, args.variant):
             key = None
             if planned.scenario is not None and args.environment_key:
-                key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed)
+                key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed, args.isolation)
             path = layout.record(planned.name, planned.variant, planned.index)
             jobs.append(Job(planned, path, key, planned.expect))
     if problem:
         jobs = [replace(job, repeat=replace(job.repeat, problem=problem)) for job in jobs]
     elif args.cpu_isa and any(not job.repeat.problem for job in jobs) and run_repeat is run_process:
         context["knobs"]["onednn_isa"] = probe_isa(context["knobs"], min(args.timeout, 300.0))
-    summary = execute(jobs, context, args, run_repeat)
+    scratch = records.CellLayout(args.out).attempt_dir(args.attempt or f"standalone-{os.getpid()}") / "fork"
+    stop: Callable[[], None] = lambda: None  # noqa: E731
+    if args.isolation == "fork" and run_repeat is run_process:
+        warm = sorted({job.repeat.name for job in jobs if not job.repeat.problem})
+        run_repeat, stop = fork_runner(context["knobs"], warm, scratch)
+    try:
+        summary = execute(jobs, context, args, run_repeat)
+    finally:
+        stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+        if not args.attempt:
+            shutil.rmtree(scratch.parent, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                scratch.parent.parent.rmdir()  # .attempts, when nothing else is in it
     print(
         f"scenario processes started: {summary.started}; "
         f"{summary.ok} ok, {summary.error} errors, {summary.reused} reused",

@@ -31,6 +31,8 @@ STDERR_TAIL_CHARS = 4000
 DEFAULT_REPEATS = 3
 DEFAULT_SEED = 42
 DEFAULT_TIMEOUT_S = 600.0
+# Fork mode measures the same bits as fresh processes (tests/test_isolation.py proves it per TF line).
+DEFAULT_ISOLATION = "fork"
 
 
 class RecordError(ValueError):

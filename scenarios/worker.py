@@ -19,6 +19,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
+import traceback  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -34,17 +35,24 @@ ISA_FLAGS = (
 )  # fmt: skip
 
 
+def env_knobs(knobs: dict[str, Any]) -> dict[str, str]:
+    """The environment variables the knobs set (also what `repromatrix shell` puts in a cell's environment)."""
+    env = {}
+    if knobs.get("onednn") is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if knobs["onednn"] else "0"
+    if knobs.get("cpu_isa") and knobs["cpu_isa"] != "native":
+        # oneDNN reads its dispatch cap once, when it first runs a kernel.
+        env["ONEDNN_MAX_CPU_ISA"] = str(knobs["cpu_isa"]).upper()
+    if knobs.get("op_determinism"):
+        # Read by TF before 2.8; later versions use enable_op_determinism() below.
+        env["TF_DETERMINISTIC_OPS"] = "1"
+    return env
+
+
 def apply_env_knobs(knobs: dict[str, Any]) -> None:
     """Knobs TF reads from the environment while it loads: must run before `import tensorflow`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if knobs.get("onednn") is not None:
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if knobs["onednn"] else "0"
-    if knobs.get("cpu_isa"):
-        # oneDNN reads its dispatch cap once, when it first runs a kernel.
-        os.environ["ONEDNN_MAX_CPU_ISA"] = str(knobs["cpu_isa"]).upper()
-    if knobs.get("op_determinism"):
-        # Read by TF before 2.8; later versions use enable_op_determinism() below.
-        os.environ["TF_DETERMINISTIC_OPS"] = "1"
+    os.environ.update(env_knobs(knobs))
 
 
 def configure_tf(tf: Any, knobs: dict[str, Any]) -> None:
@@ -58,8 +66,10 @@ def configure_tf(tf: Any, knobs: dict[str, Any]) -> None:
 
 
 def thread_pools() -> dict[str, int]:
-    """TF's threads by name, counted after the scenario ran: the pool sizes TF actually chose
-    (tf_Compute is the intra-op pool, sized from the usable cores when not set)."""
+    """TF's threads by name, counted after the scenario ran: the pools TF actually made.
+
+    Unset pool sizes follow the usable cores (tf_Compute: 2 threads on 1 core, 3 on 2, for a Keras fit).
+    """
     names: dict[str, int] = {}
     for task in Path("/proc/self/task").glob("*/comm"):
         with contextlib.suppress(OSError):
@@ -197,21 +207,10 @@ def probe_isa(knobs: dict[str, Any]) -> int:
     return 0
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["--probe-isa"]:
-        return probe_isa(json.loads(argv[1]))
-    spec = json.loads(argv[0])
+def measure(spec: dict[str, Any], tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
+    """Run one repeat in this process (TF already imported and configured) and write its record."""
     knobs = spec.get("knobs", {})
-    apply_env_knobs(knobs)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-
-    before_import = time.perf_counter()
-    import numpy as np
-    import tensorflow as tf
-
-    import_seconds = time.perf_counter() - before_import
-    configure_tf(tf, knobs)
-
     module = importlib.import_module(f"{PACKAGE}.{spec['scenario']}")
     before_run = time.perf_counter()
     arrays = check_outputs(module.run(spec["variant"], spec["seed"]))
@@ -235,13 +234,85 @@ def main(argv: list[str]) -> int:
         timings={
             "tf_import_s": round(import_seconds, 4),
             "scenario_s": round(scenario_seconds, 4),
-            "process_wall_s": round(time.perf_counter() - _PROCESS_START, 4),
+            "process_wall_s": round(time.perf_counter() - process_start, 4),
         },
         reuse_key=spec.get("reuse_key"),
         isolation=spec.get("isolation", "process"),
         expect=spec.get("expect") or {},
+        extra={"fork_parent": spec["fork_parent"]} if spec.get("fork_parent") else {},
     )
     record.write(Path(spec["record"]), arrays)
+
+
+def import_tf(knobs: dict[str, Any]) -> tuple[Any, Any, float]:
+    """Knobs TF reads while loading, then the import itself, then the knobs it takes before its runtime starts."""
+    apply_env_knobs(knobs)
+    before_import = time.perf_counter()
+    import numpy as np
+    import tensorflow as tf
+
+    import_seconds = time.perf_counter() - before_import
+    configure_tf(tf, knobs)
+    return tf, np, import_seconds
+
+
+def serve(knobs: dict[str, Any], warm: list[str]) -> int:
+    """`--serve KNOBS SCENARIOS`: a fork server. Imports TF once, then forks one child per request.
+
+    Requests come on stdin, one JSON line each: {"spec": ..., "stdout": path, "stderr": path}.
+    Replies go on the original stdout, one JSON line each: {"started": pid}, then
+    {"exited": pid, "status": code or -signal}. The child writes its record as a fresh process does.
+    """
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything TF or a library prints goes to stderr, never into the replies
+    tf, np, import_seconds = import_tf(knobs)
+    # Warm what costs time without starting TF's runtime: Keras's lazy import, the scenario modules.
+    # Nothing here may run an op: that starts TF's thread pools, and threads do not survive a fork
+    # (a child would inherit locks held by threads that no longer exist in it).
+    _ = tf.keras.layers.Dense
+    for name in warm:
+        with contextlib.suppress(Exception):  # a broken module fails in its child, with its traceback
+            importlib.import_module(f"{PACKAGE}.{name}")
+    parent = f"{platform.node()}:{os.getpid()}"
+    for line in sys.stdin:
+        request = json.loads(line)
+        child_start = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:  # the child: one repeat, then gone
+            code = 1
+            try:
+                os.setsid()  # its own group: a timeout kills whatever the scenario started too
+                for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+                    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                    os.dup2(target, fd)
+                    os.close(target)
+                sys.stdin.close()
+                # A fresh process draws NumPy's legacy global state from the OS; a fork copies the
+                # parent's, so every child would share it. Python's `random` reseeds itself on fork.
+                np.random.seed()
+                measure({**request["spec"], "isolation": "fork", "fork_parent": parent}, tf, np, 0.0, child_start)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        protocol.write(json.dumps({"started": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        protocol.write(json.dumps({"exited": pid, "status": code, "parent_tf_import_s": import_seconds}) + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--probe-isa"]:
+        return probe_isa(json.loads(argv[1]))
+    if argv[:1] == ["--serve"]:
+        return serve(json.loads(argv[1]), json.loads(argv[2]))
+    spec = json.loads(argv[0])
+    tf, np, import_seconds = import_tf(spec.get("knobs", {}))
+    measure(spec, tf, np, import_seconds, _PROCESS_START)
     return 0
 
 

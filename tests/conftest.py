@@ -99,3 +99,27 @@ def two_cell_run(tmp_path_factory, tf_python):
     done = repromatrix_cli("run", "--matrix", str(path), "--backend", "local", "--results", str(results))
     assert done.returncode == 0, done.stdout + done.stderr
     return path, results
+
+
+REPEATS = 3
+
+
+@pytest.fixture(scope="session", params=[OLDEST_TF, NEWEST_TF])
+def run_all(request, tf_python, tmp_path_factory):
+    """Every built-in scenario variant, 3 fresh processes each, in one harness call (process isolation)."""
+    out = tmp_path_factory.mktemp(f"tf{request.param}")
+    done = harness(tf_python(request.param), "--repeat", str(REPEATS), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return request.param, out, done
+
+
+@pytest.fixture
+def scenarios_copy(tmp_path):
+    """The scenarios package copied aside, so tests can add broken user scenarios to it."""
+    root = tmp_path / "code"
+    shutil.copytree(REPO_ROOT / "scenarios", root / "scenarios")
+    return root
+
+
+def write_scenario(root: Path, name: str, body: str) -> None:
+    (root / "scenarios" / f"{name}.py").write_text(body)

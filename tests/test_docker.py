@@ -5,6 +5,7 @@ Skipped without an engine, except when CI=true: there a missing engine fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -201,3 +202,176 @@ def test_container_and_local_virtualenv_agree_bit_for_bit(docker_backend, image,
     assert docker_record.environment["image"]["backend"] == "docker"
     assert local_record.environment["image"]["backend"] == "local"
     assert docker_record.outputs == local_record.outputs
+
+
+# -- hardware axes in a container ------------------------------------------------------------------
+
+
+def test_cpus_axis_pins_the_container_to_that_many_cores(docker_backend, image, tmp_path):
+    cell = Cell(NEWEST_TF, "cpu", cpus=1)
+    loaded = matrix.load()
+    loaded = type(loaded)(**{**loaded.__dict__, "repeats": 1, "scenarios": ("seeded_init",),
+                             "docker": docker_backend.settings})  # fmt: skip
+    [outcome] = runner.run_matrix(docker_backend, loaded, [cell], runner.RunOptions(tmp_path))
+    assert outcome.state == "ran", outcome
+    record = records.Record.read(records.CellLayout(tmp_path / cell.id).record("seeded_init", "seeded", 0))
+    assert record.knobs["usable_cores"] == 1 and record.cell["cpus"] == 1
+    assert docker_backend.leftovers() == []
+
+
+# -- faults: signals, orphans, locks, mixing ----------------------------------------------------------
+
+
+def _env(docker_backend) -> dict[str, str]:
+    settings = docker_backend.settings
+    return {**os.environ, "REPROMATRIX_BASE_IMAGE": settings.base_image, "REPROMATRIX_EXTRA_CA": settings.extra_ca}
+
+
+SMALL = f"""
+[matrix]
+tf = ["{NEWEST_TF}"]
+[run]
+scenarios = ["init", "seeded_init"]
+repeats = 2
+"""
+
+
+def _start_run(docker_backend, results, *extra: str) -> subprocess.Popen:
+    small = results.parent / "small.toml"
+    small.write_text(SMALL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "repromatrix", "run", "--backend", "docker", "--matrix", str(small),
+         "--results", str(results), *extra],
+        cwd=REPO_ROOT, env=_env(docker_backend), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for_container(docker_backend, process) -> None:
+    """Until a container of this run (its owner label names the process) exists."""
+    from repromatrix.backends.container import LABEL, OWNER
+
+    deadline = time.monotonic() + 120
+    while True:
+        found = docker_backend.api.containers(all=True, filters={"label": f"{LABEL}.managed=true"})
+        if any(f":{process.pid}:" in (c.get("Labels") or {}).get(OWNER, "") for c in found):
+            return
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no container started"
+        time.sleep(0.2)
+
+
+def test_sigterm_removes_the_containers_and_leaves_a_resumable_folder(docker_backend, image, tmp_path):
+    results = tmp_path / "r"
+    process = _start_run(docker_backend, results)
+    _wait_for_container(docker_backend, process)
+    process.send_signal(signal.SIGTERM)  # what timeout(1), a CI cancel and systemd send
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert "SIGTERM" in stderr
+    assert docker_backend.leftovers() == []
+    resumed = _start_run(docker_backend, results)
+    stdout, stderr = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, stdout + stderr
+    statuses = {records.Record.read(path).status for _, path in records.Layout(results).record_files()}
+    assert statuses == {"ok"}
+
+
+def test_a_killed_runs_container_is_swept_and_a_live_runs_is_not(docker_backend, image, tmp_path):
+    from repromatrix.backends.container import OWNER
+    from repromatrix.cleanup import owner_id
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen(["sleep", "300"])
+    try:
+        made = {}
+        for who, pid in (("dead", dead.pid), ("live", live.pid)):
+            made[who] = docker_backend.api.create_container(
+                image=image.handle, command=["sleep", "300"], labels={"org.repromatrix.managed": "true",
+                OWNER: owner_id(pid) if who == "live" else f"{owner_id().split(':')[0]}:{pid}:1"},
+            )["Id"]  # fmt: skip
+        docker_backend.sweep()
+        remaining = {c["Id"] for c in docker_backend.api.containers(all=True)}
+        assert made["dead"] not in remaining and made["live"] in remaining
+    finally:
+        live.kill()
+        for container in made.values():
+            with contextlib.suppress(Exception):
+                docker_backend.api.remove_container(container, force=True)
+
+
+def test_sigkill_of_the_orchestrator_then_resume_loses_nothing_and_sweeps_it(docker_backend, image, tmp_path):
+    results = tmp_path / "r"
+    process = _start_run(docker_backend, results)
+    deadline = time.monotonic() + 300
+    layout = records.Layout(results)
+    while not any(records.Record.read(p).is_ok for _, p in layout.record_files() if records.read_if_valid(p)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)  # the orchestrator alone: its container goes on, orphaned
+    process.communicate()
+    assert docker_backend.leftovers(), "the container should outlive a SIGKILLed orchestrator"
+    resumed = _start_run(docker_backend, results)
+    stdout, stderr = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, stdout + stderr
+    assert "left running by a run that was killed" in stdout
+    assert docker_backend.leftovers() == []
+    paths = [p for _, p in layout.record_files()]
+    assert len(paths) == 4 and {records.Record.read(p).status for p in paths} == {"ok"}
+
+
+def test_a_second_run_into_the_same_folder_exits_2_naming_the_holder(docker_backend, image, tmp_path):
+    results = tmp_path / "r"
+    first = _start_run(docker_backend, results)
+    _wait_for_container(docker_backend, first)
+    second = _start_run(docker_backend, results)
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 2, stdout + stderr
+    [line] = stderr.strip().splitlines()
+    assert f"--results {results} is in use by pid {first.pid}" in line and "--wait" in line
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=120)
+    assert docker_backend.leftovers() == []
+
+
+def test_a_docker_run_into_a_local_folder_does_not_overwrite_it(docker_backend, image, tmp_path, tf_python):
+    tf_python(NEWEST_TF)
+    path = tmp_path / "matrix.toml"
+    path.write_text(f'[matrix]\ntf = ["{NEWEST_TF}"]\n[run]\nscenarios = ["seeded_init"]\nrepeats = 1\n')
+    results = tmp_path / "r"
+    local = repromatrix_cli("run", "--matrix", str(path), "--backend", "local", "--results", str(results))
+    assert local.returncode == 0, local.stdout + local.stderr
+    before = {p: p.read_bytes() for _, p in records.Layout(results).record_files()}
+    docker = repromatrix_cli("run", "--matrix", str(path), "--backend", "docker", "--results", str(results),
+                             env=_env(docker_backend))  # fmt: skip
+    assert docker.returncode == 2
+    assert "holds records made by the local backend and this run uses docker" in docker.stderr
+    assert {p: p.read_bytes() for _, p in records.Layout(results).record_files()} == before
+
+
+def test_ctrl_c_during_an_image_build_exits_at_once_and_starts_no_container(docker_backend, tmp_path):
+    building = Cell("2.20.0", "cpu")  # an image no other test builds, so it is not in the cache
+    with contextlib.suppress(Exception):
+        docker_backend.api.remove_image(docker_backend.image_tag(building), force=True)
+    small = tmp_path / "small.toml"
+    small.write_text(SMALL.replace(NEWEST_TF, "2.20.0"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "repromatrix", "run", "--backend", "docker", "--matrix", str(small),
+         "--results", str(tmp_path / "r")],
+        cwd=REPO_ROOT, env=_env(docker_backend), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "building" in line:
+            break
+    time.sleep(2)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert time.monotonic() - signalled < 20
+    assert docker_backend.leftovers() == []
+    assert list(records.Layout(tmp_path / "r").record_files()) == []

@@ -202,3 +202,16 @@ def test_records_get_the_umask_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o644
     assert records.arrays_path(path).stat().st_mode & 0o777 == 0o644
     assert (tmp_path / CELL.id).stat().st_mode & 0o002 == 0  # not world-writable
+
+
+def test_progress_comes_from_the_harness_summary_file(tmp_path):
+    from repromatrix import progress
+
+    summary = tmp_path / "summary.json"
+    records.Summary(planned=6, ok=2, error=1).write(summary)
+    monitor = progress.Monitor(live=False)
+    monitor.track(CELL.id, summary, planned=6)
+    [line] = monitor._lines()
+    assert line.startswith(f"{CELL.id}: 3/6 repeats, ") and "elapsed, about" in line
+    monitor.done(CELL.id)
+    assert monitor._lines() == []

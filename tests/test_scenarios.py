@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from repromatrix.scenarios import discover, records
-from tests.conftest import NEWEST_TF, OLDEST_TF, harness
+from tests.conftest import NEWEST_TF, OLDEST_TF, REPEATS, harness, write_scenario
 
 pytestmark = pytest.mark.tf
-REPEATS = 3
+
+
+BUILT_IN = [("init", "unseeded"), ("seeded_init", "seeded")] + [
+    (name, v) for name in ("dropout_training", "cnn_training") for v in ("unseeded", "seeded")
+]
 
 
 def read_all(out: Path, scenario: str, variant: str) -> list[records.Record]:
@@ -24,39 +27,28 @@ def predictions(made: list[records.Record]) -> set[str]:
     return {r.outputs["model1.predictions"].sha256 for r in made}
 
 
-@pytest.fixture(scope="module", params=[OLDEST_TF, NEWEST_TF])
-def run_all(request, tf_python, tmp_path_factory):
-    """Every built-in scenario variant, 3 fresh processes each, in one harness call."""
-    out = tmp_path_factory.mktemp(f"tf{request.param}")
-    done = harness(tf_python(request.param), "--repeat", str(REPEATS), "--out", str(out))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return request.param, out, done
-
-
 def test_every_repeat_is_a_fresh_process_with_a_valid_record(run_all):
     version, out, done = run_all
-    assert "scenario processes started: 12" in done.stdout
+    assert "scenario processes started: 18" in done.stdout
     ids = set()
-    for scenario, variant in [("init", "unseeded"), ("seeded_init", "seeded")] + [
-        ("dropout_training", v) for v in ("unseeded", "seeded")
-    ]:
+    for scenario, variant in BUILT_IN:
         for record in read_all(out, scenario, variant):
             assert record.status == "ok"
             assert record.environment["tensorflow"] == version
             names = set(record.outputs)
             for model in ("model1", "model2"):
                 assert {f"{model}.predictions", f"{model}.weights", f"{model}.layer.00.dense"} <= names
-            if scenario == "dropout_training":
+            if scenario in ("dropout_training", "cnn_training"):
                 assert {"model1.epoch.00.weights", "model1.epoch.05.weights", "model1.epoch.05.loss"} <= names
-                assert "model1.layer.01.dropout" in names
+                assert "model1.layer.01.dropout" in names or scenario == "cnn_training"
             assert record.tf_import_s > 0
             ids.add(record.process_id)
-    assert len(ids) == 4 * REPEATS
+    assert len(ids) == len(BUILT_IN) * REPEATS
 
 
 def test_seeded_variants_are_identical_across_processes(run_all):
     _, out, _ = run_all
-    for scenario in ("seeded_init", "dropout_training"):
+    for scenario in ("seeded_init", "dropout_training", "cnn_training"):
         made = read_all(out, scenario, "seeded")
         for output in ("model1.predictions", "model1.weights", "model2.predictions"):
             assert len({r.outputs[output].sha256 for r in made}) == 1, (scenario, output)
@@ -64,7 +56,7 @@ def test_seeded_variants_are_identical_across_processes(run_all):
 
 def test_unseeded_variants_differ_in_every_process(run_all):
     _, out, _ = run_all
-    for scenario in ("init", "dropout_training"):
+    for scenario in ("init", "dropout_training", "cnn_training"):
         assert len(predictions(read_all(out, scenario, "unseeded"))) == REPEATS, scenario
 
 
@@ -75,6 +67,8 @@ def test_in_process_check_matches_the_article(run_all):
         ("seeded_init", "seeded"): True,
         ("dropout_training", "unseeded"): False,
         ("dropout_training", "seeded"): True,
+        ("cnn_training", "unseeded"): False,
+        ("cnn_training", "seeded"): True,
     }
     for (scenario, variant), identical in expected.items():
         assert {r.in_process_identical for r in read_all(out, scenario, variant)} == {identical}
@@ -108,7 +102,7 @@ def test_seed_zero_is_a_seed(tf_python, tmp_path):
     assert len(predictions(made)) == 1
 
 
-@pytest.mark.parametrize("name", ["init", "seeded_init", "dropout_training"])
+@pytest.mark.parametrize("name", ["init", "seeded_init", "dropout_training", "cnn_training"])
 def test_scenario_runs_standalone_and_prints_the_article_lines(name, tf_python):
     script = Path("scenarios") / f"{name}.py"
     done = subprocess.run(
@@ -117,23 +111,12 @@ def test_scenario_runs_standalone_and_prints_the_article_lines(name, tf_python):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "First Model Output:" in done.stdout and "Second Model Output:" in done.stdout
     verdicts = [line.split(":")[-1].strip() for line in done.stdout.splitlines() if "identical?" in line]
-    expected = {"init": ["False"], "seeded_init": ["True"], "dropout_training": ["False", "True"]}[name]
+    expected = {"init": ["False"], "seeded_init": ["True"], "dropout_training": ["False", "True"],
+                "cnn_training": ["False", "True"]}[name]  # fmt: skip
     assert verdicts == expected
 
 
 # -- bad input: each gives an error record and one clear line; the other repeats still run ---------------
-
-
-@pytest.fixture
-def scenarios_copy(tmp_path):
-    """The scenarios package copied aside, so tests can add broken user scenarios to it."""
-    root = tmp_path / "code"
-    shutil.copytree(Path(__file__).parents[1] / "scenarios", root / "scenarios")
-    return root
-
-
-def write_scenario(root: Path, name: str, body: str) -> None:
-    (root / "scenarios" / f"{name}.py").write_text(body)
 
 
 RAISING = '''"""Raises while building."""

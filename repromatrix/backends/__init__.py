@@ -95,6 +95,14 @@ def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = N
     return None
 
 
+def cell_env(cell: Cell) -> dict[str, str]:
+    """What a process in the cell's environment has set: the knobs read from the environment."""
+    from repromatrix.scenarios.worker import env_knobs
+
+    knobs = {"onednn": cell.onednn, "op_determinism": cell.op_determinism, "cpu_isa": cell.cpu_isa}
+    return {"TF_CPP_MIN_LOG_LEVEL": "2", **env_knobs(knobs)}
+
+
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -141,4 +149,8 @@ class Backend(Protocol):
 
     def sweep(self) -> None:
         """Remove what runs that died without cleaning up left behind (containers of a SIGKILLed run)."""
+        ...
+
+    def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
+        """Run `command` in the cell's environment (its knobs set, the scenarios importable); its exit code."""
         ...

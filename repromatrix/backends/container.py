@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -22,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix import cleanup, locks, progress
-from repromatrix.backends import HarnessRun, Prepared, cache_dir, code_root, hardware_skip_reason
+from repromatrix.backends import HarnessRun, Prepared, cache_dir, cell_env, code_root, hardware_skip_reason
 from repromatrix.errors import CellError, EngineUnavailableError, LockError
-from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings
+from repromatrix.matrix import RECIPES_DIR, Cell, DockerSettings
 
-RECIPES_DIR = REPO_ROOT / "docker"
 LABEL = "org.repromatrix"
 MANAGED = {f"{LABEL}.managed": "true"}
 # Which run a container belongs to (host:pid:start ticks), so a later run can remove the orphans of a killed one.
@@ -34,6 +34,7 @@ OWNER = f"{LABEL}.owner"
 # Where the container sees the scenarios (read-only) and the cell's results (the only writable mount).
 CONTAINER_CODE = "/opt/repromatrix"
 CONTAINER_RESULTS = "/results"
+CONTAINER_WORK = "/work"  # `repromatrix shell`: the user's folder, read-only
 NOBODY = "65534:65534"
 ULIMITS = {"nofile": 4096, "nproc": 4096}
 BUILD_LOG_LINES = 30
@@ -269,7 +270,26 @@ class DockerBackend:
             raise CellError(cell.id, f"container exited with code {result.returncode}", result.stderr)
         return result
 
-    def execute(self, cell: Cell, image: str, command: list[str], out_dir: Path, timeout: float) -> HarnessRun:
+    def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
+        """The command in the cell's image, hardened as a run is; `workdir` is mounted read-only at /work."""
+        prepared = self.prepare(cell, verbose=False)
+        with tempfile.TemporaryDirectory(prefix="repromatrix-shell-") as scratch:
+            result = self.execute(cell, prepared.handle, command, Path(scratch), timeout=self.engine.timeout,
+                                  workdir=workdir, environment=cell_env(cell))  # fmt: skip
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.returncode
+
+    def execute(
+        self,
+        cell: Cell,
+        image: str,
+        command: list[str],
+        out_dir: Path,
+        timeout: float,
+        workdir: Path | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> HarnessRun:
         """Run `command` in a hardened container whose only writable mount is `out_dir`."""
         import requests
 
@@ -288,6 +308,7 @@ class DockerBackend:
             binds={
                 str(code): {"bind": f"{CONTAINER_CODE}/scenarios", "mode": "ro"},
                 str(out_dir.resolve()): {"bind": CONTAINER_RESULTS, "mode": "rw"},
+                **({str(workdir.resolve()): {"bind": CONTAINER_WORK, "mode": "ro"}} if workdir else {}),
             },
             network_mode="none",
             cap_drop=["ALL"],
@@ -313,9 +334,14 @@ class DockerBackend:
                 image=image,
                 command=command,
                 user=user,
-                environment={"HOME": "/tmp", "PYTHONPATH": CONTAINER_CODE, "PYTHONDONTWRITEBYTECODE": "1"},
+                environment={
+                    "HOME": "/tmp",
+                    "PYTHONPATH": CONTAINER_CODE,
+                    "PYTHONDONTWRITEBYTECODE": "1",
+                    **(environment or {}),
+                },
                 host_config=host_config,
-                working_dir="/tmp",
+                working_dir=CONTAINER_WORK if workdir else "/tmp",
                 network_disabled=True,
             ) as container_id:
                 self.api.start(container_id)

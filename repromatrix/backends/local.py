@@ -28,6 +28,7 @@ from repromatrix.backends import (
     HarnessRun,
     Prepared,
     cache_dir,
+    cell_env,
     code_root,
     hardware_skip_reason,
     usable_cores,
@@ -162,6 +163,19 @@ class LocalBackend:
             description={"backend": self.name, "venv": venv.name, "lock": lock.name},
             handle=str(python),
         )
+
+    def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
+        prepared = self.prepare(cell, verbose=False)
+        bin_dir = Path(prepared.handle).parent
+        env = {**os.environ, **cell_env(cell), "VIRTUAL_ENV": str(bin_dir.parent),
+               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               "PYTHONPATH": str(code_root(self.cache, self.scenario_dirs))}  # fmt: skip
+        cores = sorted(os.sched_getaffinity(0))[: cell.cpus] if cell.cpus else None
+        process = subprocess.Popen(command, cwd=workdir, env=env)
+        if cores:
+            os.sched_setaffinity(process.pid, cores)  # the cpus axis, as the harness applies it
+        with cleanup.registered(process.kill):
+            return process.wait()
 
     def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
         env = dict(os.environ)

@@ -1,0 +1,140 @@
+"""Fork-server isolation measures what fresh processes measure: real TensorFlow, oldest and newest lines."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from repromatrix.scenarios import records
+from tests.conftest import REPEATS, harness, write_scenario
+
+pytestmark = pytest.mark.tf
+BUILT_IN = [("init", "unseeded"), ("seeded_init", "seeded")] + [
+    (name, v) for name in ("dropout_training", "cnn_training") for v in ("unseeded", "seeded")
+]
+
+
+def read(out, scenario, variant, repeat) -> records.Record:
+    return records.Record.read(records.CellLayout(out).record(scenario, variant, repeat))
+
+
+@pytest.fixture(scope="session")
+def fork_run(run_all, tf_python, tmp_path_factory):
+    """The same harness call as run_all, in fork mode: (version, process-mode folder, fork-mode folder)."""
+    version, process_out, _ = run_all
+    out = tmp_path_factory.mktemp(f"fork{version}")
+    done = harness(tf_python(version), "--repeat", str(REPEATS), "--isolation", "fork", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"scenario processes started: {len(BUILT_IN) * REPEATS}" in done.stdout
+    return version, process_out, out
+
+
+def test_seeded_digests_equal_fresh_processes_bit_for_bit(fork_run):
+    _, process_out, fork_out = fork_run
+    for scenario, variant in BUILT_IN:
+        if variant != "seeded":
+            continue
+        fresh = read(process_out, scenario, variant, 0)
+        for repeat in range(REPEATS):
+            forked = read(fork_out, scenario, variant, repeat)
+            assert forked.isolation == "fork" and forked.extra["fork_parent"]
+            # Every array: predictions, weights, each layer's output, each epoch's weights and loss.
+            assert forked.outputs == fresh.outputs, (scenario, repeat)
+
+
+def test_unseeded_repeats_still_all_differ_and_in_process_checks_agree(fork_run):
+    _, process_out, fork_out = fork_run
+    for scenario, variant in BUILT_IN:
+        forked = [read(fork_out, scenario, variant, r) for r in range(REPEATS)]
+        fresh = [read(process_out, scenario, variant, r) for r in range(REPEATS)]
+        if variant == "unseeded":
+            assert len({r.outputs["model1.predictions"].sha256 for r in forked}) == REPEATS, scenario
+        assert {r.in_process_identical for r in forked} == {r.in_process_identical for r in fresh}, scenario
+
+
+def test_repeats_alternate_between_two_independent_parents(fork_run):
+    _, _, fork_out = fork_run
+    parents = [read(fork_out, "seeded_init", "seeded", r).extra["fork_parent"] for r in range(REPEATS)]
+    assert parents[0] == parents[2] != parents[1]
+
+
+HASH_SEEDED = '''"""Output follows the iteration order of a set of strings, i.e. the process's hash seed."""
+import numpy as np
+
+VARIANTS = ("unseeded",)
+EXPECT = {"unseeded": {"in_process": "identical", "run_to_run": "differs"}}
+WORDS = [f"word{i}" for i in range(64)]
+
+
+def run(variant, seed):
+    order = np.array([WORDS.index(word) for word in set(WORDS)], dtype=np.int64)
+    return {"model1": {"predictions": order}, "model2": {"predictions": order.copy()}}
+'''
+
+
+@pytest.mark.parametrize("isolation", ["process", "fork"])
+def test_a_result_that_follows_the_hash_seed_varies_in_fork_mode_as_in_process_mode(
+    isolation, scenarios_copy, tf_python, tmp_path
+):
+    from tests.conftest import NEWEST_TF
+
+    write_scenario(scenarios_copy, "hash_seeded", HASH_SEEDED)
+    done = harness(tf_python(NEWEST_TF), "hash_seeded", "--repeat", "4", "--isolation", isolation,
+                   "--out", str(tmp_path), cwd=scenarios_copy)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    digests = {read(tmp_path, "hash_seeded", "unseeded", r).outputs["model1.predictions"].sha256 for r in range(4)}
+    assert len(digests) >= 2  # two parents at least: siblings share a hash seed, parents do not
+
+
+RAISES = '''"""Raises."""
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    raise RuntimeError("boom in a forked child")
+'''
+HANGS = '''"""Hangs."""
+import time
+
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    time.sleep(600)
+'''
+DIES = '''"""Killed by a signal."""
+import os
+import signal
+
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    os.kill(os.getpid(), signal.SIGSEGV)
+'''
+
+
+def test_a_child_that_raises_hangs_or_dies_fails_alone_and_leaves_no_process(scenarios_copy, tf_python, tmp_path):
+    from tests.conftest import NEWEST_TF
+
+    for name, body in (("child_raises", RAISES), ("child_hangs", HANGS), ("child_dies", DIES)):
+        write_scenario(scenarios_copy, name, body)
+    done = harness(
+        tf_python(NEWEST_TF), "child_raises", "child_hangs", "child_dies", "seeded_init",
+        "--repeat", "2", "--timeout", "20", "--isolation", "fork", "--out", str(tmp_path), cwd=scenarios_copy,
+    )  # fmt: skip
+    assert done.returncode == 1
+    raised = read(tmp_path, "child_raises", "seeded", 0)
+    assert raised.status == "error" and "RuntimeError: boom in a forked child" in raised.message
+    assert "Traceback" in raised.stderr_tail
+    hung = read(tmp_path, "child_hangs", "seeded", 1)
+    assert hung.status == "error" and "timed out after 20 s" in hung.message
+    died = read(tmp_path, "child_dies", "seeded", 0)
+    assert died.status == "error" and "killed by SIGSEGV" in died.message
+    for repeat in range(2):  # the parents survived every child: the scenario after them still ran
+        assert read(tmp_path, "seeded_init", "seeded", repeat).status == "ok"
+    left = subprocess.run(["pgrep", "-f", f"scenarios.worker.*{tmp_path.name}|scenarios.worker --serve"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert left.stdout.strip() == "", left.stdout
+    assert not (tmp_path / ".attempts").exists()
