@@ -273,6 +273,11 @@ class DockerBackend:
     def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
         """The command in the cell's image, hardened as a run is; `workdir` is mounted read-only at /work."""
         prepared = self.prepare(cell, verbose=False)
+        if os.getuid() == 0 and workdir.stat().st_mode & 0o005 != 0o005:
+            progress.warn(
+                f"warning: {workdir} is not readable by others; the container runs as nobody and will not "
+                f"see your files in /work (chmod o+rX {workdir})"
+            )
         with tempfile.TemporaryDirectory(prefix="repromatrix-shell-") as scratch:
             result = self.execute(cell, prepared.handle, command, Path(scratch), timeout=self.engine.timeout,
                                   workdir=workdir, environment=cell_env(cell))  # fmt: skip
