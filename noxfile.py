@@ -3,6 +3,7 @@
 nox -s matrix                      the whole job: plan → build → run → report
 nox -s matrix -- --tf 2.21.0 --device cpu --backend local --jobs 2
 nox -s "cell(tf2.16.2-cpu-onednn1-det0)"   exactly one cell (what CI fans out)
+nox -s shell -- --cell ID -- python x.py   a command in one cell's virtualenv or image
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def run(session: nox.Session) -> None:
 def cell(session: nox.Session, cell: str) -> None:
     """Run exactly one cell into results/cells/<id> (one CI job per cell)."""
     repromatrix(session, "run", "--cell", cell, "--results", f"results/cells/{cell}")
+
+
+@nox.session(default=False)
+def shell(session: nox.Session) -> None:
+    """Run a command in one cell's environment: nox -s shell -- --cell ID -- python my_scenario.py."""
+    repromatrix(session, "shell")
 
 
 @nox.session(default=False)

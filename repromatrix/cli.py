@@ -123,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     _environment(bench)
     _overrides(bench)
     bench.add_argument("--results", type=Path, default=Path("results/bench"))
+    bench.add_argument("--jobs", type=int, default=runner.default_jobs(), help="cells at once (default: %(default)s)")
     return top
 
 
@@ -297,13 +298,13 @@ def _main(argv: list[str] | None) -> int:
                 raise ConfigurationError(
                     f"shell needs exactly one cell (--cell ID), the selection has {len(cells)}; see nox -s plan"
                 )
-            command = [part for part in args.argv if part != "--"] or ["python"]
+            command = (args.argv[1:] if args.argv[:1] == ["--"] else args.argv) or ["python"]
             return choose_backend(args, loaded).shell(cells[0], command, Path.cwd())
         elif args.command == "bench":
             from repromatrix import bench
 
             loaded, cells, _ = load_plan(args)
-            bench.run(choose_backend(args, loaded), loaded, cells, args.results)
+            bench.run(choose_backend(args, loaded), loaded, cells, args.results, args.jobs)
     except FatalError as exc:
         progress.warn(f"error: {exc.message}")
         return exc.return_code

@@ -20,6 +20,7 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+import uuid  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -273,7 +274,7 @@ def serve(knobs: dict[str, Any], warm: list[str]) -> int:
     for name in warm:
         with contextlib.suppress(Exception):  # a broken module fails in its child, with its traceback
             importlib.import_module(f"{PACKAGE}.{name}")
-    parent = f"{platform.node()}:{os.getpid()}"
+    parent = uuid.uuid4().hex[:12]  # names this parent in its children's records (no hostname)
     for line in sys.stdin:
         request = json.loads(line)
         child_start = time.perf_counter()
