@@ -29,7 +29,7 @@ NO_RESULT = "—"
 # "Numerically the same, not bit-identical": classes this close are grouped in the tolerance view.
 TOLERANCE_ULP = 16
 # Past this many ULP (different signs or magnitudes) a ULP count says nothing; relative error does.
-HUGE_ULP = 1_000_000
+HUGE_ULP = 10_000_000
 # Values this small make large ULP counts from tiny differences (1e-7 and 1.3e-7 are 524288 ULP apart).
 NEAR_ZERO = 1e-5
 # Arrays compared across environments: model1's, except those first divergence reads.
@@ -87,7 +87,8 @@ class Distance:
 
     @property
     def ulp_meaningful(self) -> bool:
-        return self.max_ulp is not None and self.max_ulp <= HUGE_ULP
+        """Near zero a large count is explained (floats are dense there); elsewhere past HUGE_ULP it is noise."""
+        return self.max_ulp is not None and (self.near_zero or self.max_ulp <= HUGE_ULP)
 
     def brief(self) -> str:
         """'|Δ| ≤ 3e-08, 4 ULP' — relative error instead of a meaningless ULP count."""

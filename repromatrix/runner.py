@@ -158,9 +158,9 @@ def run_cell(
             return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
-        records.write_json(
-            layout.plan_file(attempt), {"repeats": [r.to_json(repeat_key(key, r, matrix.isolation)) for r in todo]}
-        )  # fmt: skip
+        records.write_plan(
+            layout.plan_file(attempt), [r.spec(repeat_key(key, r, matrix.isolation), matrix.isolation) for r in todo]
+        )
         if options.monitor is not None:
             options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
         try:

@@ -186,9 +186,9 @@ class PlannedRepeat:
         """Only what the scenario declared: records keep the defaults implicit."""
         return dict(self.scenario.expect.get(self.variant, {})) if self.scenario else {}
 
-    def to_json(self, reuse_key: str | None) -> dict[str, Any]:
-        return {"scenario": self.name, "variant": self.variant, "seed": self.seed, "repeat": self.index,
-                "problem": self.problem, "reuse_key": reuse_key, "expect": self.expect}  # fmt: skip
+    def spec(self, reuse_key: str | None, isolation: str = "process") -> records.RepeatSpec:
+        return records.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
+                                  expect=self.expect, isolation=isolation, problem=self.problem)  # fmt: skip
 
 
 def plan(

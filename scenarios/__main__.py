@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import SCENARIOS_DIR, PlannedRepeat, discover, plan, records, reuse_key
+from . import SCENARIOS_DIR, discover, plan, records, reuse_key
 
 PACKAGE = __package__ or "scenarios"
 
@@ -142,10 +142,10 @@ def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
     return None
 
 
-def run_process(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
+def run_process(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
     """One repeat in one fresh `python -m scenarios.worker` process."""
     env = worker_env()
-    command = [sys.executable, "-m", f"{PACKAGE}.worker", json.dumps(spec)]
+    command = [sys.executable, "-m", f"{PACKAGE}.worker", json.dumps(spec.to_json())]
     oom_before = _oom_kills()
     # Its own session, so a timeout kills whatever the scenario started too.
     process = subprocess.Popen(
@@ -163,7 +163,7 @@ def run_process(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
     if verbose:
         for line in (stdout + stderr).splitlines():
             print(f"  | {line}", flush=True)
-    return judge_exit(process.returncode, stderr, Path(spec["record"]), oom_before)
+    return judge_exit(process.returncode, stderr, Path(spec.record), oom_before)
 
 
 class ForkServer:
@@ -195,13 +195,13 @@ class ForkServer:
         line = self.process.stdout.readline()
         return json.loads(line) if line else {}
 
-    def run(self, spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
+    def run(self, spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         server = self._start()
-        label = f"{spec['scenario']}-{spec['variant']}-{spec['repeat']}"
+        label = f"{spec.scenario}-{spec.variant}-{spec.repeat}"
         out, err = self.scratch / f"{label}.out", self.scratch / f"{label}.err"
         assert server.stdin is not None
         try:
-            server.stdin.write(json.dumps({"spec": spec, "stdout": str(out), "stderr": str(err)}) + "\n")
+            server.stdin.write(json.dumps({"spec": spec.to_json(), "stdout": str(out), "stderr": str(err)}) + "\n")
             server.stdin.flush()
         except BrokenPipeError:
             return Outcome("error", "the fork server died before this repeat (its parent process is gone)")
@@ -228,7 +228,7 @@ class ForkServer:
             return Outcome("error", f"timed out after {timeout:g} s (raise the timeout if it needs longer)", stderr)
         if not finished:
             return Outcome("error", "the fork server died while the repeat ran", stderr)
-        return judge_exit(int(finished["status"]), stderr, Path(spec["record"]), oom_before)
+        return judge_exit(int(finished["status"]), stderr, Path(spec.record), oom_before)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -246,8 +246,8 @@ def fork_runner(knobs: dict[str, Any], warm: list[str], scratch: Path) -> tuple[
     scratch.mkdir(parents=True, exist_ok=True)
     servers = [ForkServer(knobs, warm, scratch) for _ in range(FORK_PARENTS)]
 
-    def run(spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
-        return servers[int(spec["repeat"]) % len(servers)].run(spec, timeout, verbose)
+    def run(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
+        return servers[spec.repeat % len(servers)].run(spec, timeout, verbose)
 
     def stop() -> None:
         for server in servers:
@@ -272,69 +272,45 @@ def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None 
     return Outcome("ok", "", stderr)
 
 
-RunRepeat = Callable[[dict[str, Any], float, bool], Outcome]
-
-
-@dataclass
-class Job:
-    """One planned repeat with everything its worker needs."""
-
-    repeat: PlannedRepeat
-    path: Path
-    reuse_key: str | None
-    expect: dict[str, str]
+RunRepeat = Callable[[records.RepeatSpec, float, bool], Outcome]
 
 
 def execute(
-    jobs: list[Job], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
+    specs: list[records.RepeatSpec], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
 ) -> records.Summary:
-    summary_path = records.CellLayout(args.out).summary_file(args.attempt) if args.attempt else None
-    summary = records.Summary(attempt=args.attempt or "", planned=len(jobs))
+    layout = records.CellLayout(args.out)
+    summary_path = layout.summary_file(args.attempt) if args.attempt else None
+    summary = records.Summary(attempt=args.attempt or "", planned=len(specs))
     summary.write(summary_path)
-    for job in jobs:
-        planned = job.repeat
+    for planned in specs:
+        path = layout.record(planned.scenario, planned.variant, planned.repeat)
         # A runner's plan lists only what must run; planning alone, the harness skips what it can reuse.
-        if not args.attempt and not args.force and records.is_reusable(job.path, job.reuse_key):
+        if not args.attempt and not args.force and records.is_reusable(path, planned.reuse_key):
             summary.reused += 1
             continue
-        fields = dict(scenario=planned.name, variant=planned.variant, seed=planned.seed, repeat=planned.index,
-                      cell=context["cell"], reuse_key=job.reuse_key, expect=job.expect)  # fmt: skip
-        fields["isolation"] = args.isolation
-        if planned.problem:
-            outcome = Outcome("error", planned.problem)
+        spec = replace(planned, cell=context["cell"], isolation=args.isolation, record=str(path),
+                       knobs=context["knobs"], image=context["image"])  # fmt: skip
+        if spec.problem:
+            outcome = Outcome("error", spec.problem)
         else:
-            spec = {**fields, "record": str(job.path), "knobs": context["knobs"], "image": context["image"]}
             summary.started += 1
             started = time.perf_counter()
             outcome = run_repeat(spec, args.timeout, args.verbose)
             elapsed = time.perf_counter() - started
         if outcome.status == "ok":
             summary.ok += 1
-            record = records.Record.read(job.path)
-            print(f"{planned.label}: ok in {elapsed:.1f} s, in-process identical: {record.in_process_identical}")
-            summary.done.append(planned.label)
+            record = records.Record.read(path)
+            print(f"{spec.label}: ok in {elapsed:.1f} s, in-process identical: {record.in_process_identical}")
         else:
             summary.error += 1
-            summary.errors.append({"repeat": planned.label, "message": outcome.message})
-            print(f"error: {planned.label}: {outcome.message}", file=sys.stderr, flush=True)
-            records.Record.failed("error", outcome.message, stderr=outcome.stderr, **fields).write(job.path)
-            summary.done.append(planned.label)
+            summary.errors.append({"repeat": spec.label, "message": outcome.message})
+            print(f"error: {spec.label}: {outcome.message}", file=sys.stderr, flush=True)
+            records.Record.failed("error", outcome.message, stderr=outcome.stderr, **spec.record_fields()).write(path)
+        summary.done.append(spec.label)
         summary.write(summary_path)
     summary.finished = True
     summary.write(summary_path)
     return summary
-
-
-def jobs_from_plan(out: Path, attempt: str) -> list[Job]:
-    """The runner's plan: exactly these repeats, with the runner's reuse keys."""
-    layout = records.CellLayout(out)
-    jobs = []
-    for item in json.loads(layout.plan_file(attempt).read_text())["repeats"]:
-        repeat = PlannedRepeat(item["scenario"], item["variant"], item["seed"], item["repeat"],
-                               problem=item.get("problem") or "")  # fmt: skip
-        path = layout.record(repeat.name, repeat.variant, repeat.index)
-        jobs.append(Job(repeat, path, item.get("reuse_key"), dict(item.get("expect") or {})))
-    return jobs
 
 
 def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> int:
@@ -358,28 +334,26 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
         },
     }
     problem = restrict_cores(args.cpus) if args.cpus else ""
-    if args.attempt:
-        jobs = jobs_from_plan(args.out, args.attempt)
+    if args.attempt:  # the runner's plan: exactly these repeats, with the runner's reuse keys
+        specs = records.read_plan(records.CellLayout(args.out).plan_file(args.attempt))
     else:
-        layout = records.CellLayout(args.out)
-        jobs = []
+        specs = []
         for planned in plan(found, args.names, args.repeat, args.seed, args.variant):
             key = None
             if planned.scenario is not None and args.environment_key:
                 key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed, args.isolation)
-            path = layout.record(planned.name, planned.variant, planned.index)
-            jobs.append(Job(planned, path, key, planned.expect))
+            specs.append(planned.spec(key, args.isolation))
     if problem:
-        jobs = [replace(job, repeat=replace(job.repeat, problem=problem)) for job in jobs]
-    elif args.cpu_isa and any(not job.repeat.problem for job in jobs) and run_repeat is run_process:
+        specs = [replace(spec, problem=problem) for spec in specs]
+    elif args.cpu_isa and any(not spec.problem for spec in specs) and run_repeat is run_process:
         context["knobs"]["onednn_isa"] = probe_isa(context["knobs"], min(args.timeout, 300.0))
     scratch = records.CellLayout(args.out).attempt_dir(args.attempt or f"standalone-{os.getpid()}") / "fork"
     stop: Callable[[], None] = lambda: None  # noqa: E731
     if args.isolation == "fork" and run_repeat is run_process:
-        warm = sorted({job.repeat.name for job in jobs if not job.repeat.problem})
+        warm = sorted({spec.scenario for spec in specs if not spec.problem})
         run_repeat, stop = fork_runner(context["knobs"], warm, scratch)
     try:
-        summary = execute(jobs, context, args, run_repeat)
+        summary = execute(specs, context, args, run_repeat)
     finally:
         stop()
         shutil.rmtree(scratch, ignore_errors=True)

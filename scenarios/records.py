@@ -17,7 +17,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -456,7 +456,54 @@ class Layout:
                 yield cell_id, path
 
 
-# -- the runner ⇄ harness exchange ----------------------------------------------
+# -- the runner ⇄ harness ⇄ scenario process exchange ----------------------------------
+
+
+@dataclass(frozen=True)
+class RepeatSpec:
+    """One repeat to measure: what the runner plans, and what the harness hands a scenario process.
+
+    Its first fields are the record's own, so a record (ok or error) is made from it directly.
+    """
+
+    scenario: str
+    variant: str
+    seed: int | None
+    repeat: int
+    cell: dict[str, Any] = field(default_factory=dict)
+    reuse_key: str | None = None
+    expect: dict[str, str] = field(default_factory=dict)
+    isolation: str = "process"
+    problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
+    # Filled in by the harness for the scenario process:
+    record: str = ""  # where the record goes
+    knobs: dict[str, Any] = field(default_factory=dict)
+    image: dict[str, Any] = field(default_factory=dict)
+    fork_parent: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario}-{self.variant} #{self.repeat}"
+
+    def record_fields(self) -> dict[str, Any]:
+        """What a record of this repeat says about it, whatever its outcome."""
+        names = ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect", "isolation")
+        return {name: getattr(self, name) for name in names}
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> RepeatSpec:
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+
+
+def write_plan(path: Path, specs: list[RepeatSpec]) -> None:
+    write_json(path, {"repeats": [spec.to_json() for spec in specs]})
+
+
+def read_plan(path: Path) -> list[RepeatSpec]:
+    return [RepeatSpec.from_json(raw) for raw in json.loads(path.read_text())["repeats"]]
 
 
 @dataclass

@@ -21,6 +21,7 @@ import platform  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 import uuid  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -159,7 +160,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def fingerprint(tf: Any, np: Any, spec: dict[str, Any]) -> dict[str, Any]:
+def fingerprint(tf: Any, np: Any, spec: records.RepeatSpec) -> dict[str, Any]:
     # Where TF places a fresh variable is where the scenario's models were placed.
     placement = tf.Variable(0.0).device or ""
     keras_version = getattr(tf.keras, "__version__", None) or _version("keras")
@@ -173,7 +174,7 @@ def fingerprint(tf: Any, np: Any, spec: dict[str, Any]) -> dict[str, Any]:
         "ran_on": "gpu" if "GPU" in placement.upper() else "cpu",
         "cpu": _cpu(),
         "packages": _packages(),
-        "image": spec.get("image") or {},
+        "image": spec.image,
         "libc": "-".join(platform.libc_ver()) or None,
     }
 
@@ -208,13 +209,12 @@ def probe_isa(knobs: dict[str, Any]) -> int:
     return 0
 
 
-def measure(spec: dict[str, Any], tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
+def measure(spec: records.RepeatSpec, tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
     """Run one repeat in this process (TF already imported and configured) and write its record."""
-    knobs = spec.get("knobs", {})
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    module = importlib.import_module(f"{PACKAGE}.{spec['scenario']}")
+    module = importlib.import_module(f"{PACKAGE}.{spec.scenario}")
     before_run = time.perf_counter()
-    arrays = check_outputs(module.run(spec["variant"], spec["seed"]))
+    arrays = check_outputs(module.run(spec.variant, spec.seed))
     scenario_seconds = time.perf_counter() - before_run
 
     names = sorted({name.split(".", 1)[1] for name in arrays})
@@ -225,24 +225,17 @@ def measure(spec: dict[str, Any], tf: Any, np: Any, import_seconds: float, proce
         arrays=arrays,
         in_process_identical=identical,
         started_at=started,
-        cell=spec.get("cell") or {},
-        scenario=spec["scenario"],
-        variant=spec["variant"],
-        seed=spec["seed"],
-        repeat=spec["repeat"],
-        knobs=knobs_in_force(tf, knobs),
+        knobs=knobs_in_force(tf, spec.knobs),
         environment=fingerprint(tf, np, spec),
         timings={
             "tf_import_s": round(import_seconds, 4),
             "scenario_s": round(scenario_seconds, 4),
             "process_wall_s": round(time.perf_counter() - process_start, 4),
         },
-        reuse_key=spec.get("reuse_key"),
-        isolation=spec.get("isolation", "process"),
-        expect=spec.get("expect") or {},
-        extra={"fork_parent": spec["fork_parent"]} if spec.get("fork_parent") else {},
+        extra={"fork_parent": spec.fork_parent} if spec.fork_parent else {},
+        **spec.record_fields(),
     )
-    record.write(Path(spec["record"]), arrays)
+    record.write(Path(spec.record), arrays)
 
 
 def import_tf(knobs: dict[str, Any]) -> tuple[Any, Any, float]:
@@ -291,7 +284,8 @@ def serve(knobs: dict[str, Any], warm: list[str]) -> int:
                 # A fresh process draws NumPy's legacy global state from the OS; a fork copies the
                 # parent's, so every child would share it. Python's `random` reseeds itself on fork.
                 np.random.seed()
-                measure({**request["spec"], "isolation": "fork", "fork_parent": parent}, tf, np, 0.0, child_start)
+                spec = records.RepeatSpec.from_json(request["spec"])
+                measure(replace(spec, isolation="fork", fork_parent=parent), tf, np, 0.0, child_start)
                 code = 0
             except BaseException:
                 traceback.print_exc()
@@ -311,8 +305,8 @@ def main(argv: list[str]) -> int:
         return probe_isa(json.loads(argv[1]))
     if argv[:1] == ["--serve"]:
         return serve(json.loads(argv[1]), json.loads(argv[2]))
-    spec = json.loads(argv[0])
-    tf, np, import_seconds = import_tf(spec.get("knobs", {}))
+    spec = records.RepeatSpec.from_json(json.loads(argv[0]))
+    tf, np, import_seconds = import_tf(spec.knobs)
     measure(spec, tf, np, import_seconds, _PROCESS_START)
     return 0
 

@@ -123,3 +123,22 @@ def scenarios_copy(tmp_path):
 
 def write_scenario(root: Path, name: str, body: str) -> None:
     (root / "scenarios" / f"{name}.py").write_text(body)
+
+
+# Scenarios that fail in the ways a user's can: the harness must turn each into an error record.
+RAISING = '''"""Raises while building."""
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    raise RuntimeError("boom from a user scenario")
+'''
+HANGING = '''"""Never returns."""
+import time
+
+VARIANTS = ("seeded",)
+
+
+def run(variant, seed):
+    time.sleep(600)
+'''

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -59,21 +58,20 @@ class FakeBackend:
             return HarnessRun(137, "", "Killed")
         return HarnessRun(code, "", "")
 
-    def _repeat(self, spec: dict[str, Any], timeout: float, verbose: bool) -> Outcome:
-        label = f"{spec['scenario']}-{spec['variant']} #{spec['repeat']}"
+    def _repeat(self, spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
+        label = spec.label
         if label in self.lose_repeats:
             raise HarnessDied(label)
         self.started.append(label)
         if label in self.error_repeats:
             return Outcome("error", "exited with code 1: RuntimeError: boom", "Traceback ...\nRuntimeError: boom")
         # Seeded variants give the same bits every time; unseeded ones new bits per process.
-        rng = np.random.default_rng(spec["seed"] if spec["seed"] is not None else None)
+        rng = np.random.default_rng(spec.seed)
         first = rng.random(4).astype(np.float32)
         arrays = {"model1.predictions": first, "model1.weights": first * 2,
                   "model2.predictions": first, "model2.weights": first * 2}  # fmt: skip
-        fields = {k: spec[k] for k in ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect")}
-        record = records.Record.ok(arrays=arrays, in_process_identical=True, **fields)
-        record.write(Path(spec["record"]), arrays)
+        record = records.Record.ok(arrays=arrays, in_process_identical=True, **spec.record_fields())
+        record.write(Path(spec.record), arrays)
         return Outcome("ok")
 
     def build_cold(self, cell: Cell) -> float:

@@ -64,14 +64,15 @@ def test_second_build_of_the_same_cell_reuses_the_image(docker_backend, image):
     assert labels["org.repromatrix.managed"] == "true" and labels["org.repromatrix.tf"] == NEWEST_TF
 
 
-def test_all_three_scenarios_run_inside_the_image_to_valid_records(docker_backend, image, tmp_path):
+def test_every_built_in_scenario_runs_inside_the_image_to_valid_records(docker_backend, image, tmp_path):
     loaded = matrix.load()
     loaded = type(loaded)(**{**loaded.__dict__, "repeats": 2, "docker": docker_backend.settings})
     [outcome] = runner.run_matrix(docker_backend, loaded, [CELL], runner.RunOptions(tmp_path, jobs=1))
     assert outcome.state == "ran", outcome
-    assert outcome.counts == {"ok": 8}
-    for scenario, variant in [("init", "unseeded"), ("seeded_init", "seeded"), ("dropout_training", "unseeded"),
-                              ("dropout_training", "seeded")]:  # fmt: skip
+    assert outcome.counts == {"ok": 12}
+    for scenario, variant in [("init", "unseeded"), ("seeded_init", "seeded")] + [
+        (name, v) for name in ("dropout_training", "cnn_training") for v in ("unseeded", "seeded")
+    ]:
         for repeat in range(2):
             record = records.Record.read(records.CellLayout(tmp_path / CELL.id).record(scenario, variant, repeat))
             assert record.status == "ok"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from repromatrix.scenarios import records
-from tests.conftest import REPEATS, harness, write_scenario
+from tests.conftest import HANGING, RAISING, REPEATS, harness, write_scenario
 
 pytestmark = pytest.mark.tf
 BUILT_IN = [("init", "unseeded"), ("seeded_init", "seeded")] + [
@@ -87,22 +87,6 @@ def test_a_result_that_follows_the_hash_seed_varies_in_fork_mode_as_in_process_m
     assert len(digests) >= 2  # two parents at least: siblings share a hash seed, parents do not
 
 
-RAISES = '''"""Raises."""
-VARIANTS = ("seeded",)
-
-
-def run(variant, seed):
-    raise RuntimeError("boom in a forked child")
-'''
-HANGS = '''"""Hangs."""
-import time
-
-VARIANTS = ("seeded",)
-
-
-def run(variant, seed):
-    time.sleep(600)
-'''
 DIES = '''"""Killed by a signal."""
 import os
 import signal
@@ -118,7 +102,7 @@ def run(variant, seed):
 def test_a_child_that_raises_hangs_or_dies_fails_alone_and_leaves_no_process(scenarios_copy, tf_python, tmp_path):
     from tests.conftest import NEWEST_TF
 
-    for name, body in (("child_raises", RAISES), ("child_hangs", HANGS), ("child_dies", DIES)):
+    for name, body in (("child_raises", RAISING), ("child_hangs", HANGING), ("child_dies", DIES)):
         write_scenario(scenarios_copy, name, body)
     done = harness(
         tf_python(NEWEST_TF), "child_raises", "child_hangs", "child_dies", "seeded_init",
@@ -126,7 +110,7 @@ def test_a_child_that_raises_hangs_or_dies_fails_alone_and_leaves_no_process(sce
     )  # fmt: skip
     assert done.returncode == 1
     raised = read(tmp_path, "child_raises", "seeded", 0)
-    assert raised.status == "error" and "RuntimeError: boom in a forked child" in raised.message
+    assert raised.status == "error" and "RuntimeError: boom from a user scenario" in raised.message
     assert "Traceback" in raised.stderr_tail
     hung = read(tmp_path, "child_hangs", "seeded", 1)
     assert hung.status == "error" and "timed out after 20 s" in hung.message

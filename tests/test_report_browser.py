@@ -38,7 +38,12 @@ def test_html_report_renders_tables_and_heatmap_in_chromium(browser, two_cell_ru
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'id="section-1"' in dom.stdout  # the per-cell run-to-run table
+    # The headline comes first, above every table; then findings, attribution, classes, run to run.
+    assert dom.stdout.index('id="headline"') < dom.stdout.index("<table")
+    assert "Every expectation held" in dom.stdout
+    assert 'id="attribution"' in dom.stdout and 'id="run-to-run"' in dom.stdout
+    assert dom.stdout.index('id="attribution"') < dom.stdout.index('id="run-to-run"')
+    assert "<details><summary>Every cell × scenario variant" in dom.stdout
     # A heatmap for the seeded variant; the unseeded one has no stable result to compare, and says so.
     assert dom.stdout.count('class="heatmap"') == 1
     assert 'data-scenario="seeded_init-seeded"' in dom.stdout
@@ -47,10 +52,10 @@ def test_html_report_renders_tables_and_heatmap_in_chromium(browser, two_cell_ru
 
     screenshot = tmp_path / "report.png"
     shot = subprocess.run(
-        [browser, *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,2200", f"--screenshot={screenshot}",
+        [browser, *FLAGS, f"--user-data-dir={profile}", "--window-size=1400,900", f"--screenshot={screenshot}",
          page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert shot.returncode == 0, shot.stderr[-2000:]
     data = screenshot.read_bytes()
-    assert data.startswith(b"\x89PNG") and len(data) > 20_000
+    assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a 1400×900 first screen, headline at its top

@@ -254,3 +254,183 @@ def test_a_folder_without_records_is_one_clear_line(tmp_path):
         f"error: nothing to report from {tmp_path / 'empty'}: no records in them (pass the folder given to --results)"
     ]
     assert not (tmp_path / "out").exists()
+
+
+# -- explanations: attribution, headline, findings, distances, first divergence, exit code ------------
+
+
+def cell_of(tf: str, onednn: bool, cpus: int = 0) -> tuple[str, dict]:
+    cell_id = f"tf{tf}-cpu-onednn{int(onednn)}-det0" + (f"-cpus{cpus}" if cpus else "")
+    return cell_id, {"tf": tf, "onednn": onednn, "cpus": cpus}
+
+
+def attributed(report, axis: str, output: str = "model1.predictions") -> dict[str, analysis.Attribution]:
+    return {a.transition: a for a in report.attribution if a.axis == axis and a.output == output}
+
+
+def test_attribution_on_a_factorial_matrix_counts_pairs_per_transition(tmp_path):
+    # oneDNN flips the bits at every version; 2.15.1→2.16.2 flips them, 2.16.2→2.21.0 does not.
+    value = {("2.15.1", True): 1.0, ("2.15.1", False): 1.5, ("2.16.2", True): 2.0, ("2.16.2", False): 2.5,
+             ("2.21.0", True): 2.0, ("2.21.0", False): 2.5}  # fmt: skip
+    for (tf, onednn), v in value.items():
+        cell_id, cell = cell_of(tf, onednn)
+        seeded(tmp_path, cell_id, [[v, 1.0], [v, 1.0]], cell=cell, tf=tf)
+    report = reporting.build([tmp_path])
+    onednn = attributed(report, "onednn")
+    assert set(onednn) == {"off→on"}
+    assert (onednn["off→on"].pairs, onednn["off→on"].differ, onednn["off→on"].unstable) == (3, 3, 0)
+    assert onednn["off→on"].distance.max_abs == pytest.approx(0.5)
+    tf = attributed(report, "tf")
+    assert set(tf) == {"2.15.1→2.16.2", "2.16.2→2.21.0"}  # adjacent versions only
+    assert (tf["2.15.1→2.16.2"].pairs, tf["2.15.1→2.16.2"].differ) == (2, 2)
+    assert (tf["2.16.2→2.21.0"].pairs, tf["2.16.2→2.21.0"].differ) == (2, 0)
+    entry = next(a for a in json.loads(text.json_report(report))["attribution"] if a["axis"] == "tf")
+    assert {"axis", "from", "to", "scenario", "output", "pairs", "differ", "unstable", "max_abs"} <= set(entry)
+
+
+def test_attribution_on_a_sparse_matrix_and_unstable_pairs(tmp_path):
+    # One-at-a-time around tf2.21.0/oneDNN on/all cores: only the cells that change one axis.
+    base_id, base = cell_of("2.21.0", True)
+    seeded(tmp_path, base_id, [[1.0], [1.0]], cell=base, tf="2.21.0")
+    older_id, older = cell_of("2.15.1", True)
+    seeded(tmp_path, older_id, [[1.0], [1.0]], cell=older, tf="2.15.1")
+    one_core_id, one_core = cell_of("2.21.0", True, cpus=1)
+    seeded(tmp_path, one_core_id, [[1.0], [1.25]], cell=one_core, tf="2.21.0")  # varies run to run
+    off_id, off = cell_of("2.21.0", False)
+    seeded(tmp_path, off_id, [[1.0], [1.0]], cell=off, tf="2.21.0")
+    report = reporting.build([tmp_path])
+    assert (attributed(report, "tf")["2.15.1→2.21.0"].pairs, attributed(report, "tf")["2.15.1→2.21.0"].differ) == (1, 0)
+    cores = attributed(report, "cpus")["0→1"]
+    assert (cores.pairs, cores.unstable) == (0, 1)  # counted apart, not dropped
+    assert any("Not comparable (no stable pair of cells): cores" in line for line in report.headline)
+
+
+def test_headline_says_what_broke_what_changes_the_bits_and_what_did_not(tmp_path):
+    for onednn, v in ((True, 1.0), (False, np.nextafter(np.float32(1.0), np.float32(2)))):
+        for tf in ("2.16.2", "2.21.0"):
+            cell_id, cell = cell_of(tf, onednn)
+            seeded(tmp_path, cell_id, [[float(v)], [float(v)]], cell=cell, tf=tf)
+    report = reporting.build([tmp_path])
+    assert report.headline[0].startswith("Every expectation held: seeded runs were reproducible")
+    assert report.headline[1] == (
+        "What changes the bits: oneDNN (seeded_init-seeded: predictions and weights; 4/4 pairs differ; "
+        "|Δ| ≤ 2.4e-07, 1 ULP)."
+    )
+    assert report.headline[2] == "No effect on any stable result: TensorFlow."
+    cell_id, cell = cell_of("2.21.0", True)
+    seeded(tmp_path, cell_id, [[1.0], [1.0], [1.5]], cell=cell, tf="2.21.0")  # now it varies
+    broken = reporting.build([tmp_path])
+    assert broken.headline[0] == "1 expectation broke in 1 of 4 cells (seeded_init-seeded): see Findings."
+    assert text.terminal(broken).split("== Headline ==")[1].lstrip().startswith("1 expectation broke")
+
+
+def test_a_seeded_variant_that_varies_says_which_outputs_how_many_results_and_how_far(tmp_path):
+    seeded(
+        tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1.0, 2.0], [1.0, 2.0], [1.0, 2.5], [1.0, 2.0], [1.0, 2.0], [1.0, 2.5]]
+    )
+    report = reporting.build([tmp_path])
+    [finding] = [f for f in report.findings if f.severity == "finding"]
+    assert "expected identical run to run (the default for seeded variants), but varied" in finding.text
+    assert "model1.predictions 2 distinct among 6 processes (|Δ| ≤ 0.5" in finding.text
+    assert "model1.weights 2 distinct among 6 processes (|Δ| ≤ 1" in finding.text
+    compat = text.compatibility(report, next(t for t in report.tables if t.output == "model1.predictions"))
+    assert "~ = repeats differ (spread |Δ| ≤ 0.5" in compat.intro  # a ~ cell gets its distance
+
+
+def test_huge_ulp_counts_show_relative_error_and_near_zero_gaps_are_explained(tmp_path):
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1.0, 1e-7]])
+    seeded(tmp_path, "tf2.21.0-cpu-onednn0-det0", [[-1.0, 1e-7]])  # opposite signs: billions of ULP
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1.0, 1.3e-7]])  # 1e-7 vs 1.3e-7: many ULP, tiny |Δ|
+    report = reporting.build([tmp_path])
+    table = next(t for t in report.tables if t.output == "model1.predictions")
+    by_pair = {(p.a, p.b): p.distance for p in table.pairs}
+    signs = by_pair[("A", "C")] if table.by_cell["tf2.21.0-cpu-onednn0-det0"] == "C" else by_pair[("A", "B")]
+    assert signs.max_ulp > analysis.HUGE_ULP and signs.ulp_cell().startswith("rel ")
+    assert "relative 2" in signs.brief()
+    tiny = next(d for d in by_pair.values() if d.max_abs is not None and d.max_abs < 1e-6)
+    assert tiny.near_zero and tiny.ulp_cell().endswith(" *")
+    section = text.distance_section(table)
+    assert "values of 1e-7 are 524288 ULP apart" in section.intro
+
+
+def test_tolerance_view_groups_classes_within_a_few_ulp(tmp_path):
+    one = np.float32(1.0)
+    close = np.nextafter(np.nextafter(one, np.float32(2)), np.float32(2))  # 2 ULP away
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[float(one)]])
+    seeded(tmp_path, "tf2.21.0-cpu-onednn0-det0", [[float(close)]])
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1.5]])
+    table = next(t for t in reporting.build([tmp_path]).tables if t.output == "model1.predictions")
+    on, off = table.by_cell["tf2.21.0-cpu-onednn1-det0"], table.by_cell["tf2.21.0-cpu-onednn0-det0"]
+    far = table.by_cell["tf2.16.2-cpu-onednn1-det0"]
+    assert sorted(map(sorted, table.tolerance_groups)) == sorted([sorted([on, off]), [far]])
+    assert table.tolerance_text() == (
+        f"Within {analysis.TOLERANCE_ULP} ULP of each other (numerically the same, not bit-identical): "
+        f"{min(on, off)}≈{max(on, off)}."
+    )
+
+
+def test_first_divergence_names_the_epoch_and_the_layer(tmp_path):
+    same = {"epoch.00.weights": [0.1, 0.2], "layer.00.dense": [1.0], "layer.01.dropout": [1.0]}
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1.0]],
+           extra={**same, "epoch.01.weights": [0.3], "epoch.02.weights": [0.4], "layer.02.dense": [2.0]})  # fmt: skip
+    seeded(tmp_path, "tf2.21.0-cpu-onednn0-det0", [[1.5]],
+           extra={**same, "epoch.01.weights": [0.3], "epoch.02.weights": [0.41], "layer.02.dense": [2.5]})  # fmt: skip
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[2.5]],
+           extra={**same, "epoch.00.weights": [0.9, 0.2], "epoch.01.weights": [0.3], "epoch.02.weights": [0.4],
+                  "layer.00.dense": [7.0], "layer.02.dense": [2.0]})  # fmt: skip
+    report = reporting.build([tmp_path])
+    table = next(t for t in report.tables if t.output == "model1.predictions")
+    letter = table.by_cell
+    pairs = {frozenset((p.a, p.b)): p.divergence for p in table.pairs}
+    on_off = pairs[frozenset((letter["tf2.21.0-cpu-onednn1-det0"], letter["tf2.21.0-cpu-onednn0-det0"]))]
+    assert (
+        on_off
+        == "weights equal at initialisation; first difference at epoch 2; in the forward pass from layer 2 `dense`"
+    )
+    versions = pairs[frozenset((letter["tf2.21.0-cpu-onednn1-det0"], letter["tf2.16.2-cpu-onednn1-det0"]))]
+    assert versions == "weights differ at initialisation; in the forward pass from layer 0 `dense`"
+    assert all(not t.output.startswith(("model1.layer.", "model1.epoch.")) for t in report.tables)
+
+
+def test_every_array_model1_returns_gets_a_class_table(tmp_path):
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1.0]], extra={"embeddings": [0.5, 0.25]})
+    outputs = {t.output for t in reporting.build([tmp_path]).tables}
+    assert outputs == {"model1.predictions", "model1.weights", "model1.embeddings"}
+
+
+def test_declared_expectations_are_judged_and_the_broken_one_is_named(tmp_path):
+    declared = {"in_process": "differs", "run_to_run": "identical"}
+    for repeat in range(2):
+        make(tmp_path, "tf2.21.0-cpu-onednn1-det0", "mine", "seeded_once", repeat, [1.0], twin=[2.0], expect=declared)
+        make(tmp_path, "tf2.21.0-cpu-onednn1-det0", "mine", "seeded_wrong", repeat, [1.0], twin=[2.0],
+             expect={"in_process": "identical"})  # fmt: skip
+    found = by_name(reporting.build([tmp_path]))
+    assert found[("tf2.21.0-cpu-onednn1-det0", "mine-seeded_once")].claim == "held"
+    wrong = found[("tf2.21.0-cpu-onednn1-det0", "mine-seeded_wrong")]
+    assert wrong.claim == "broken"
+    assert wrong.claim_reasons == [
+        "expected model1 and model2 identical in-process (declared in EXPECT), but they differ"
+    ]
+
+
+def test_the_run_to_run_table_lists_only_what_did_not_hold(tmp_path):
+    seeded(tmp_path, "tf2.21.0-cpu-onednn1-det0", [[1.0], [1.0]])
+    seeded(tmp_path, "tf2.21.0-cpu-onednn0-det0", [[1.0], [2.0]])
+    report = reporting.build([tmp_path])
+    section = next(s for s in text.sections(report, pairwise=False) if s.kind == "run-to-run")
+    assert [row[0] for row in section.rows] == ["tf2.21.0-cpu-onednn0-det0"]
+    assert section.intro.startswith("1 cell × scenario variants held their expectation")
+    assert len(section.collapsed_rows or []) == 2
+    titles = [s.title for s in text.sections(report, pairwise=False)]
+    assert titles.index("Headline") == 0 and titles.index("Findings") == 1
+
+
+def test_report_exits_5_when_an_expectation_broke_after_writing_every_file(tmp_path):
+    from tests.conftest import repromatrix_cli
+
+    seeded(tmp_path / "r", "tf2.21.0-cpu-onednn0-det0", [[1.0], [2.0]])
+    done = repromatrix_cli("report", str(tmp_path / "r"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "1 expectation broke (see Findings); every report file is written" in done.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.md", "report.html", "report.json", "report.csv"}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["expectations_broken"] == 1

@@ -120,3 +120,34 @@ def test_a_version_without_a_wheel_fails_alone(tmp_path, tf_python):
     assert bad.status == "error" and "2.99.0" in bad.message
     good = records.Record.read(tmp_path / "r" / f"tf{NEWEST_TF}-cpu-onednn1-det0" / "seeded_init-seeded" / "0.json")
     assert good.status == "ok"
+
+
+def test_a_virtualenv_changed_by_hand_is_a_new_environment_and_is_made_again(tmp_path):
+    backend = LocalBackend(cache=tmp_path / "cache")
+    cell = matrix.Cell(NEWEST_TF, "cpu")
+    prepared = backend.prepare(cell, verbose=False)
+    assert backend.environment_key(cell) == prepared.key
+    site = next(Path(prepared.handle).parents[1].glob("lib/python*/site-packages"))
+    (site / "sitecustomize.py").write_text("import os\n")  # runs in every process of that virtualenv
+    changed = backend.environment_key(cell)
+    assert changed != prepared.key and "changed" in changed  # no record made before is reused now
+    again = backend.prepare(cell, verbose=False)  # made again from the lock
+    assert again.key == prepared.key and not (site / "sitecustomize.py").exists()
+    assert backend.environment_key(cell) == prepared.key
+
+
+def test_the_wheel_claims_no_generic_top_level_name(tmp_path):
+    import zipfile
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO_ROOT)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    [wheel] = tmp_path.glob("repromatrix-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"repromatrix", wheel.name.split("-py3")[0] + ".dist-info"}
+    for packaged in ("repromatrix/scenarios/records.py", "repromatrix/scenarios/cnn_training.py",
+                     "repromatrix/reporting/analysis.py", "repromatrix/docker/Dockerfile.pip",
+                     "repromatrix/docker/locks/tf2.21.0-cpu.txt", "repromatrix/matrix.toml"):  # fmt: skip
+        assert packaged in names, packaged

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from repromatrix.scenarios import discover, records
-from tests.conftest import NEWEST_TF, OLDEST_TF, REPEATS, harness, write_scenario
+from tests.conftest import HANGING, NEWEST_TF, OLDEST_TF, RAISING, REPEATS, harness, write_scenario
 
 pytestmark = pytest.mark.tf
 
@@ -119,22 +119,6 @@ def test_scenario_runs_standalone_and_prints_the_article_lines(name, tf_python):
 # -- bad input: each gives an error record and one clear line; the other repeats still run ---------------
 
 
-RAISING = '''"""Raises while building."""
-VARIANTS = ("seeded",)
-
-
-def run(variant, seed):
-    raise RuntimeError("boom from a user scenario")
-'''
-HANGING = '''"""Never returns."""
-import time
-
-VARIANTS = ("unseeded",)
-
-
-def run(variant, seed):
-    time.sleep(600)
-'''
 NO_RUN = '''"""Forgot run()."""
 VARIANTS = ("seeded",)
 '''
@@ -183,7 +167,7 @@ def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp
     assert raised.status == "error"
     assert "RuntimeError: boom from a user scenario" in raised.message
     assert "Traceback" in raised.stderr_tail
-    hung = records.Record.read(records.CellLayout(out).record("user_hangs", "unseeded", 0))
+    hung = records.Record.read(records.CellLayout(out).record("user_hangs", "seeded", 0))
     assert hung.status == "error" and "timed out after 25 s" in hung.message
     broken = records.Record.read(records.CellLayout(out).record("user_no_run", "seeded", 0))
     assert broken.status == "error" and "run(variant, seed)" in broken.message
