@@ -129,8 +129,9 @@ def compare_arrays(a: np.ndarray, b: np.ndarray) -> Distance:
     wide_a, wide_b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     gap = np.abs(wide_a - wide_b)
     scale = np.maximum(np.abs(wide_a), np.abs(wide_b))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.where(scale > 0, gap / scale, 0.0)
+    # Relative to the array's largest magnitude (norm-wise): element-wise ratios blow up at values near zero.
+    largest = float(scale.max())
+    rel = float(gap.max()) / largest if largest > 0 else 0.0
     ulp = ulp_distance(a, b) if a.dtype.kind == "f" else None
     near_zero = False
     if ulp is not None and a.dtype.kind == "f":
@@ -138,7 +139,7 @@ def compare_arrays(a: np.ndarray, b: np.ndarray) -> Distance:
         steps = np.abs(a.ravel().view(bits).astype(np.float64) - b.ravel().view(bits).astype(np.float64))
         worst = int(np.argmax(steps))
         near_zero = bool(scale[worst] < NEAR_ZERO and ulp > TOLERANCE_ULP)
-    return Distance(float(gap.max()), ulp, float(rel.max()), near_zero)
+    return Distance(float(gap.max()), ulp, rel, near_zero)
 
 
 class Arrays:
@@ -524,6 +525,8 @@ class Attribution:
     differ: int = 0
     unstable: int = 0  # one side varies run to run, or has no result
     distance: Distance = field(default_factory=Distance)
+    # False for variants meant to vary (unseeded): their pairs can never be stable, which says nothing.
+    expected_stable: bool = True
 
     @property
     def transition(self) -> str:
@@ -533,7 +536,7 @@ class Attribution:
         return {"axis": self.axis, "from": self.from_value, "to": self.to_value, "scenario": self.scenario,
                 "output": self.output, "pairs": self.pairs, "differ": self.differ, "unstable": self.unstable,
                 "max_abs": self.distance.max_abs, "max_ulp": self.distance.max_ulp,
-                "max_rel": self.distance.max_rel}  # fmt: skip
+                "max_rel": self.distance.max_rel, "expected_stable": self.expected_stable}  # fmt: skip
 
 
 def _axes(group: list[Variant]) -> list[str]:
@@ -574,7 +577,8 @@ def _count_pair(found: dict, axis: str, scenario: str, output: str, left: Varian
                 arrays: Arrays) -> None:  # fmt: skip
     a, b = left.cell.get(axis), right.cell.get(axis)
     key = (axis, json.dumps(a), json.dumps(b), scenario, output)
-    entry = found.setdefault(key, Attribution(axis, a, b, scenario, output))
+    expected_stable = left.expectation.get("run_to_run") == "identical"
+    entry = found.setdefault(key, Attribution(axis, a, b, scenario, output, expected_stable=expected_stable))
     da, db = left.digests.get(output), right.digests.get(output)
     if not left.ok_repeats or not right.ok_repeats or da is None or db is None:
         entry.unstable += 1
@@ -617,9 +621,10 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     else:
         lines.append("Nothing was measured: every cell was skipped or failed (see the run-to-run table).")
 
+    stable = [entry for entry in attributed if entry.expected_stable]
     effects: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
     none: dict[str, list[Attribution]] = defaultdict(list)
-    for entry in attributed:
+    for entry in stable:
         if entry.differ:
             effects[(entry.axis, entry.transition)].append(entry)
         elif entry.pairs:
@@ -631,7 +636,8 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
             label += f" {transition}"
         scenarios = _join(sorted({e.scenario for e in entries}))
         outputs = _join(sorted({e.output.removeprefix("model1.") for e in entries}))
-        differ, pairs = sum(e.differ for e in entries), sum(e.pairs for e in entries)
+        compared = [e for e in stable if (e.axis, e.transition) == (axis, transition)]
+        differ, pairs = sum(e.differ for e in compared), sum(e.pairs for e in compared)
         worst = Distance()
         for e in entries:
             worst = worst.worse(e.distance)
@@ -646,7 +652,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     unstable_only = sorted(
         AXIS_LABELS.get(a.axis, a.axis)
         for a in attributed
-        if a.unstable and not any(b.pairs for b in attributed if b.axis == a.axis)
+        if a.unstable and a.expected_stable and not any(b.pairs for b in attributed if b.axis == a.axis)
     )
     if unstable_only:
         lines.append(f"Not comparable (no stable pair of cells): {_join(sorted(set(unstable_only)))}.")

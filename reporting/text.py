@@ -120,10 +120,12 @@ def distance_section(table: analysis.ClassTable) -> Section:
         for p in table.pairs
     ]  # fmt: skip
     near_zero = any(p.distance.near_zero for p in table.pairs)
-    intro = (
-        f"`rel` = relative error, shown where a ULP count (over {analysis.HUGE_ULP:,}) would only say that signs or "
-        "magnitudes differ."
-    )
+    intro = ""
+    if any(row[2].startswith("rel") for row in rows):
+        intro = (
+            f"`rel` = the largest |Δ| relative to the largest magnitude, shown where a ULP count (over "
+            f"{analysis.HUGE_ULP:,}) would only say that signs or magnitudes differ."
+        )
     if near_zero:
         intro += (
             f" `*` = the largest ULP gap sits at values below {analysis.NEAR_ZERO:g}, where floats are dense: "
@@ -142,14 +144,15 @@ def attribution_section(report: Report) -> Section:
         [analysis.AXIS_LABELS.get(a.axis, a.axis), a.transition, a.scenario, a.output.removeprefix("model1."),
          f"{a.differ}/{a.pairs}", str(a.unstable), a.distance.brief() if a.differ else ""]
         for a in sorted(report.attribution, key=lambda a: (-a.differ, a.axis))
-        if a.pairs or a.unstable
+        if a.expected_stable and (a.pairs or a.unstable)
     ]  # fmt: skip
     return Section(
         "What changes the bits: pairs of cells that differ in one axis alone",
         ["axis", "change", "scenario", "output", "differ / pairs", "not comparable", "largest difference"],
         rows,
         intro="A pair counts when both cells gave one stable result; pairs where a side varies run to run or has "
-        "no result are counted as not comparable.",
+        "no result are counted as not comparable. Variants meant to vary (unseeded) are left out here; "
+        "report.json has them too.",
         kind="attribution",
     )
 

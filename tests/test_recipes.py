@@ -28,9 +28,9 @@ def test_tag_is_stable_and_follows_every_input(tmp_path):
 
 def test_official_recipe_uses_the_tensorflow_images():
     backend = DockerBackend()
-    assert backend._build_args(Cell("2.16.2", "cuda", "official")) == {"TF_IMAGE": "tensorflow/tensorflow:2.16.2-gpu"}
-    assert backend._build_args(Cell("2.16.2", "cpu", "official")) == {"TF_IMAGE": "tensorflow/tensorflow:2.16.2"}
-    assert "requirements.lock" not in backend._context_files(Cell("2.16.2", "cpu", "official"))
+    assert backend.build_args(Cell("2.16.2", "cuda", "official")) == {"TF_IMAGE": "tensorflow/tensorflow:2.16.2-gpu"}
+    assert backend.build_args(Cell("2.16.2", "cpu", "official")) == {"TF_IMAGE": "tensorflow/tensorflow:2.16.2"}
+    assert "requirements.lock" not in backend.context_files(Cell("2.16.2", "cpu", "official"))
 
 
 def test_missing_extra_ca_bundle_names_the_setting(tmp_path):

@@ -103,7 +103,8 @@ class DockerBackend:
         except LockError as exc:
             raise CellError(cell.id, exc.message) from None
 
-    def _build_args(self, cell: Cell) -> dict[str, str]:
+    def build_args(self, cell: Cell) -> dict[str, str]:
+        """The recipe's build arguments: part of the image's content tag."""
         if cell.recipe == "official":
             suffix = "-gpu" if cell.device == "cuda" else ""
             return {"TF_IMAGE": f"{self.settings.official_image}:{cell.tf}{suffix}"}
@@ -111,7 +112,7 @@ class DockerBackend:
 
     def _base(self, cell: Cell) -> str:
         """The image the recipe builds FROM."""
-        return next(iter(self._build_args(cell).values()))
+        return next(iter(self.build_args(cell).values()))
 
     def _extra_ca(self, cell: Cell) -> bytes:
         if not self.settings.extra_ca:
@@ -123,7 +124,8 @@ class DockerBackend:
                 cell.id, f"extra CA bundle {self.settings.extra_ca}: {exc.strerror}; fix [docker].extra_ca"
             ) from None
 
-    def _context_files(self, cell: Cell) -> dict[str, bytes]:
+    def context_files(self, cell: Cell) -> dict[str, bytes]:
+        """The build context, by file name: the recipe, and for pip the lock and the extra CA bundle."""
         files = {"Dockerfile": (RECIPES_DIR / f"Dockerfile.{cell.recipe}").read_bytes()}
         lock = self._lock(cell)
         if lock is not None:
@@ -134,9 +136,9 @@ class DockerBackend:
     def image_tag(self, cell: Cell) -> str:
         """Content-addressed: recipe, build arguments and lock. An unchanged cell is never rebuilt."""
         sha = hashlib.sha256()
-        for name, content in sorted(self._context_files(cell).items()):
+        for name, content in sorted(self.context_files(cell).items()):
             sha.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
-        sha.update(json.dumps(self._build_args(cell), sort_keys=True).encode())
+        sha.update(json.dumps(self.build_args(cell), sort_keys=True).encode())
         return f"repromatrix/tf:{cell.tf}-{cell.device}-{cell.recipe}-{sha.hexdigest()[:16]}"
 
     def _image_id(self, tag: str) -> str | None:
@@ -203,7 +205,7 @@ class DockerBackend:
         }
         tail: deque[str] = deque(maxlen=BUILD_LOG_LINES)
         with tempfile.TemporaryDirectory(prefix="repromatrix-build-") as context:
-            for name, content in self._context_files(cell).items():
+            for name, content in self.context_files(cell).items():
                 Path(context, name).write_bytes(content)
             # On Ctrl-C the main thread does not wait for this build: it exits, and the engine
             # cancels a build whose client went away (see cli.main).
@@ -211,7 +213,7 @@ class DockerBackend:
                 stream = self.api.build(
                     path=context,
                     tag=tag,
-                    buildargs=self._build_args(cell),
+                    buildargs=self.build_args(cell),
                     labels=labels,
                     rm=True,
                     forcerm=True,
