@@ -273,6 +273,11 @@ def build_all(backend: Backend, cells: list[Cell], verbose: bool) -> list[tuple[
         if cell.environment in seen:
             continue
         seen.add(cell.environment)
+        # A cell that cannot run here is not built either (a CUDA virtualenv is gigabytes).
+        reason = backend.skip_reason(cell)
+        if reason is not None:
+            progress.say(f"[skipped] {cell.id}: {reason}")
+            continue
         try:
             prepared = backend.prepare(cell, verbose)
             progress.say(f"[built] {cell.id}: {prepared.description}")

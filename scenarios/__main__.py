@@ -147,19 +147,17 @@ def run_process(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outc
     env = worker_env()
     command = [sys.executable, "-m", f"{PACKAGE}.worker", json.dumps(spec.to_json())]
     oom_before = _oom_kills()
-    # Its own session, so a timeout kills whatever the scenario started too.
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    # In the harness's own process group (the one the runner stops), so nothing outlives the harness.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         stdout, stderr = process.communicate()
         return Outcome("error", f"timed out after {timeout:g} s (raise the timeout if it needs longer)", stderr)
     finally:
         if process.poll() is None:  # interrupted: take the scenario process with us
-            os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
     if verbose:
         for line in (stdout + stderr).splitlines():
             print(f"  | {line}", flush=True)
@@ -183,7 +181,7 @@ class ForkServer:
                        json.dumps(self.warm)]  # fmt: skip
             self.process = subprocess.Popen(
                 command, env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                text=True, bufsize=1, start_new_session=True,
+                text=True, bufsize=1,  # in the harness's process group: stopped with it
             )  # fmt: skip
         return self.process
 
@@ -215,7 +213,7 @@ class ForkServer:
         timed_out = finished is None
         if timed_out:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child, signal.SIGKILL)
+                os.kill(child, signal.SIGKILL)
             finished = self._reply(30.0)
         stderr = err.read_text(errors="replace") if err.is_file() else ""
         if verbose:
@@ -232,8 +230,8 @@ class ForkServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+            # Closing its stdin ends its loop once the child in flight is done; a kill ends it now.
+            self.process.kill()
             self.process.wait()
 
 

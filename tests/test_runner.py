@@ -151,3 +151,23 @@ def test_the_wheel_claims_no_generic_top_level_name(tmp_path):
                      "repromatrix/reporting/analysis.py", "repromatrix/docker/Dockerfile.pip",
                      "repromatrix/docker/locks/tf2.21.0-cpu.txt", "repromatrix/matrix.toml"):  # fmt: skip
         assert packaged in names, packaged
+
+
+def test_sigterm_of_a_local_run_leaves_no_scenario_process_behind(small_matrix, tmp_path):
+    results = tmp_path / "results"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "repromatrix", "run", "--matrix", str(small_matrix), "--backend", "local",
+         "--device", "cpu", "--isolation", "fork", "--results", str(results)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not any(records.Record.read(p).is_ok for p in records_of(results) if records.read_if_valid(p)):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)  # the orchestrator alone, as `timeout` or a CI cancel sends it
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "SIGTERM" in stderr
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-af", "scenarios.worker|-m scenarios"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", left.stdout
