@@ -641,9 +641,10 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         worst = Distance()
         for e in entries:
             worst = worst.worse(e.distance)
-        clauses.append(f"{label} ({scenarios}: {outputs}; {differ}/{pairs} pairs differ; {worst.brief()})")
+        clauses.append(f"{label}: {differ}/{pairs} pairs differ ({scenarios}: {outputs}; {worst.brief()})")
     if clauses:
-        lines.append("What changes the bits: " + "; ".join(clauses) + ".")
+        lines.append("What changes the bits, most pairs first:")
+        lines += [f"- {clause}" for clause in clauses]
     elif attributed:
         lines.append("No single axis changed the bits of any stable result.")
     quiet = sorted(AXIS_LABELS.get(axis, axis) for axis in none if not any(key[0] == axis for key in effects))

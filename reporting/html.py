@@ -90,13 +90,26 @@ def _section(section: Section, index: int) -> list[str]:
     return body
 
 
+def _headline(lines: list[str]) -> str:
+    """Sentences as paragraphs; the '- ' lines (one per axis that changes the bits) as a list."""
+    parts, items = [], []
+    for line in [*lines, ""]:
+        if line.startswith("- "):
+            items.append(f"<li>{escape(line[2:])}</li>")
+            continue
+        if items:
+            parts.append("<ul>" + "".join(items) + "</ul>")
+            items = []
+        if line:
+            parts.append(f"<p>{escape(line)}</p>")
+    return "".join(parts)
+
+
 def page(report: Report) -> str:
     broken = " broken" if report.expectations_broken else ""
     body = [
         "<h1>repromatrix: bit-identity report</h1>",
-        f'<div class="headline{broken}" id="headline">'
-        + "".join(f"<p>{escape(line)}</p>" for line in report.headline)
-        + "</div>",
+        f'<div class="headline{broken}" id="headline">{_headline(report.headline)}</div>',
     ]
     body += [f'<p class="meta">{escape(line)}</p>' for line in header_lines(report)]
     for index, section in enumerate(sections(report, pairwise=False)):

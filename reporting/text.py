@@ -160,7 +160,7 @@ def attribution_section(report: Report) -> Section:
 def sections(report: Report, pairwise: bool) -> list[Section]:
     found = [[f.severity.upper(), f.cell_id, f.scenario, f.text] for f in report.findings]
     result = [
-        Section("Headline", [], [], intro=" ".join(report.headline), kind="headline"),
+        Section("Headline", [], [], intro="\n".join(report.headline), kind="headline"),
         Section(
             "Findings",
             ["kind", "cell", "scenario", "what"],
@@ -242,8 +242,11 @@ def markdown(report: Report, limit: int = MARKDOWN_LIMIT) -> str:
     parts = ["# repromatrix: bit-identity report", "", *(f"{line}  " for line in header_lines(report))]
     for section in sections(report, pairwise=True):
         block = [f"\n## {section.title}\n"]
-        if section.intro:
-            block.append(("**" + section.intro + "**" if section.kind == "headline" else section.intro) + "\n")
+        if section.kind == "headline":
+            first, *rest = report.headline
+            block.append("\n".join([f"**{first}**", "", *rest]) + "\n")
+        elif section.intro:
+            block.append(section.intro + "\n")
         if section.rows:
             rows = [[_md_escape(str(c)) for c in row] for row in section.rows]
             block.append(tabulate(rows, section.headers, tablefmt="github", disable_numparse=True))

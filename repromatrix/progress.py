@@ -40,7 +40,7 @@ class Running:
 
     def line(self) -> str:
         summary = records.Summary.read(self.summary)
-        done = (summary.ok + summary.error) if summary else 0
+        done = (summary.ok + summary.error + summary.skipped) if summary else 0
         elapsed = time.monotonic() - self.started
         left = ""
         if 0 < done < self.planned:

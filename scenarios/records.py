@@ -515,6 +515,7 @@ class Summary:
     started: int = 0
     ok: int = 0
     error: int = 0
+    skipped: int = 0
     reused: int = 0
     errors: list[dict[str, str]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)  # labels of the repeats it wrote a record for

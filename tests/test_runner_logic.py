@@ -215,3 +215,12 @@ def test_progress_comes_from_the_harness_summary_file(tmp_path):
     assert line.startswith(f"{CELL.id}: 3/6 repeats, ") and "elapsed, about" in line
     monitor.done(CELL.id)
     assert monitor._lines() == []
+
+
+def test_tensorflows_refusal_of_unseeded_ops_under_op_determinism_is_a_skip_with_its_reason(tmp_path):
+    from repromatrix.scenarios.__main__ import judge_exit
+
+    stderr = "Traceback ...\nRuntimeError: Random ops require a seed to be set when determinism is enabled. ..."
+    outcome = judge_exit(1, stderr, tmp_path / "0.json")
+    assert outcome.status == "skipped" and "op determinism" in outcome.message
+    assert judge_exit(1, "RuntimeError: boom", tmp_path / "0.json").status == "error"
