@@ -647,7 +647,14 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         lines += [f"- {clause}" for clause in clauses]
     elif attributed:
         lines.append("No single axis changed the bits of any stable result.")
-    quiet = sorted(AXIS_LABELS.get(axis, axis) for axis in none if not any(key[0] == axis for key in effects))
+    quiet = []
+    for axis, entries in sorted(none.items()):
+        label = AXIS_LABELS.get(axis, axis)
+        if not any(key[0] == axis for key in effects):
+            quiet.append(label)
+        elif not _is_binary(attributed, axis):
+            # An ordered axis that changes the bits somewhere: its transitions that changed nothing are news too.
+            quiet += sorted({f"{label} {e.transition}" for e in entries if (axis, e.transition) not in effects})
     if quiet:
         lines.append(f"No effect on any stable result: {_join(quiet)}.")
     unstable_only = sorted(
@@ -664,8 +671,8 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         if failed:
             parts.append(f"{len(failed)} cell{'s' if len(failed) != 1 else ''} had errors")
         if skipped:
-            parts.append(f"{len(skipped)} {'were' if len(skipped) != 1 else 'was'} skipped")
-        lines.append(_join(parts).capitalize() + "; see the run-to-run table for the reasons.")
+            parts.append(f"{len(skipped)} cell{'s' if len(skipped) != 1 else ''} skipped some or all scenario variants")
+        lines.append(_join(parts) + "; the run-to-run table says why.")
     return lines
 
 

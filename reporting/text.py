@@ -244,7 +244,11 @@ def markdown(report: Report, limit: int = MARKDOWN_LIMIT) -> str:
         block = [f"\n## {section.title}\n"]
         if section.kind == "headline":
             first, *rest = report.headline
-            block.append("\n".join([f"**{first}**", "", *rest]) + "\n")
+            lines = [f"**{first}**", ""]
+            for line, following in zip(rest, [*rest[1:], ""][: len(rest)], strict=True):
+                # A blank line ends a Markdown list; without it the next sentence joins the last item.
+                lines += [line, ""] if line.startswith("- ") and not following.startswith("- ") else [line]
+            block.append("\n".join(lines) + "\n")
         elif section.intro:
             block.append(section.intro + "\n")
         if section.rows:
