@@ -377,13 +377,19 @@ def read_if_valid(path: Path) -> Record | None:
 
 
 def is_reusable(path: Path, reuse_key: str | None) -> bool:
-    """A measured record for exactly these inputs, with arrays that load and match it."""
+    """A measured record for exactly these inputs, with arrays that load and match it.
+
+    A skip the scenario process itself measured (TensorFlow refused to run it here) carries the
+    reuse key too, and is as reusable as an ok record: running it again would only refuse again.
+    """
     if not reuse_key:
         return False
     try:
         record = Record.read(path)
-        if not record.is_ok or record.reuse_key != reuse_key:
+        if record.reuse_key != reuse_key or record.status == "error":
             return False
+        if record.status == "skipped":
+            return True
         record.verify_arrays(path)
     except RecordError:
         return False

@@ -16,7 +16,7 @@ from repromatrix.backends import HarnessRun, Prepared
 from repromatrix.errors import CellError
 from repromatrix.matrix import Cell
 from repromatrix.scenarios import records
-from repromatrix.scenarios.__main__ import Outcome
+from repromatrix.scenarios.__main__ import TF_REFUSES_UNSEEDED, Outcome, judge_exit
 from repromatrix.scenarios.__main__ import main as harness_main
 
 
@@ -31,6 +31,7 @@ class FakeBackend:
     fail_prepare: dict[str, str] = field(default_factory=dict)  # cell id → message
     raise_in_run: Exception | None = None
     error_repeats: set[str] = field(default_factory=set)  # labels whose process "fails"
+    refused_repeats: set[str] = field(default_factory=set)  # labels TensorFlow "refuses" (a measured skip)
     lose_repeats: set[str] = field(default_factory=set)  # labels the harness "dies" on, writing nothing
     name: str = "fake"
     started: list[str] = field(default_factory=list)
@@ -63,6 +64,8 @@ class FakeBackend:
         if label in self.lose_repeats:
             raise HarnessDied(label)
         self.started.append(label)
+        if label in self.refused_repeats:
+            return judge_exit(1, f"RuntimeError: {TF_REFUSES_UNSEEDED}.", Path(spec.record))
         if label in self.error_repeats:
             return Outcome("error", "exited with code 1: RuntimeError: boom", "Traceback ...\nRuntimeError: boom")
         # Seeded variants give the same bits every time; unseeded ones new bits per process.

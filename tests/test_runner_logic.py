@@ -224,3 +224,13 @@ def test_tensorflows_refusal_of_unseeded_ops_under_op_determinism_is_a_skip_with
     outcome = judge_exit(1, stderr, tmp_path / "0.json")
     assert outcome.status == "skipped" and "op determinism" in outcome.message
     assert judge_exit(1, "RuntimeError: boom", tmp_path / "0.json").status == "error"
+
+
+def test_a_measured_refusal_is_recorded_as_a_skip_and_not_run_again(tmp_path):
+    refusing = FakeBackend(refused_repeats={"init-unseeded #0", "init-unseeded #1"})
+    [outcome] = run(refusing, tmp_path)
+    assert outcome.state == "ran" and outcome.counts == {"ok": 2, "skipped": 2}
+    assert "op determinism" in record(tmp_path, CELL, "init", "unseeded", 0).message
+    again = FakeBackend(refused_repeats=refusing.refused_repeats)
+    [second] = run(again, tmp_path)
+    assert second.state == "up to date" and again.started == []
