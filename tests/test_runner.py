@@ -139,9 +139,12 @@ def test_a_virtualenv_changed_by_hand_is_a_new_environment_and_is_made_again(tmp
 def test_the_wheel_claims_no_generic_top_level_name(tmp_path):
     import zipfile
 
+    from repromatrix import locks
+
+    # uv, a dependency of repromatrix: nox's virtualenvs have no pip.
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO_ROOT)],
-        capture_output=True, text=True, timeout=600,
+        [locks.uv_binary(), "build", "--wheel", "--quiet", "--out-dir", str(tmp_path), str(REPO_ROOT)],
+        capture_output=True, text=True, timeout=600, env=locks.uv_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     [wheel] = tmp_path.glob("repromatrix-*.whl")
