@@ -8,7 +8,6 @@ last plan (repeats or scenarios since dropped) are left out and counted.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,15 +46,6 @@ class Loading:
     left_out_of_plan: int = 0
 
 
-def _plan(folder: Path) -> tuple[set[tuple[str, str]], int] | None:
-    layout = records.Layout(folder)
-    try:
-        plan = json.loads(layout.manifest.read_text())["plan"]
-        return {(str(s), str(v)) for s, v in plan["variants"]}, int(plan["repeats"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _read(path: Path, cell_id: str) -> Loaded:
     record = records.Record.read(path)
     if record.is_ok:
@@ -76,16 +66,14 @@ def load(folders: list[Path]) -> Loading:
         if not folder.is_dir():
             loading.warnings.append(f"{folder}: not a folder; left out")
             continue
-        plan = _plan(folder)
+        manifest = records.Manifest.read(records.Layout(folder).manifest)
         for cell_id, path in records.Layout(folder).record_files():
             try:
                 loaded = _read(path, cell_id)
             except records.RecordError as exc:
                 loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
                 continue
-            if plan is not None and (
-                (loaded.record.scenario, loaded.record.variant) not in plan[0] or loaded.record.repeat >= plan[1]
-            ):
+            if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat):
                 loading.left_out_of_plan += 1
                 continue
             previous = found.get(loaded.key)

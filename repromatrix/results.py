@@ -9,14 +9,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from repromatrix import cleanup
 from repromatrix.errors import ResultsBusyError
@@ -73,17 +71,9 @@ def exclusive(layout: records.Layout, wait: bool = False, poll_s: float = 1.0) -
         handle.close()
 
 
-def read_manifest(layout: records.Layout) -> dict[str, Any]:
-    try:
-        raw = json.loads(layout.manifest.read_text())
-    except (OSError, ValueError):
-        return {}
-    return raw if isinstance(raw, dict) else {}
-
-
 def check_backend(layout: records.Layout, backend: str) -> None:
     """Records of one backend are never silently overwritten by another's."""
-    made_by = read_manifest(layout).get("backend")
+    made_by = records.Manifest.read(layout.manifest).backend
     if made_by and made_by != backend:
         raise ResultsBusyError(
             f"--results {layout.root} holds records made by the {made_by} backend and this run uses {backend}; "
@@ -91,25 +81,9 @@ def check_backend(layout: records.Layout, backend: str) -> None:
         )
 
 
-def write_manifest(layout: records.Layout, backend: str, plan: dict[str, Any]) -> None:
-    """What made the folder: the backend and the plan, so the reporter counts only what is in it.
-
-    Cells accumulate (a run narrowed to some cells does not disown the others);
-    scenario variants and repeats are the latest run's.
-    """
-    before = planned_set(read_manifest(layout))
-    cells = sorted(set(plan["cells"]) | (before[0] if before else set()))
-    records.write_json(layout.manifest, {"backend": backend, "plan": {**plan, "cells": cells}})
-
-
-def planned_set(manifest: dict[str, Any]) -> tuple[set[str], set[tuple[str, str]], int] | None:
-    """(cells, scenario variants, repeats) of the folder's last plan, or None if it has none."""
-    plan = manifest.get("plan")
-    if not isinstance(plan, dict):
-        return None
-    try:
-        cells = {str(c) for c in plan["cells"]}
-        variants = {(str(s), str(v)) for s, v in plan["variants"]}
-        return cells, variants, int(plan["repeats"])
-    except (KeyError, TypeError, ValueError):
-        return None
+def write_manifest(layout: records.Layout, backend: str, cells: list[str], variants: list[tuple[str, str]],
+                   repeats: int) -> None:  # fmt: skip
+    """What made the folder; a run narrowed to some cells does not disown the others."""
+    before = records.Manifest.read(layout.manifest)
+    manifest = records.Manifest(backend, before.cells | set(cells), frozenset(variants), repeats)
+    records.write_json(layout.manifest, manifest.to_json())

@@ -144,14 +144,18 @@ def run_cell(
         if reason is not None:
             _fill(layout, cell, repeats, "skipped", reason, "", keep=set())
             return CellOutcome(cell, "skipped", counts=_count(layout, repeats), message=reason)
-        if not missing(layout, repeats, cell_key(backend.environment_key(cell), cell), matrix.isolation, options.force):
+        expected = cell_key(backend.environment_key(cell), cell)
+        todo = missing(layout, repeats, expected, matrix.isolation, options.force)
+        if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
             return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
         prepared = backend.prepare(cell, options.verbose)
-        # The key of the environment as built (an image id), which is what the records carry.
+        # The key of the environment as built (an image id), which is what the records carry; checked
+        # again only when building changed it (an image that did not exist yet).
         key = cell_key(prepared.key, cell)
-        todo = missing(layout, repeats, key, matrix.isolation, options.force)
+        if key != expected:
+            todo = missing(layout, repeats, key, matrix.isolation, options.force)
         if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
@@ -209,7 +213,7 @@ def _timed(
 def _describe(outcome: CellOutcome) -> str:
     detail = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items()))
     started = f"{outcome.started} processes started; " if outcome.started else ""
-    return started + (detail or "no records")
+    return started + (detail or "no records counted")
 
 
 def run_matrix(
@@ -227,9 +231,7 @@ def run_matrix(
     with results.exclusive(layout, wait=options.wait):
         results.check_backend(layout, backend.name)
         variants = sorted({(r.name, r.variant) for r in repeats})
-        results.write_manifest(
-            layout, backend.name, {"cells": [c.id for c in cells], "variants": variants, "repeats": matrix.repeats}
-        )
+        results.write_manifest(layout, backend.name, [c.id for c in cells], variants, matrix.repeats)
         backend.sweep()
         if options.monitor is not None:
             return _run_cells(backend, matrix, cells, repeats, options)

@@ -400,6 +400,40 @@ def is_reusable(path: Path, reuse_key: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class Manifest:
+    """What made a results folder: the backend, and the plan (cells accumulate across narrowed runs;
+    scenario variants and repeats are the latest run's), so the reporter counts only what is planned."""
+
+    backend: str = ""
+    cells: frozenset[str] = frozenset()
+    variants: frozenset[tuple[str, str]] = frozenset()
+    repeats: int = 0
+
+    def plans(self, scenario: str, variant: str, repeat: int) -> bool:
+        """Whether the folder's last plan has this repeat (a folder without a plan plans everything)."""
+        return not self.repeats or ((scenario, variant) in self.variants and repeat < self.repeats)
+
+    def to_json(self) -> dict[str, Any]:
+        plan = {"cells": sorted(self.cells), "variants": sorted(self.variants), "repeats": self.repeats}
+        return {"backend": self.backend, "plan": plan}
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        """The manifest, or an empty one when the folder has none (or an unreadable one)."""
+        try:
+            raw = json.loads(path.read_text())
+            plan = raw.get("plan") or {}
+            return cls(
+                backend=str(raw.get("backend") or ""),
+                cells=frozenset(str(c) for c in plan.get("cells", [])),
+                variants=frozenset((str(s), str(v)) for s, v in plan.get("variants", [])),
+                repeats=int(plan.get("repeats", 0)),
+            )
+        except (OSError, ValueError, TypeError, AttributeError):
+            return cls()
+
+
+@dataclass(frozen=True)
 class CellLayout:
     """One cell's folder: `<cell>/<scenario>-<variant>/<repeat>.{json,npz}`, plus the attempts' files.
 
