@@ -121,9 +121,8 @@ def _fill(layout: records.CellLayout, cell: Cell, repeats: list[PlannedRepeat], 
         existing = records.read_if_valid(path)
         if existing is not None and existing.is_ok:
             continue
-        failed = records.Record.failed(status, message, stderr=detail, scenario=repeat.name, variant=repeat.variant,
-                                       seed=repeat.seed, repeat=repeat.index, cell=cell.params())  # fmt: skip
-        failed.write_if_changed(path)
+        spec = replace(repeat.spec(reuse_key=None), cell=cell.params())
+        records.Record.failed(status, message, stderr=detail, **spec.record_fields()).write_if_changed(path)
 
 
 def _count(layout: records.CellLayout, repeats: list[PlannedRepeat]) -> dict[str, int]:
