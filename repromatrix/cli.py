@@ -170,16 +170,17 @@ def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
         progress.say("backend: local (chosen with --backend local)")
         return local
     engine = DockerEngine()
+    docker = DockerBackend(
+        settings=loaded.docker, engine=engine, verbose=args.verbose, scenario_dirs=loaded.scenario_paths
+    )
     if args.backend == "docker":
         engine.client()  # raises EngineUnavailableError with how to start one
         progress.say("backend: docker (chosen with --backend docker)")
-        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose,
-                             scenario_dirs=loaded.scenario_paths)  # fmt: skip
+        return docker
     reason = engine.reachable()
     if reason is None:
         progress.say("backend: docker (a Docker engine answers; --backend local to use virtualenvs instead)")
-        return DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose,
-                             scenario_dirs=loaded.scenario_paths)  # fmt: skip
+        return docker
     progress.say(f"backend: local ({reason})")
     return local
 

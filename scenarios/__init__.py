@@ -51,9 +51,6 @@ class Scenario:
     seed: int | None = None  # the scenario's own seed; None: the matrix's
     problem: str | None = None  # why the module does not follow the contract
 
-    def expectation(self, variant: str) -> dict[str, str]:
-        return {**default_expectation(variant), **self.expect.get(variant, {})}
-
     def seed_for(self, variant: str, matrix_seed: int) -> int | None:
         return records.seed_for(variant, self.seed if self.seed is not None else matrix_seed)
 
