@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from repromatrix import matrix as matrix_toml  # noqa: E402  (needs ROOT on sys.path)
+from repromatrix import session as orchestrator  # noqa: E402
 
 try:
     CELL_IDS = [cell.id for cell in matrix_toml.load(ROOT / "matrix.toml").cells]
@@ -30,19 +31,9 @@ except matrix_toml.ConfigurationError as exc:  # nox -l must still work; `nox -s
 
 
 def repromatrix(session: nox.Session, *args: str) -> None:
-    """Run the command and exit with its own code (nox would turn 2, 3, 4, 5 and 130 into 1)."""
+    """Run the command and exit with its own code; SIGTERM, SIGINT or SIGHUP to nox stop it cleanly."""
     session.install("-e", ".")
-    code_file = Path(session.create_tmp()) / "exit-code"
-    code_file.unlink(missing_ok=True)
-    session.run(
-        "python", "-m", "repromatrix", *args, *session.posargs,
-        env={"REPROMATRIX_EXIT_CODE_FILE": str(code_file)},
-        success_codes=range(256),
-        # On Ctrl-C, time to remove containers before nox escalates to SIGTERM and SIGKILL.
-        interrupt_timeout=60.0,
-        terminate_timeout=10.0,
-    )  # fmt: skip
-    code = int(code_file.read_text()) if code_file.is_file() else 1
+    code = orchestrator.run(session.bin, [*args, *session.posargs], session.log)
     if code:
         session.log(f"repromatrix exited with code {code} (README: exit codes)")
         sys.exit(code)

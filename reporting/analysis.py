@@ -11,7 +11,7 @@ import re
 import string
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
@@ -80,10 +80,17 @@ class Distance:
     max_rel: float | None = None
     near_zero: bool = False  # the largest ULP gap sits at values below NEAR_ZERO
     note: str = ""
+    # (values compared, values in the array) when a record kept only a sample; None: exact
+    sampled: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"max_abs": self.max_abs, "max_ulp": self.max_ulp, "max_rel": self.max_rel,
-                "near_zero": self.near_zero, "note": self.note}  # fmt: skip
+                "near_zero": self.near_zero, "note": self.note, "estimated": self.estimated}  # fmt: skip
+
+    @property
+    def estimated(self) -> str:
+        """'estimated from 512 of 802816 values' where a record kept a sample; '' when exact."""
+        return f"estimated from {self.sampled[0]} of {self.sampled[1]} values" if self.sampled else ""
 
     @property
     def ulp_meaningful(self) -> bool:
@@ -94,13 +101,18 @@ class Distance:
         """'|Δ| ≤ 3e-08, 4 ULP' — relative error instead of a meaningless ULP count."""
         if self.max_abs is None:
             return self.note or "not comparable"
+        if self.max_abs == 0 and self.sampled:
+            kept, size = self.sampled
+            return f"no difference among the {kept} sampled values of {size} (the bits differ elsewhere)"
         if self.max_abs == 0:
             return "equal values, different bits (e.g. -0 and +0)"
-        parts = [f"|Δ| ≤ {self.max_abs:.2g}"]
+        parts = [f"|Δ| {'≥' if self.sampled else '≤'} {self.max_abs:.2g}"]
         if self.ulp_meaningful:
             parts.append(f"{self.max_ulp} ULP" + (" near zero" if self.near_zero else ""))
         elif self.max_rel is not None:
             parts.append(f"relative {self.max_rel:.2g}")
+        if self.sampled:
+            parts.append(self.estimated)
         return ", ".join(parts)
 
     def ulp_cell(self) -> str:
@@ -160,11 +172,21 @@ class Arrays:
         return value
 
     def distance(self, left: Loaded, right: Loaded, output: str) -> Distance:
+        """Exact where both records kept the array whole; estimated on the shared sample positions otherwise."""
         try:
             a, b = self.get(left)[output], self.get(right)[output]
+            kept_a, kept_b = left.record.outputs[output], right.record.outputs[output]
         except (records.RecordError, KeyError) as exc:
             return Distance(note=f"arrays unreadable: {exc}")
-        return compare_arrays(a, b)
+        if not (kept_a.sampled or kept_b.sampled):
+            return compare_arrays(a, b)
+        if kept_a.shape != kept_b.shape:
+            return Distance(note=f"shapes differ: {kept_a.shape} vs {kept_b.shape}")
+        # Both sides at the same positions: a whole array is read where the other kept its sample.
+        a, b = (kept_b.kept_of(a) if not kept_a.sampled else a), (kept_a.kept_of(b) if not kept_b.sampled else b)
+        if a.shape != b.shape:
+            return Distance(note="samples of different sizes (records made with different SAMPLE_VALUES)")
+        return replace(compare_arrays(a, b), sampled=(int(a.size), kept_a.size))
 
 
 # -- one cell × scenario variant ------------------------------------------------------
@@ -195,7 +217,10 @@ class Variant:
     status: str = "ok"  # ok, error, skipped
     message: str = ""
     ok_repeats: int = 0
-    run_to_run: str = "untested"  # identical, varies, untested (fewer than 2 measured repeats)
+    run_to_run: str = "untested"  # identical, varies, untested (fewer than 2 process identities)
+    run_to_run_note: str = ""  # why run to run is untested
+    identities: int = 0  # independent process identities among the measured repeats
+    identity_text: str = ""  # "3 processes", "3 forks of 3 parents"
     in_process: str = "untested"  # identical, differs, mixed, untested
     ran_on: str = ""  # cpu, gpu, mixed; empty when nothing ran
     isolation: str = ""  # process, fork, mixed
@@ -249,8 +274,18 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
             for left, right in combinations(reps[:6], 2):
                 worst = worst.worse(arrays.distance(left, right, name))
             variant.spreads.append(Spread(name, len(seen), len(ok), worst))
-    if len(ok) >= 2:
-        variant.run_to_run = "identical" if all(d is not None for d in variant.digests.values()) else "varies"
+    variant.identities, variant.identity_text = identities(ok)
+    if len(ok) >= 2 and not all(d is not None for d in variant.digests.values()):
+        variant.run_to_run = "varies"  # a difference needs no second identity to be real
+    elif variant.identities >= 2:
+        variant.run_to_run = "identical"
+    elif len(ok) >= 2:
+        variant.run_to_run_note = (
+            f"its {len(ok)} repeats came from one process identity ({variant.identity_text}): nothing decided at "
+            "start-up (hash seed, memory layout, import-time state) was varied; rerun with --force"
+        )
+    else:
+        variant.run_to_run_note = "one measured repeat: run to run needs two or more (--repeats 2 or more)"
     checks = {r.record.in_process_identical for r in ok}
     variant.in_process = (
         "mixed" if len(checks) > 1 else {True: "identical", False: "differs"}.get(checks.pop(), "untested")
@@ -261,6 +296,28 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
     variant.isolation = isolations.pop() if len(isolations) == 1 else "mixed"
     variant.environments = len({r.record.reuse_key for r in ok})
     _judge(variant)
+
+
+def identity(record: records.Record) -> str:
+    """The process identity a repeat ran in: everything decided at interpreter start-up (hash seed,
+    memory layout, module-level state). A fresh process is its own; a fork shares its parent's."""
+    if record.isolation == "fork" and record.extra.get("fork_parent"):
+        return f"parent {record.extra['fork_parent']}"
+    return f"process {record.process_id or record.repeat}"
+
+
+def identities(ok: list[Loaded]) -> tuple[int, str]:
+    """How many independent identities the repeats span, and in words: "3 processes", "3 forks of 3 parents"."""
+    distinct = {identity(r.record) for r in ok}
+    forks = sum(r.record.isolation == "fork" for r in ok)
+    parents = len({identity(r.record) for r in ok if r.record.isolation == "fork"})
+    processes = len(ok) - forks
+    parts = []
+    if processes:
+        parts.append(f"{processes} process{'es' if processes != 1 else ''}")
+    if forks:
+        parts.append(f"{forks} fork{'s' if forks != 1 else ''} of {parents} parent{'s' if parents != 1 else ''}")
+    return len(distinct), " + ".join(parts)
 
 
 def _source(variant: Variant, key: str) -> str:
@@ -604,6 +661,9 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     cells = len({v.cell_id for v in measured})
     broken = [f for f in found if f.severity == "finding"]
     seeded = [v for v in measured if v.seeded and v.run_to_run != "untested"]
+    # A seeded variant whose run to run could not be judged (one repeat, or one process identity)
+    # must not be counted as reproducible.
+    untested = [v for v in measured if v.expectation.get("run_to_run") == "identical" and v.run_to_run == "untested"]
     if broken:
         where = sorted({f.cell_id for f in broken})
         what = sorted({f.scenario for f in broken})
@@ -611,10 +671,20 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
             f"{len(broken)} expectation{'s' if len(broken) != 1 else ''} broke in {len(where)} of {cells} cells "
             f"({_join(what)}): see Findings."
         )
+    elif seeded and untested:
+        lines.append(
+            f"Every expectation tested held, but run to run was not tested for {len(untested)} seeded "
+            f"variant{'s' if len(untested) != 1 else ''} ({untested[0].run_to_run_note}): see the run-to-run table."
+        )
     elif seeded:
         lines.append(
             f"Every expectation held: seeded runs were reproducible run to run in every cell ({cells} cells), "
             "and unseeded runs varied as expected."
+        )
+    elif measured and untested:
+        lines.append(
+            f"Run to run was not tested in the {cells} cells measured ({untested[0].run_to_run_note}); "
+            "only the in-process checks were judged."
         )
     elif measured:
         lines.append(f"Every expectation held in the {cells} cells measured.")
@@ -622,6 +692,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         lines.append("Nothing was measured: every cell was skipped or failed (see the run-to-run table).")
 
     stable = [entry for entry in attributed if entry.expected_stable]
+    binary = {axis: _is_binary(attributed, axis) for axis in {a.axis for a in attributed}}
     effects: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
     none: dict[str, list[Attribution]] = defaultdict(list)
     for entry in stable:
@@ -632,7 +703,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     clauses = []
     for (axis, transition), entries in sorted(effects.items(), key=lambda kv: -sum(e.differ for e in kv[1])):
         label = AXIS_LABELS.get(axis, axis)
-        if not _is_binary(attributed, axis):
+        if not binary[axis]:
             label += f" {transition}"
         scenarios = _join(sorted({e.scenario for e in entries}))
         outputs = _join(sorted({e.output.removeprefix("model1.") for e in entries}))
@@ -652,7 +723,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         label = AXIS_LABELS.get(axis, axis)
         if not any(key[0] == axis for key in effects):
             quiet.append(label)
-        elif not _is_binary(attributed, axis):
+        elif not binary[axis]:
             # An ordered axis that changes the bits somewhere: its transitions that changed nothing are news too.
             quiet += sorted({f"{label} {e.transition}" for e in entries if (axis, e.transition) not in effects})
     if quiet:
@@ -677,27 +748,33 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
 
 
 def _is_binary(attributed: list[Attribution], axis: str) -> bool:
-    values = {json.dumps(a.from_value) for a in attributed if a.axis == axis} | {
-        json.dumps(a.to_value) for a in attributed if a.axis == axis
-    }
+    values = {json.dumps(v) for a in attributed if a.axis == axis for v in (a.from_value, a.to_value)}
     return len(values) <= 2 and axis not in ("tf",)
 
 
 # -- pairwise and drift ---------------------------------------------------------------
 
 
+# A pairwise table of more cells than this is unreadable and grows with the square of the cells:
+# past it the class tables (which say the same, per output) stand alone.
+PAIRWISE_LIMIT = 40
+
+
 def agreement(group: list[Variant]) -> tuple[list[str], list[list[float | None]]]:
     """Share of compared outputs two cells agree on bit for bit (None: one has no stable result).
 
-    Cells that measured nothing (skipped, failed) are left out.
+    Cells that measured nothing (skipped, failed) are left out; past PAIRWISE_LIMIT cells, nothing.
     """
     group = [v for v in group if v.ok_repeats]
+    if len(group) > PAIRWISE_LIMIT:
+        return [], []
     cells = [v.cell_id for v in group]
+    compared = {v.cell_id: set(v.compared_outputs) for v in group}
     matrix: list[list[float | None]] = []
     for left in group:
         row: list[float | None] = []
         for right in group:
-            names = sorted(set(left.compared_outputs) & set(right.compared_outputs))
+            names = sorted(compared[left.cell_id] & compared[right.cell_id])
             if not names or any(left.digests[n] is None or right.digests[n] is None for n in names):
                 row.append(None)
             else:

@@ -60,6 +60,12 @@ def _heat(value: float | None) -> str:
 
 def heatmap(report: Report, scenario: str) -> str:
     cells, matrix = analysis.agreement(report.group(scenario))
+    measured = sum(bool(v.ok_repeats) for v in report.group(scenario))
+    if measured > analysis.PAIRWISE_LIMIT:
+        return (
+            f"<p>{measured} cells: too many for a pairwise table ({analysis.PAIRWISE_LIMIT} at most); "
+            "the class tables above show who shares bits.</p>"
+        )
     if all(x is None for row in matrix for x in row):
         return "<p>No cell has one stable result to compare (every cell's repeats differ, or nothing ran).</p>"
     head = "".join(f'<th title="{escape(c)}">{i + 1}</th>' for i, c in enumerate(cells))

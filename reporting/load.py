@@ -46,10 +46,10 @@ class Loading:
     left_out_of_plan: int = 0
 
 
-def _read(path: Path, cell_id: str) -> Loaded:
+def _read(path: Path, cell_id: str, verifications: records.Verifications) -> Loaded:
     record = records.Record.read(path)
     if record.is_ok:
-        record.verify_arrays(path)
+        verifications.check(record, path)
     if record.cell_id and record.cell_id != cell_id:
         raise records.RecordError(f"belongs to cell {record.cell_id}, not to the folder it is in")
     if not record.cell:
@@ -67,20 +67,23 @@ def load(folders: list[Path]) -> Loading:
             loading.warnings.append(f"{folder}: not a folder; left out")
             continue
         manifest = records.Manifest.read(records.Layout(folder).manifest)
-        for cell_id, path in records.Layout(folder).record_files():
-            try:
-                loaded = _read(path, cell_id)
-            except records.RecordError as exc:
-                loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
-                continue
-            if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat):
-                loading.left_out_of_plan += 1
-                continue
-            previous = found.get(loaded.key)
-            if previous is None:
-                found[loaded.key] = loaded
-            elif previous.record != loaded.record:
-                conflicts.setdefault((folder, cell_id), []).append(previous.path)
+        for cell_id, cell in records.Layout(folder).cells():
+            verifications = records.Verifications.of(cell)
+            for path in cell.record_files():
+                try:
+                    loaded = _read(path, cell_id, verifications)
+                except records.RecordError as exc:
+                    loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
+                    continue
+                if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat):
+                    loading.left_out_of_plan += 1
+                    continue
+                previous = found.get(loaded.key)
+                if previous is None:
+                    found[loaded.key] = loaded
+                elif previous.record != loaded.record:
+                    conflicts.setdefault((folder, cell_id), []).append(previous.path)
+            verifications.save()
     for (folder, cell_id), earlier in conflicts.items():
         first = earlier[0].parent.parent.parent
         loading.warnings.append(

@@ -76,8 +76,8 @@ def run_to_run_rows(report: Report, only_not_held: bool) -> tuple[list[list[str]
                 held += 1
                 continue
             nothing = "—" if not v.ok_repeats else ""
-            run_to_run = nothing or f"{v.run_to_run} ×{v.ok_repeats}"
-            note = v.message if v.status != "ok" else "; ".join(v.claim_reasons) or _spread(v)
+            run_to_run = nothing or f"{v.run_to_run} ({v.identity_text})"
+            note = v.message if v.status != "ok" else "; ".join(v.claim_reasons) or _spread(v) or v.run_to_run_note
             rows.append([cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—",
                          v.isolation or "—", v.claim, note])  # fmt: skip
     return rows, held
@@ -116,7 +116,7 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
 def distance_section(table: analysis.ClassTable) -> Section:
     rows = [
         [f"{p.a}–{p.b}", "" if p.distance.max_abs is None else f"{p.distance.max_abs:.3g}", p.distance.ulp_cell(),
-         p.divergence, p.distance.note]
+         p.divergence, "; ".join(filter(None, [p.distance.note, p.distance.estimated]))]
         for p in table.pairs
     ]  # fmt: skip
     near_zero = any(p.distance.near_zero for p in table.pairs)
@@ -125,6 +125,11 @@ def distance_section(table: analysis.ClassTable) -> Section:
         intro = (
             f"`rel` = the largest |Δ| relative to the largest magnitude, shown where a ULP count (over "
             f"{analysis.HUGE_ULP:,}) would only say that signs or magnitudes differ."
+        )
+    if any(p.distance.sampled for p in table.pairs):
+        intro += (
+            " Where a record kept only a sample of an array (past its byte budget), |Δ| and ULP are read on that "
+            "sample: a lower bound, marked 'estimated'; the classes themselves are always whole-array digests."
         )
     if near_zero:
         intro += (
@@ -197,7 +202,7 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
         for scenario in report.scenarios:
             cells, matrix = analysis.agreement(report.group(scenario))
             if all(x is None for row in matrix for x in row):
-                continue  # nothing stable to compare: the run-to-run table already says so
+                continue  # nothing stable to compare, or too many cells: the class tables say it
             labels = [str(i + 1) for i in range(len(cells))]
             rows = [
                 [f"{i + 1} {cell}", *("·" if x is None else f"{x:.0%}" for x in row)]
@@ -300,6 +305,9 @@ def json_report(report: Report) -> str:
                 "repeats": len(v.records),
                 "ok_repeats": v.ok_repeats,
                 "run_to_run": v.run_to_run,
+                "run_to_run_note": v.run_to_run_note,
+                "identities": v.identities,
+                "identity_text": v.identity_text,
                 "in_process": v.in_process,
                 "ran_on": v.ran_on,
                 "isolation": v.isolation,

@@ -5,11 +5,15 @@
 - warm re-run: the whole matrix again with nothing changed (should start no process);
 - orchestration overhead: matrix wall time over the sum of the bare scenario
   process times the records report (jobs=1, so the two are comparable);
-- cold versus cached build of the cells' environments.
+- cold versus cached build of the cells' environments;
+- record sizes: bytes per record per scenario variant, and the results folder;
+- report seconds against record count (synthetic records of the cnn_training shape),
+  so the scaling curve is measured, not assumed.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import replace
@@ -97,7 +101,82 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, jobs
     print()
     print(tabulate(_per_scenario(process_folder, results / "fork"), ["scenario variant", "process repeat",
           "fork child", "ratio"], disable_numparse=True))  # fmt: skip
-    print("(a fork child's wall time; each cell also pays one TensorFlow import per parent, two parents per cell)")
+    print(
+        "(a fork child's wall time; each cell also pays one TensorFlow import per parent, one parent per repeat index)"
+    )
+    print()
+    print(tabulate(record_sizes(results / "fork"), ["scenario variant", "records", "mean bytes", "largest"],
+                   disable_numparse=True))  # fmt: skip
+    print()
+    print(tabulate(report_scaling(results / "synthetic"), ["records", "report seconds", "per 1 000 records"],
+                   disable_numparse=True))  # fmt: skip
+
+
+def _bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in (path, records.arrays_path(path)) if p.is_file())
+
+
+def record_sizes(folder: Path) -> list[list[str]]:
+    """Bytes (JSON + npz) per record, per scenario variant, and the folder's total."""
+    sizes: dict[str, list[int]] = {}
+    for _, path in records.Layout(folder).record_files():
+        sizes.setdefault(path.parent.name, []).append(_bytes(path))
+    rows = [[name, str(len(found)), f"{sum(found) / len(found):,.0f}", f"{max(found):,}"]
+            for name, found in sorted(sizes.items())]  # fmt: skip
+    every = [n for found in sizes.values() for n in found]
+    if every:
+        rows.append(["all", str(len(every)), f"{sum(every) / len(every):,.0f}", f"total {sum(every) / 1e6:.1f} MB"])
+    return rows
+
+
+def synthetic_records(folder: Path, count: int) -> None:
+    """`count` ok records shaped like cnn_training's (predictions, 20k weights, per-layer and per-epoch
+    arrays), over cells of a one-axis sweep, 3 seeded repeats each: real files, made-up bits.
+
+    Five classes of cells; each class's record is made (digested, bounded) once and its files copied,
+    so making 10 000 takes seconds.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    shapes = {"predictions": (64, 10), "weights": (20_000,), "layer.00.conv2d": (64, 32, 32, 16),
+              "layer.01.batch_normalization": (64, 32, 32, 16), "epoch.00.weights": (20_000,),
+              "epoch.01.weights": (20_000,), "epoch.02.weights": (20_000,)}  # fmt: skip
+    base = {name: rng.random(shape, dtype=np.float32) for name, shape in shapes.items()}
+    made: dict[int, tuple[records.Record, bytes]] = {}
+    scratch = folder / ".class"
+    for index in range(count):
+        cell, repeat = divmod(index, 3)
+        cell_id = f"tf2.21.0-cpu-onednn1-det0-intra{cell + 1}"
+        kind = cell % 5
+        if kind not in made:
+            arrays = {f"{model}.{name}": value for model in ("model1", "model2") for name, value in base.items()}
+            arrays["model1.predictions"] = base["predictions"] + np.float32(kind)
+            record = records.Record.ok(arrays=arrays, in_process_identical=True, reuse_key="synthetic",
+                                       scenario="cnn_training", variant="seeded", seed=42, repeat=0)  # fmt: skip
+            record.write(scratch / "0.json", arrays)
+            made[kind] = (record, records.arrays_path(scratch / "0.json").read_bytes())
+        record, npz = made[kind]
+        cell_fields = {"id": cell_id, "tf": "2.21.0", "device": "cpu", "intra_op_threads": cell + 1}
+        path = records.Layout(folder).cell(cell_id).record("cnn_training", "seeded", repeat)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records.arrays_path(path).write_bytes(npz)
+        path.write_text(json.dumps(replace(record, cell=cell_fields, repeat=repeat).to_json()))
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def report_scaling(folder: Path, counts: tuple[int, ...] = (99, 999, 9999)) -> list[list[str]]:
+    """Seconds to render every report file over `count` synthetic records, for each count."""
+    from repromatrix.reporting import render_all
+
+    rows = []
+    for count in counts:
+        shutil.rmtree(folder, ignore_errors=True)
+        synthetic_records(folder / "results", count)
+        seconds, _ = _timed(lambda: render_all([folder / "results"], folder / "report"))
+        rows.append([str(count), f"{seconds:.2f}", f"{seconds / count * 1000:.2f}"])
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows
 
 
 def _per_scenario(process_folder: Path, fork_folder: Path) -> list[list[str]]:

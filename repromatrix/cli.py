@@ -27,6 +27,7 @@ from repromatrix.errors import (
 )
 from repromatrix.matrix import Cell, Matrix
 from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, records
+from repromatrix.session import EXIT_CODE_FILE
 
 DEFAULT_RESULTS = Path("results/matrix")
 DEFAULT_REPORTS = Path("reports")
@@ -191,6 +192,11 @@ def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
         raise ConfigurationError(f"--jobs {args.jobs}: must be 1 or more")
     backend = choose_backend(args, loaded)
     progress.say(f"{len(cells)} cells × {len(runner.planned_repeats(loaded, found))} repeats → {args.results}")
+    if loaded.repeats < 2:
+        progress.warn(
+            f"warning: {loaded.repeats} repeat per variant: run to run cannot be judged (it needs two independent "
+            "processes); the report marks it untested. Use --repeats 2 or more."
+        )
     options = runner.RunOptions(
         results=args.results, jobs=args.jobs, force=args.force, verbose=args.verbose, wait=args.wait
     )
@@ -224,9 +230,6 @@ def _failed(outcomes: list[runner.CellOutcome]) -> None:
     if failed:
         names = ", ".join(o.cell.id for o in failed)
         raise CellsFailedError(f"{len(failed)} of {len(outcomes)} cells had errors ({names}); see the lines above")
-
-
-EXIT_CODE_FILE = "REPROMATRIX_EXIT_CODE_FILE"
 
 
 def _note_exit_code(code: int) -> int:

@@ -18,6 +18,7 @@ __all__ = [
     "CellError",
     "CellsFailedError",
     "ConfigurationError",
+    "EngineLostError",
     "EngineUnavailableError",
     "ExpectationsBrokenError",
     "FatalError",
@@ -60,6 +61,10 @@ class EngineUnavailableError(FatalError):
     """The Docker backend was asked for (or was in use) but no engine answers."""
 
     return_code = 3
+
+
+class EngineLostError(EngineUnavailableError):
+    """The engine answered when the run started and stopped answering during it."""
 
 
 class CellsFailedError(FatalError):

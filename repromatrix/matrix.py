@@ -108,6 +108,8 @@ class Matrix:
     source: Path
     design: str = "factorial"
     isolation: str = records.DEFAULT_ISOLATION
+    # Array bytes a record keeps whole (past it, and per-layer/per-epoch arrays: a fixed sample).
+    record_bytes: int = records.DEFAULT_RECORD_BYTES
     # Folders of the user's own scenario modules, run beside the built-ins (relative to matrix.toml).
     scenario_paths: tuple[Path, ...] = ()
     # Why each cell is in the plan (one-at-a-time: "baseline", "changes cpus to 1", ...).
@@ -135,6 +137,7 @@ _RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "timeout": ((int, float), records.DEFAULT_TIMEOUT_S),
     "isolation": (str, records.DEFAULT_ISOLATION),
     "scenario_paths": (list, []),
+    "record_bytes": (int, records.DEFAULT_RECORD_BYTES),
 }
 # Environment overrides, for settings that differ per machine rather than per matrix.
 _DOCKER_ENV = {
@@ -226,6 +229,8 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         raise _fail(path, "[run].repeats", run["repeats"], "at least 1 (2 or more to test run-to-run)")
     if run["isolation"] not in records.ISOLATIONS:
         raise _fail(path, "[run].isolation", run["isolation"], f"allowed: {', '.join(records.ISOLATIONS)}")
+    if run["record_bytes"] < 0:
+        raise _fail(path, "[run].record_bytes", run["record_bytes"], "0 (sample every large array) or more bytes")
     if run["timeout"] <= 0:
         raise _fail(path, "[run].timeout", run["timeout"], "a positive number of seconds")
     if not run["scenarios"] or not all(isinstance(s, str) for s in run["scenarios"]):
@@ -257,6 +262,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         seed=run["seed"],
         timeout=float(run["timeout"]),
         isolation=run["isolation"],
+        record_bytes=run["record_bytes"],
         scenario_paths=_scenario_paths(path, run["scenario_paths"]),
         docker=DockerSettings(**docker_values),
         source=path,

@@ -10,6 +10,8 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +57,7 @@ def exclusive(layout: records.Layout, wait: bool = False, poll_s: float = 1.0) -
                     handle.seek(0)
                     holder = handle.read().strip() or "another run"
                     raise ResultsBusyError(
-                        f"--results {layout.root} is in use by {holder}; wait for it (--wait) "
+                        f"--results {layout.root} is in use by {holder}{_how_long(holder)}; wait for it (--wait) "
                         "or pass another --results folder"
                     ) from None
                 time.sleep(poll_s)
@@ -71,9 +73,39 @@ def exclusive(layout: records.Layout, wait: bool = False, poll_s: float = 1.0) -
         handle.close()
 
 
+def backend_of_records(layout: records.Layout) -> str:
+    """Which backend made the folder's measured records ('' if none says): for a folder whose manifest
+    is missing or damaged, since every measured record names the environment that made it."""
+    for _, path in layout.record_files():
+        record = records.read_if_valid(path)
+        image = record.environment.get("image") if record is not None else None
+        if isinstance(image, dict) and image.get("backend"):
+            return str(image["backend"])
+    return ""
+
+
+def _how_long(holder: str) -> str:
+    """', running 12 min' — and whether the holder was orphaned (its parent, a nox session say, is gone)."""
+    match = re.match(r"pid (\d+) .*started (\S+)", holder)
+    if not match:
+        return ""
+    pid, started = int(match.group(1)), match.group(2)
+    text = ""
+    with contextlib.suppress(ValueError):
+        minutes = (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() / 60
+        text = f", running {minutes:.0f} min"
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return text
+    if parent == 1:
+        text += f"; its parent process is gone (an orphan): if nobody runs it on purpose, stop it with kill {pid}"
+    return text
+
+
 def check_backend(layout: records.Layout, backend: str) -> None:
-    """Records of one backend are never silently overwritten by another's."""
-    made_by = records.Manifest.read(layout.manifest).backend
+    """Records of one backend are never silently overwritten by another's, manifest or no manifest."""
+    made_by = records.Manifest.read(layout.manifest).backend or backend_of_records(layout)
     if made_by and made_by != backend:
         raise ResultsBusyError(
             f"--results {layout.root} holds records made by the {made_by} backend and this run uses {backend}; "
@@ -87,3 +119,15 @@ def write_manifest(layout: records.Layout, backend: str, cells: list[str], varia
     before = records.Manifest.read(layout.manifest)
     manifest = records.Manifest(backend, before.cells | set(cells), frozenset(variants), repeats)
     records.write_json(layout.manifest, manifest.to_json())
+
+
+def remove_litter(layout: records.Layout) -> None:
+    """What runs that died left in the folder: temporary files of atomic writes, and attempt folders.
+
+    Called under the folder's lock, after the sweep of dead runs' containers: no other run of this
+    folder is alive, so every attempt folder and every temporary file is a dead run's.
+    """
+    for _, cell in layout.cells():
+        shutil.rmtree(cell.root / ".attempts", ignore_errors=True)
+        for path in cell.temporary_files():
+            path.unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, Prepared
-from repromatrix.errors import CellError, FatalError
+from repromatrix.errors import CellError, EngineLostError, FatalError
 from repromatrix.matrix import Cell, Matrix
 from repromatrix.scenarios import PlannedRepeat, Scenario, discover, plan, records, reuse_key
 
@@ -66,22 +67,28 @@ def cell_key(environment_key: str, cell: Cell) -> str:
     return f"{environment_key}|{cell.id}"
 
 
-def repeat_key(environment_key: str, repeat: PlannedRepeat, isolation: str) -> str | None:
+def repeat_key(environment_key: str, repeat: PlannedRepeat, matrix: Matrix) -> str | None:
     if repeat.scenario is None:
         return None
-    return reuse_key(environment_key, repeat.scenario, repeat.variant, repeat.seed, isolation)
+    return reuse_key(environment_key, repeat.scenario, repeat.variant, repeat.seed, matrix.isolation,
+                     matrix.record_bytes)  # fmt: skip
 
 
 def missing(
-    layout: records.CellLayout, repeats: list[PlannedRepeat], environment_key: str, isolation: str, force: bool
+    layout: records.CellLayout, repeats: list[PlannedRepeat], environment_key: str, matrix: Matrix, force: bool
 ) -> list[PlannedRepeat]:
     if force:
         return list(repeats)
-    return [
+    verifications = records.Verifications.of(layout)
+    todo = [
         r
         for r in repeats
-        if not records.is_reusable(layout.record(r.name, r.variant, r.index), repeat_key(environment_key, r, isolation))
+        if not records.is_reusable(
+            layout.record(r.name, r.variant, r.index), repeat_key(environment_key, r, matrix), verifications
+        )
     ]
+    verifications.save()
+    return todo
 
 
 def knob_args(cell: Cell) -> list[str]:
@@ -144,7 +151,7 @@ def run_cell(
             _fill(layout, cell, repeats, "skipped", reason, "", keep=set())
             return CellOutcome(cell, "skipped", counts=_count(layout, repeats), message=reason)
         expected = cell_key(backend.environment_key(cell), cell)
-        todo = missing(layout, repeats, expected, matrix.isolation, options.force)
+        todo = missing(layout, repeats, expected, matrix, options.force)
         if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
@@ -154,7 +161,7 @@ def run_cell(
         # again only when building changed it (an image that did not exist yet).
         key = cell_key(prepared.key, cell)
         if key != expected:
-            todo = missing(layout, repeats, key, matrix.isolation, options.force)
+            todo = missing(layout, repeats, key, matrix, options.force)
         if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
@@ -162,7 +169,8 @@ def run_cell(
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
         records.write_plan(
-            layout.plan_file(attempt), [r.spec(repeat_key(key, r, matrix.isolation), matrix.isolation) for r in todo]
+            layout.plan_file(attempt),
+            [r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo],
         )
         if options.monitor is not None:
             options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
@@ -203,7 +211,11 @@ def _timed(
     except FatalError:
         raise  # the engine went away, say: the whole run ends with its code, not this cell alone
     except Exception as exc:
+        lost = backend.lost(exc, cell)
+        if lost is not None:
+            raise lost from exc
         progress.say(f"error: {cell.id}: unexpected {type(exc).__name__}: {exc}")
+        progress.warn("".join(traceback.format_exception(exc)).rstrip())
         outcome = CellOutcome(cell, "error", message=f"{type(exc).__name__}: {exc}")
     outcome.seconds = time.perf_counter() - clock
     return outcome
@@ -232,10 +244,21 @@ def run_matrix(
         variants = sorted({(r.name, r.variant) for r in repeats})
         results.write_manifest(layout, backend.name, [c.id for c in cells], variants, matrix.repeats)
         backend.sweep()
-        if options.monitor is not None:
-            return _run_cells(backend, matrix, cells, repeats, options)
-        with progress.Monitor() as monitor:
-            return _run_cells(backend, matrix, cells, repeats, replace(options, monitor=monitor))
+        results.remove_litter(layout)
+        try:
+            if options.monitor is not None:
+                return _run_cells(backend, matrix, cells, repeats, options)
+            with progress.Monitor() as monitor:
+                return _run_cells(backend, matrix, cells, repeats, replace(options, monitor=monitor))
+        except EngineLostError as exc:
+            counts: dict[str, int] = {}
+            for cell in cells:
+                for status, n in _count(layout.cell(cell.id), repeats).items():
+                    counts[status] = counts.get(status, 0) + n
+            raise EngineLostError(
+                f"{exc.message}: {counts.get('ok', 0)} of {len(cells) * len(repeats)} repeats measured; "
+                "start the engine again and rerun to resume"
+            ) from None
 
 
 def _run_cells(

@@ -28,7 +28,7 @@ from . import records
 SCENARIOS_DIR = Path(__file__).resolve().parent
 # Files every scenario process executes besides the scenario's own module: a
 # change to any of them can change the bits, so they are part of the reuse key.
-SHARED_SOURCES = ("common.py", "records.py", "worker.py")
+SHARED_SOURCES = ("common.py", "records.py", "worker.py", "__main__.py")
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # What a comparison may be declared to show.
 OUTCOMES = ("identical", "differs", "any")
@@ -154,12 +154,17 @@ def source_digest(scenario: Scenario) -> str:
 
 
 def reuse_key(
-    environment_key: str, scenario: Scenario, variant: str, seed: int | None, isolation: str = "process"
+    environment_key: str,
+    scenario: Scenario,
+    variant: str,
+    seed: int | None,
+    isolation: str = "process",
+    record_bytes: int = records.DEFAULT_RECORD_BYTES,
 ) -> str:
-    """Identifies everything that decides a repeat's bits; equal keys mean the record can be reused."""
-    parts = [environment_key, scenario.name, variant, repr(seed), source_digest(scenario)]
-    if isolation != "process":  # keys of process-made records stay as they were
-        parts.append(isolation)
+    """Identifies everything that decides a repeat's bits and what its record keeps; equal keys mean
+    the record can be reused."""
+    parts = [environment_key, scenario.name, variant, repr(seed), source_digest(scenario), isolation,
+             f"record_bytes={record_bytes}"]  # fmt: skip
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -183,9 +188,11 @@ class PlannedRepeat:
         """Only what the scenario declared: records keep the defaults implicit."""
         return dict(self.scenario.expect.get(self.variant, {})) if self.scenario else {}
 
-    def spec(self, reuse_key: str | None, isolation: str = "process") -> records.RepeatSpec:
+    def spec(self, reuse_key: str | None, isolation: str = "process",
+             record_bytes: int = records.DEFAULT_RECORD_BYTES) -> records.RepeatSpec:  # fmt: skip
         return records.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
-                                  expect=self.expect, isolation=isolation, problem=self.problem)  # fmt: skip
+                                  expect=self.expect, isolation=isolation, record_bytes=record_bytes,
+                                  problem=self.problem)  # fmt: skip
 
 
 def plan(

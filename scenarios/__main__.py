@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +66,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--inter-op-threads", type=_non_negative, default=0, help="0: TF's default")
     parser.add_argument("--cpu-isa", default="", help="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA), e.g. avx2")
     parser.add_argument("--cpus", type=_non_negative, default=0, help="cores the scenario processes may use (0: all)")
+    parser.add_argument("--record-bytes", type=_non_negative, default=records.DEFAULT_RECORD_BYTES,
+                        help="array bytes a record keeps whole; past it, and for per-layer and per-epoch arrays, "
+                        f"a fixed sample (default: {records.DEFAULT_RECORD_BYTES})")  # fmt: skip
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
     parser.add_argument("-v", "--verbose", action="store_true", help="show each scenario process's own output")
@@ -165,24 +169,28 @@ def run_process(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outc
 
 
 class ForkServer:
-    """A parent that imported TF once (with the cell's knobs) and forks one child per repeat.
+    """A parent that imported TF once (with the cell's knobs) and forks one child per request.
 
-    Cells start FORK_PARENTS of them and alternate repeats between them, so each variant
-    is measured across several process identities (hash seed, memory layout).
+    Each parent is its own process identity: its own hash seed, memory layout and module-level
+    state. `fork_runner` gives repeat r of every variant its own parent r, so the repeats of one
+    variant never share what a parent decided at start-up.
     """
 
     def __init__(self, knobs: dict[str, Any], warm: list[str], scratch: Path) -> None:
         self.knobs, self.warm, self.scratch = knobs, warm, scratch
         self.process: subprocess.Popen[str] | None = None
+        # A file, not a pipe: a parent that talks a lot must never block on a full pipe.
+        self.log = scratch / f"parent-{uuid.uuid4().hex[:8]}.err"
 
     def _start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
             command = [sys.executable, "-m", f"{PACKAGE}.worker", "--serve", json.dumps(self.knobs),
                        json.dumps(self.warm)]  # fmt: skip
-            self.process = subprocess.Popen(
-                command, env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                text=True, bufsize=1,  # in the harness's process group: stopped with it
-            )  # fmt: skip
+            with self.log.open("w") as log:
+                self.process = subprocess.Popen(
+                    command, env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                    text=True, bufsize=1,  # in the harness's process group: stopped with it
+                )  # fmt: skip
         return self.process
 
     def _reply(self, timeout: float | None) -> dict[str, Any] | None:
@@ -193,6 +201,13 @@ class ForkServer:
         line = self.process.stdout.readline()
         return json.loads(line) if line else {}
 
+    def _parent_stderr(self) -> str:
+        """What a parent that died said on its way out."""
+        try:
+            return self.log.read_text(errors="replace")[-records.STDERR_TAIL_CHARS :]
+        except OSError:
+            return ""
+
     def run(self, spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         server = self._start()
         label = f"{spec.scenario}-{spec.variant}-{spec.repeat}"
@@ -202,12 +217,17 @@ class ForkServer:
             server.stdin.write(json.dumps({"spec": spec.to_json(), "stdout": str(out), "stderr": str(err)}) + "\n")
             server.stdin.flush()
         except BrokenPipeError:
-            return Outcome("error", "the fork server died before this repeat (its parent process is gone)")
+            detail = self._parent_stderr()
+            return Outcome("error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}",
+                           detail)  # fmt: skip
         oom_before = _oom_kills()
         # The parent imports TF before its first reply: that wait is the parent's, not the repeat's.
         started = self._reply(None)
         if not started:
-            return Outcome("error", "the fork server died while importing TensorFlow")
+            server.wait()
+            detail = self._parent_stderr()
+            return Outcome("error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}",
+                           detail)  # fmt: skip
         child = started["started"]
         finished = self._reply(timeout)
         timed_out = finished is None
@@ -225,7 +245,7 @@ class ForkServer:
         if timed_out:
             return Outcome("error", f"timed out after {timeout:g} s (raise the timeout if it needs longer)", stderr)
         if not finished:
-            return Outcome("error", "the fork server died while the repeat ran", stderr)
+            return Outcome("error", "the fork parent died while the repeat ran", stderr)
         return judge_exit(int(finished["status"]), stderr, Path(spec.record), oom_before)
 
     def stop(self) -> None:
@@ -233,23 +253,35 @@ class ForkServer:
             # Closing its stdin ends its loop once the child in flight is done; a kill ends it now.
             self.process.kill()
             self.process.wait()
+        self.process = None
+        self.log.unlink(missing_ok=True)
 
 
-# Independent parents per cell in fork mode: each its own interpreter, hash seed and memory layout.
-FORK_PARENTS = 2
+def fork_order(specs: list[records.RepeatSpec]) -> list[records.RepeatSpec]:
+    """Repeat 0 of every variant, then repeat 1 of every variant...: one parent alive at a time."""
+    return sorted(specs, key=lambda spec: spec.repeat)  # stable: the plan's order within one repeat index
 
 
 def fork_runner(knobs: dict[str, Any], warm: list[str], scratch: Path) -> tuple[RunRepeat, Callable[[], None]]:
-    """A RunRepeat that alternates repeats between FORK_PARENTS fork servers, and how to stop them."""
+    """A RunRepeat that forks repeat r of every variant from parent r, and how to stop the live parent.
+
+    Parents are started when their repeat index comes up and stopped when it is done (the specs
+    come in `fork_order`), so a cell holds one TF runtime's memory at a time and pays one TF import
+    per repeat index rather than one per repeat.
+    """
     scratch.mkdir(parents=True, exist_ok=True)
-    servers = [ForkServer(knobs, warm, scratch) for _ in range(FORK_PARENTS)]
+    live: dict[int, ForkServer] = {}
 
     def run(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
-        return servers[spec.repeat % len(servers)].run(spec, timeout, verbose)
+        if spec.repeat not in live:
+            stop()
+            live[spec.repeat] = ForkServer(knobs, warm, scratch)
+        return live[spec.repeat].run(spec, timeout, verbose)
 
     def stop() -> None:
-        for server in servers:
+        for server in live.values():
             server.stop()
+        live.clear()
 
     return run, stop
 
@@ -282,6 +314,12 @@ def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None 
 RunRepeat = Callable[[records.RepeatSpec, float, bool], Outcome]
 
 
+def _abandoned(layout: records.CellLayout, attempt: str | None) -> bool:
+    """The runner removes an attempt's folder when it ends, however it ends: a harness still running
+    then (a container whose engine or orchestrator died) measures nothing more."""
+    return bool(attempt) and not layout.plan_file(attempt).is_file()
+
+
 def execute(
     specs: list[records.RepeatSpec], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
 ) -> records.Summary:
@@ -289,7 +327,13 @@ def execute(
     summary_path = layout.summary_file(args.attempt) if args.attempt else None
     summary = records.Summary(attempt=args.attempt or "", planned=len(specs))
     summary.write(summary_path)
+    abandoned = ("not measured: the run that started it ended while it ran (its orchestrator or its Docker engine "
+                 "stopped); rerun to measure it")  # fmt: skip
     for planned in specs:
+        if _abandoned(layout, args.attempt):
+            print("the run that started this harness ended; stopping (the next run measures the rest)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            break
         path = layout.record(planned.scenario, planned.variant, planned.repeat)
         # A runner's plan lists only what must run; planning alone, the harness skips what it can reuse.
         if not args.attempt and not args.force and records.is_reusable(path, planned.reuse_key):
@@ -304,6 +348,8 @@ def execute(
             started = time.perf_counter()
             outcome = run_repeat(spec, args.timeout, args.verbose)
             elapsed = time.perf_counter() - started
+            if outcome.status == "error" and _abandoned(layout, args.attempt):
+                outcome = Outcome("error", abandoned, outcome.stderr)  # the run's end, not the scenario's fault
         if outcome.status == "ok":
             summary.ok += 1
             record = records.Record.read(path)
@@ -318,9 +364,11 @@ def execute(
             print(f"error: {spec.label}: {outcome.message}", file=sys.stderr, flush=True)
             records.Record.failed("error", outcome.message, stderr=outcome.stderr, **spec.record_fields()).write(path)
         summary.done.append(spec.label)
-        summary.write(summary_path)
+        if not _abandoned(layout, args.attempt):  # writing would make the removed folder again
+            summary.write(summary_path)
     summary.finished = True
-    summary.write(summary_path)
+    if not _abandoned(layout, args.attempt):
+        summary.write(summary_path)
     return summary
 
 
@@ -352,8 +400,9 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
         for planned in plan(found, args.names, args.repeat, args.seed, args.variant):
             key = None
             if planned.scenario is not None and args.environment_key:
-                key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed, args.isolation)
-            specs.append(planned.spec(key, args.isolation))
+                key = reuse_key(args.environment_key, planned.scenario, planned.variant, planned.seed, args.isolation,
+                                args.record_bytes)  # fmt: skip
+            specs.append(planned.spec(key, args.isolation, args.record_bytes))
     if problem:
         specs = [replace(spec, problem=problem) for spec in specs]
     elif args.cpu_isa and any(not spec.problem for spec in specs) and run_repeat is run_process:
@@ -363,6 +412,7 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
     if args.isolation == "fork" and run_repeat is run_process:
         warm = sorted({spec.scenario for spec in specs if not spec.problem})
         run_repeat, stop = fork_runner(context["knobs"], warm, scratch)
+        specs = fork_order(specs)
     try:
         summary = execute(specs, context, args, run_repeat)
     finally:

@@ -11,6 +11,7 @@ and NumPy only: it runs inside any TensorFlow image.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-SCHEMA = 1
+SCHEMA = 2  # 2: outputs may be kept as a sample (`kept`); schema 1 records are still read
+READABLE_SCHEMAS = (1, 2)
 STATUSES = ("ok", "error", "skipped")
 ISOLATIONS = ("process", "fork")
 # How much of a failing process's stderr a record keeps: enough for a traceback.
@@ -33,6 +35,12 @@ DEFAULT_SEED = 42
 DEFAULT_TIMEOUT_S = 600.0
 # Fork mode measures the same bits as fresh processes (tests/test_isolation.py proves it per TF line).
 DEFAULT_ISOLATION = "fork"
+# Bytes of array data a record keeps whole at most (predictions and final weights first); past
+# it, and for every per-layer and per-epoch array, a fixed sample. 256 KiB keeps the default
+# matrix's 252 records near 20 MB (docs/benchmarks.md) and a CNN's weights (20k float32) whole.
+DEFAULT_RECORD_BYTES = 256 * 1024
+# Values a sampled array keeps: at the same positions in every process, cell and NumPy version.
+SAMPLE_VALUES = 512
 
 
 class RecordError(ValueError):
@@ -66,23 +74,86 @@ def digest(array: Any) -> str:
     return hashlib.sha256(canonical_bytes(array)).hexdigest()
 
 
+def is_detail(name: str) -> bool:
+    """Per-layer and per-epoch arrays: read for first divergence (by digest), kept only as a sample."""
+    return ".layer." in name or ".epoch." in name
+
+
+def sample_positions(size: int, count: int = SAMPLE_VALUES) -> Any:
+    """Where a sampled array of `size` values is read: the same positions for every array of that size.
+
+    A golden-ratio sequence in plain float64 arithmetic rather than a random generator, whose
+    streams NumPy does not promise to keep across versions (TF 2.12 and 2.21 ship different ones).
+    """
+    import numpy as np
+
+    steps = np.modf(np.arange(count, dtype=np.float64) * 0.6180339887498949)[0]
+    return np.unique(np.floor(steps * size).astype(np.int64))
+
+
+def whole_stats(array: Any) -> dict[str, Any]:
+    """What a sample cannot show, computed over the whole array where it was made."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.dtype.kind not in "fiub" or array.size == 0:
+        return {}
+    wide = array.astype(np.float64).ravel()
+    finite = np.isfinite(wide)
+    values = wide[finite]
+    return {
+        "max_abs": float(np.abs(values).max()) if values.size else None,
+        "nonfinite": int(wide.size - values.size),
+        "norm": float(np.linalg.norm(values)),
+    }
+
+
 @dataclass(frozen=True)
 class Output:
-    """What a record keeps of one array: enough to compare bits without loading it."""
+    """What a record says of one array: its whole-array digest, and what of it the record keeps.
+
+    Bits are compared on `sha256`, always the whole array's. A sampled output keeps `kept` values
+    at `sample_positions(size)`, their own digest (so a tampered sample is noticed) and whole-array stats.
+    """
 
     dtype: str
     shape: tuple[int, ...]
     sha256: str
+    kept: int | None = field(default=None, compare=False)  # values kept when sampled; None: kept whole
+    kept_sha256: str | None = field(default=None, compare=False)
+    stats: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def of(cls, array: Any) -> Output:
+    def of(cls, array: Any, sampled: bool = False) -> Output:
         import numpy as np
 
         array = np.asarray(array)
-        return cls(array.dtype.str.lstrip("<>|="), tuple(array.shape), digest(array))
+        whole = cls(array.dtype.str.lstrip("<>|="), tuple(array.shape), digest(array))
+        if not sampled:
+            return whole
+        sample = array.ravel()[sample_positions(array.size)]
+        return replace(whole, kept=int(sample.size), kept_sha256=digest(sample), stats=whole_stats(array))
+
+    @property
+    def size(self) -> int:
+        count = 1
+        for n in self.shape:
+            count *= n
+        return count
+
+    @property
+    def sampled(self) -> bool:
+        return self.kept is not None
+
+    def kept_of(self, array: Any) -> Any:
+        """What a record stores of the whole array: the array, or its sample."""
+        return array.ravel()[sample_positions(self.size)] if self.sampled else array
 
     def to_json(self) -> dict[str, Any]:
-        return {"dtype": self.dtype, "shape": list(self.shape), "sha256": self.sha256}
+        payload: dict[str, Any] = {"dtype": self.dtype, "shape": list(self.shape), "sha256": self.sha256}
+        if self.sampled:
+            payload["kept"] = {"values": self.kept, "sha256": self.kept_sha256, "stats": self.stats}
+        return payload
 
     @classmethod
     def from_json(cls, name: str, raw: Any) -> Output:
@@ -92,7 +163,41 @@ class Output:
             or not isinstance(raw.get("shape"), list)
         ):
             raise RecordError(f"output {name!r} is not {{dtype, shape, sha256}}")
-        return cls(str(raw.get("dtype", "")), tuple(int(n) for n in raw["shape"]), raw["sha256"])
+        kept = raw.get("kept")
+        if kept is not None and (
+            not isinstance(kept, dict)
+            or not isinstance(kept.get("values"), int)
+            or not isinstance(kept.get("sha256"), str)
+        ):
+            raise RecordError(f"output {name!r}: kept must be {{values, sha256, stats}}")
+        output = cls(str(raw.get("dtype", "")), tuple(int(n) for n in raw["shape"]), raw["sha256"])
+        if kept is None:
+            return output
+        return replace(output, kept=kept["values"], kept_sha256=kept["sha256"], stats=_dict(kept.get("stats"), "stats"))
+
+
+def bound(arrays: dict[str, Any], budget: int) -> dict[str, Output]:
+    """Each array's Output, deciding what is kept whole within `budget` bytes.
+
+    Compared outputs (predictions, final weights: model1's, then model2's) are kept whole while
+    they fit; per-layer and per-epoch arrays, and whatever does not fit, keep a sample. An array
+    no larger than its sample is always kept whole.
+    """
+    import numpy as np
+
+    def priority(name: str) -> tuple[int, int, str]:
+        return (is_detail(name), not name.startswith("model1."), name)
+
+    outputs: dict[str, Output] = {}
+    used = 0
+    for name in sorted(arrays, key=priority):
+        array = np.asarray(arrays[name])
+        small = array.size <= SAMPLE_VALUES
+        fits = not is_detail(name) and used + array.nbytes <= budget
+        outputs[name] = Output.of(array, sampled=not (small or fits))
+        if not small and fits:
+            used += array.nbytes
+    return dict(sorted(outputs.items()))
 
 
 # -- files --------------------------------------------------------------------
@@ -136,7 +241,7 @@ def write_npz(path: Path, arrays: dict[str, Any]) -> None:
     import numpy as np
 
     # The temp name must end in .npz or numpy appends the suffix itself.
-    _atomic_write(path, lambda handle: np.savez(handle, **arrays), ".tmp.npz")
+    _atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays), ".tmp.npz")
 
 
 def load_arrays(path: Path) -> dict[str, Any]:
@@ -198,8 +303,10 @@ class Record:
     # -- constructors ----------------------------------------------------------
 
     @classmethod
-    def ok(cls, *, arrays: dict[str, Any], in_process_identical: bool, **fields: Any) -> Record:
-        outputs = {name: Output.of(array) for name, array in sorted(arrays.items())}
+    def ok(cls, *, arrays: dict[str, Any], in_process_identical: bool, record_bytes: int = DEFAULT_RECORD_BYTES,
+           **fields: Any) -> Record:  # fmt: skip
+        """A measured repeat: every array digested whole, kept whole or sampled within `record_bytes`."""
+        outputs = bound(arrays, record_bytes)
         return cls(status="ok", outputs=outputs, in_process_identical=in_process_identical,
                    process_id=fields.pop("process_id", None) or uuid.uuid4().hex, **fields)  # fmt: skip
 
@@ -272,8 +379,8 @@ class Record:
     @classmethod
     def from_json(cls, raw: Any) -> Record:
         """Validate a parsed record; every problem is a RecordError saying what is wrong."""
-        if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-            raise RecordError(f"not a repromatrix record of schema {SCHEMA}")
+        if not isinstance(raw, dict) or raw.get("schema") not in READABLE_SCHEMAS:
+            raise RecordError(f"not a repromatrix record of schema {' or '.join(map(str, READABLE_SCHEMAS))}")
         missing = [key for key in ("scenario", "variant", "repeat", "status") if key not in raw]
         if missing:
             raise RecordError(f"record lacks {', '.join(missing)}")
@@ -326,9 +433,9 @@ class Record:
     # -- files -----------------------------------------------------------------
 
     def write(self, path: Path, arrays: dict[str, Any] | None = None) -> None:
-        """Arrays first, then the JSON: a JSON file that exists always has its arrays."""
+        """What it keeps of the arrays first, then the JSON: a JSON file that exists always has its arrays."""
         if arrays is not None:
-            write_npz(arrays_path(path), arrays)
+            write_npz(arrays_path(path), {name: self.outputs[name].kept_of(arrays[name]) for name in self.outputs})
         write_json(path, self.to_json())
 
     def write_if_changed(self, path: Path) -> bool:
@@ -355,13 +462,18 @@ class Record:
         return record
 
     def verify_arrays(self, path: Path) -> dict[str, Any]:
-        """The record's arrays, checked against its digests; RecordError if any does not match."""
+        """What the record kept of its arrays (whole, or a sample), checked against its digests;
+        RecordError if any does not match."""
         arrays = load_arrays(arrays_path(path))
         for name, output in self.outputs.items():
             if name not in arrays:
                 raise RecordError(f"{arrays_path(path).name} lacks {name}")
-            if digest(arrays[name]) != output.sha256:
-                raise RecordError(f"{arrays_path(path).name}: {name} does not match its digest")
+            expected = output.kept_sha256 if output.sampled else output.sha256
+            if digest(arrays[name]) != expected:
+                what = (
+                    "its sample does not match the sample's digest" if output.sampled else "does not match its digest"
+                )
+                raise RecordError(f"{arrays_path(path).name}: {name} {what}")
         return arrays
 
 
@@ -376,7 +488,52 @@ def read_if_valid(path: Path) -> Record | None:
         return None
 
 
-def is_reusable(path: Path, reuse_key: str | None) -> bool:
+def _stamp(path: Path) -> str:
+    """A record's two files as the file system sees them: size and modification time of each."""
+    found = [p.stat() for p in (path, arrays_path(path))]
+    return ":".join(f"{st.st_size}:{st.st_mtime_ns}" for st in found)
+
+
+@dataclass
+class Verifications:
+    """Which records of one cell folder had their kept arrays checked against their digests, each
+    remembered by its files' sizes and modification times: a report or run reads no array that was
+    checked and has not changed since. A file rewritten, truncated or replaced is checked again."""
+
+    file: Path
+    stamps: dict[str, str] = field(default_factory=dict)
+    changed: bool = False
+
+    @classmethod
+    def of(cls, cell: CellLayout) -> Verifications:
+        try:
+            raw = json.loads(cell.verified_file.read_text())
+            stamps = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        except (OSError, ValueError):
+            stamps = {}
+        return cls(cell.verified_file, stamps)
+
+    def check(self, record: Record, path: Path) -> None:
+        """RecordError unless the record's arrays match it (now, or when last checked and unchanged)."""
+        key = f"{path.parent.name}/{path.name}"
+        try:
+            stamp = _stamp(path)
+        except OSError as exc:
+            raise RecordError(f"{arrays_path(path).name}: arrays unreadable ({exc.strerror})") from None
+        if self.stamps.get(key) == stamp:
+            return
+        record.verify_arrays(path)
+        self.stamps[key] = stamp
+        self.changed = True
+
+    def save(self) -> None:
+        if self.changed:
+            with contextlib.suppress(OSError):  # a read-only folder (downloaded artifacts) is checked each time
+                write_json(self.file, self.stamps)
+            self.changed = False
+
+
+def is_reusable(path: Path, reuse_key: str | None, verifications: Verifications | None = None) -> bool:
     """A measured record for exactly these inputs, with arrays that load and match it.
 
     A skip the scenario process itself measured (TensorFlow refused to run it here) carries the
@@ -390,7 +547,10 @@ def is_reusable(path: Path, reuse_key: str | None) -> bool:
             return False
         if record.status == "skipped":
             return True
-        record.verify_arrays(path)
+        if verifications is not None:
+            verifications.check(record, path)
+        else:
+            record.verify_arrays(path)
     except RecordError:
         return False
     return True
@@ -445,6 +605,10 @@ class CellLayout:
     def record(self, scenario: str, variant: str, repeat: int) -> Path:
         return self.root / f"{scenario}-{variant}" / f"{repeat}.json"
 
+    @property
+    def verified_file(self) -> Path:
+        return self.root / ".verified.json"
+
     def attempt_dir(self, attempt: str) -> Path:
         # Hidden: the reporter and merges never read it.
         return self.root / ".attempts" / attempt
@@ -454,6 +618,15 @@ class CellLayout:
 
     def summary_file(self, attempt: str) -> Path:
         return self.attempt_dir(attempt) / "summary.json"
+
+    def temporary_files(self) -> Iterator[Path]:
+        """Half-written files of the atomic writes (`.NAME.<random>.tmp`, `.tmp.npz`): a run that died left them."""
+        if not self.root.is_dir():
+            return
+        for folder in [self.root, *(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+            for path in folder.glob(".*.tmp*"):
+                if path.name.endswith((".tmp", ".tmp.npz")):
+                    yield path
 
     def record_files(self) -> Iterator[Path]:
         if not self.root.is_dir():
@@ -514,6 +687,7 @@ class RepeatSpec:
     reuse_key: str | None = None
     expect: dict[str, str] = field(default_factory=dict)
     isolation: str = "process"
+    record_bytes: int = DEFAULT_RECORD_BYTES  # what the record may keep of its arrays whole
     problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
     # Filled in by the harness for the scenario process:
     record: str = ""  # where the record goes

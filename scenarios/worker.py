@@ -225,6 +225,7 @@ def measure(spec: records.RepeatSpec, tf: Any, np: Any, import_seconds: float, p
     record = records.Record.ok(
         arrays=arrays,
         in_process_identical=identical,
+        record_bytes=spec.record_bytes,
         started_at=started,
         knobs=knobs_in_force(tf, spec.knobs),
         environment=fingerprint(tf, np, spec),

@@ -33,6 +33,7 @@ class FakeBackend:
     error_repeats: set[str] = field(default_factory=set)  # labels whose process "fails"
     refused_repeats: set[str] = field(default_factory=set)  # labels TensorFlow "refuses" (a measured skip)
     lose_repeats: set[str] = field(default_factory=set)  # labels the harness "dies" on, writing nothing
+    abandon_after: str = ""  # label after which the runner "ends" (removes the attempt) while the harness runs on
     name: str = "fake"
     started: list[str] = field(default_factory=list)
     prepared: list[str] = field(default_factory=list)
@@ -64,6 +65,12 @@ class FakeBackend:
         if label in self.lose_repeats:
             raise HarnessDied(label)
         self.started.append(label)
+        if self.abandon_after and label != self.abandon_after and self.abandon_after in self.started:
+            return Outcome("error", "exited with code 1: no output")  # what an orphaned container's repeats said
+        if label == self.abandon_after:
+            import shutil
+
+            shutil.rmtree(Path(spec.record).parents[1] / ".attempts")
         if label in self.refused_repeats:
             return judge_exit(1, f"RuntimeError: {TF_REFUSES_UNSEEDED}.", Path(spec.record))
         if label in self.error_repeats:
@@ -73,7 +80,8 @@ class FakeBackend:
         first = rng.random(4).astype(np.float32)
         arrays = {"model1.predictions": first, "model1.weights": first * 2,
                   "model2.predictions": first, "model2.weights": first * 2}  # fmt: skip
-        record = records.Record.ok(arrays=arrays, in_process_identical=True, **spec.record_fields())
+        record = records.Record.ok(arrays=arrays, in_process_identical=True, environment={"image": spec.image},
+                                   **spec.record_fields())  # fmt: skip
         record.write(Path(spec.record), arrays)
         return Outcome("ok")
 
@@ -82,3 +90,6 @@ class FakeBackend:
 
     def sweep(self) -> None:
         self.swept += 1
+
+    def lost(self, exc: Exception, cell: Cell) -> None:
+        return None

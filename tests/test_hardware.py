@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from repromatrix import runner
+from repromatrix.backends import ISA_FLAGS, host_cpu_flags, isa_lacking, usable_cores
 from repromatrix.backends.local import LocalBackend
 from repromatrix.matrix import Cell, DockerSettings, Matrix
 from repromatrix.scenarios import records
@@ -20,6 +21,8 @@ def read(out, scenario, variant, repeat=0) -> records.Record:
 @pytest.fixture(scope="module")
 def cnn_by_cores(tf_python, tmp_path_factory):
     """cnn_training seeded, oneDNN off, twice on 1 core and twice on 2."""
+    if usable_cores() < 2:
+        pytest.skip(f"needs 2 usable cores to compare 1 with 2, this host has {usable_cores()}")
     outs = {}
     for cpus in (1, 2):
         out = tmp_path_factory.mktemp(f"cpus{cpus}")
@@ -63,13 +66,22 @@ def test_a_capped_isa_is_recorded_as_what_onednn_reports(tf_python, tmp_path):
 
 
 def test_hardware_the_host_lacks_is_skipped_with_the_reason(tmp_path, tf_python):
+    # What this host lacks is read from this host: a core count above its own, and an ISA whose
+    # flags its /proc/cpuinfo does not list (an AMD EPYC lacks AMX; an Intel Xeon with AMX may lack none).
     tf_python(NEWEST_TF)
-    cells = (Cell(NEWEST_TF, "cpu", cpus=64), Cell(NEWEST_TF, "cpu", cpu_isa="avx512_core_amx"))
-    loaded = Matrix(cells=cells, scenarios=("seeded_init",), repeats=1, seed=42, timeout=300.0,
+    too_many = usable_cores() + 1
+    lacking = isa_lacking(host_cpu_flags())
+    cells = [Cell(NEWEST_TF, "cpu", cpus=too_many)]
+    if lacking is not None:
+        cells.append(Cell(NEWEST_TF, "cpu", cpu_isa=lacking))
+    loaded = Matrix(cells=tuple(cells), scenarios=("seeded_init",), repeats=1, seed=42, timeout=300.0,
                     docker=DockerSettings(), source=tmp_path / "matrix.toml")  # fmt: skip
-    outcomes = runner.run_matrix(LocalBackend(), loaded, list(cells), runner.RunOptions(tmp_path / "r"))
-    assert [o.state for o in outcomes] == ["skipped", "skipped"]
-    assert outcomes[0].message.startswith("needs 64 cores, this host has ")
-    assert outcomes[1].message.startswith("needs a CPU with avx512_core_amx (") and "amx_tile" in outcomes[1].message
+    outcomes = runner.run_matrix(LocalBackend(), loaded, cells, runner.RunOptions(tmp_path / "r"))
+    assert [o.state for o in outcomes] == ["skipped"] * len(cells)
+    assert outcomes[0].message == f"needs {too_many} cores, this host has {usable_cores()}"
     skipped = read(tmp_path / "r" / cells[0].id, "seeded_init", "seeded")
     assert skipped.status == "skipped" and skipped.message == outcomes[0].message
+    if lacking is None:
+        pytest.skip("this host's CPU has every instruction set the cpu_isa axis knows: no ISA cap to refuse")
+    missing = [flag for flag in ISA_FLAGS[lacking] if flag not in host_cpu_flags()]
+    assert outcomes[1].message == f"needs a CPU with {lacking} ({', '.join(missing)} missing on this host)"

@@ -150,3 +150,26 @@ def test_hardware_the_host_lacks_is_a_skip_with_the_reason():
     reason = hardware_skip_reason(matrix.Cell("2.21.0", "cpu", cpu_isa="avx512_core"), 2, flags)
     assert reason is not None and reason.startswith("needs a CPU with avx512_core (avx512f")
     assert hardware_skip_reason(matrix.Cell("2.21.0", "cpu", cpu_isa="avx"), 2, flags) is None
+
+
+# /proc/cpuinfo flags of the two kinds of host this project runs on (abridged to what oneDNN's caps read).
+AMD_EPYC_FLAGS = {
+    "sse4_1", "sse4_2", "fma", "f16c", "avx", "avx2", "avx512f", "avx512dq", "avx512cd", "avx512bw", "avx512vl",
+    "avx512_vnni", "avx512_bf16",
+}  # fmt: skip
+INTEL_AMX_FLAGS = AMD_EPYC_FLAGS | {"avx_vnni", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8"}
+
+
+def test_what_a_host_lacks_is_read_from_its_flags():
+    from repromatrix.backends import hardware_skip_reason, isa_lacking
+
+    # On an AMD EPYC the oldest cap it cannot run is avx2_vnni (no avx_vnni); AMX is missing too.
+    assert isa_lacking(AMD_EPYC_FLAGS) == "avx2_vnni"
+    amx = matrix.Cell("2.21.0", "cpu", cpu_isa="avx512_core_amx")
+    assert "amx_tile" in (hardware_skip_reason(amx, 2, AMD_EPYC_FLAGS) or "")
+    # An Intel Xeon with AMX has every cap the axis knows: nothing to refuse, and the test says so.
+    assert isa_lacking(INTEL_AMX_FLAGS) is None
+    assert hardware_skip_reason(amx, 2, INTEL_AMX_FLAGS) is None
+    # An old AVX2-only machine lacks the first AVX-512 cap.
+    assert isa_lacking({"sse4_1", "avx", "avx2"}) == "avx2_vnni"
+    assert isa_lacking({"sse4_1", "avx", "avx2", "avx_vnni"}) == "avx512_core"

@@ -33,8 +33,9 @@ def make(
     cell: dict | None = None,
     extra: dict | None = None,
     expect: dict | None = None,
+    fork_parent: str = "",
 ) -> None:
-    """One record and its npz, as the worker writes them."""
+    """One record and its npz, as the worker writes them (forked from `fork_parent` when one is given)."""
     tf = tf or cell_id.split("-")[0].removeprefix("tf")
     cell = {"id": cell_id, "tf": tf, "device": device, **(cell or {})}
     path = records.CellLayout(root / cell_id).record(scenario, variant, repeat)
@@ -58,6 +59,7 @@ def make(
         in_process_identical=bool(np.array_equal(first, second)),
         environment={"ran_on": ran_on},
         reuse_key="same environment",
+        **({"isolation": "fork", "extra": {"fork_parent": fork_parent}} if fork_parent else {}),
         **fields,
     )
     record.write(path, arrays)
@@ -434,3 +436,40 @@ def test_report_exits_5_when_an_expectation_broke_after_writing_every_file(tmp_p
     assert "1 expectation broke (see Findings); every report file is written" in done.stderr
     assert {p.name for p in (tmp_path / "out").iterdir()} == {"report.md", "report.html", "report.json", "report.csv"}
     assert json.loads((tmp_path / "out" / "report.json").read_text())["expectations_broken"] == 1
+
+
+def test_run_to_run_is_judged_across_independent_identities_only(tmp_path):
+    # Three forks of one parent: identical, but nothing decided at start-up was varied.
+    for repeat in range(3):
+        make(tmp_path, "tf2.21.0-cpu-onednn1-det0", "seeded_init", "seeded", repeat, [1, 2], fork_parent="p0")
+    # Three forks of three parents, and three fresh processes: both judged.
+    for repeat in range(3):
+        make(tmp_path, "tf2.21.0-cpu-onednn0-det0", "seeded_init", "seeded", repeat, [1, 2], fork_parent=f"p{repeat}")
+    seeded(tmp_path, "tf2.16.2-cpu-onednn1-det0", [[1, 2], [1, 2], [1, 2]])
+    # Forks of one parent that still differ: a difference needs no second identity.
+    for repeat in range(2):
+        make(tmp_path, "tf2.16.2-cpu-onednn0-det0", "seeded_init", "seeded", repeat, [1, 2 + repeat],
+             fork_parent="q")  # fmt: skip
+    # One repeat.
+    seeded(tmp_path, "tf2.12.1-cpu-onednn1-det0", [[1, 2]])
+    report = reporting.build([tmp_path])
+    found = by_name(report)
+    one_parent = found[("tf2.21.0-cpu-onednn1-det0", "seeded_init-seeded")]
+    assert (one_parent.run_to_run, one_parent.identities, one_parent.identity_text) == (
+        "untested",
+        1,
+        "3 forks of 1 parent",
+    )
+    assert "one process identity" in one_parent.run_to_run_note
+    many = found[("tf2.21.0-cpu-onednn0-det0", "seeded_init-seeded")]
+    assert (many.run_to_run, many.identities, many.identity_text) == ("identical", 3, "3 forks of 3 parents")
+    fresh = found[("tf2.16.2-cpu-onednn1-det0", "seeded_init-seeded")]
+    assert (fresh.run_to_run, fresh.identity_text) == ("identical", "3 processes")
+    assert found[("tf2.16.2-cpu-onednn0-det0", "seeded_init-seeded")].run_to_run == "varies"
+    single = found[("tf2.12.1-cpu-onednn1-det0", "seeded_init-seeded")]
+    assert single.run_to_run == "untested" and "--repeats 2" in single.run_to_run_note
+    # The headline never calls the untested ones reproducible.
+    assert not any("reproducible run to run in every cell" in line for line in report.headline)
+    payload = json.loads(text.json_report(report))
+    entry = next(v for v in payload["variants"] if v["cell_id"] == "tf2.21.0-cpu-onednn1-det0")
+    assert entry["identities"] == 1 and entry["run_to_run"] == "untested"

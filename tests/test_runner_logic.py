@@ -179,6 +179,60 @@ def test_records_of_another_backend_are_not_overwritten(tmp_path):
     assert {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()} == before
 
 
+@pytest.mark.parametrize("manifest", ["missing", "garbage"])
+def test_without_a_readable_manifest_the_records_still_name_their_backend(tmp_path, manifest):
+    run(FakeBackend(name="local"), tmp_path)
+    layout = records.Layout(tmp_path)
+    if manifest == "missing":
+        layout.manifest.unlink()
+    else:
+        layout.manifest.write_text("{not json")
+    before = {p: p.read_bytes() for _, p in layout.record_files()}
+    with pytest.raises(ResultsBusyError, match="made by the local backend and this run uses docker"):
+        run(FakeBackend(name="docker"), tmp_path)
+    assert {p: p.read_bytes() for _, p in layout.record_files()} == before
+    [outcome] = run(FakeBackend(name="local"), tmp_path)  # the same backend goes on, and the manifest is rewritten
+    assert outcome.state == "up to date" and records.Manifest.read(layout.manifest).backend == "local"
+
+
+def test_a_run_removes_what_dead_runs_left_in_the_folder(tmp_path):
+    run(FakeBackend(), tmp_path)
+    cell = records.Layout(tmp_path).cell(CELL.id)
+    litter = [
+        cell.root / "init-unseeded" / ".0.npz.k2j3h4.tmp.npz",  # a half-written npz
+        cell.root / "init-unseeded" / ".1.json.x8y7z6.tmp",
+        cell.root / "..verified.json.abc123.tmp",
+        cell.attempt_dir("deadbeef0000") / "plan.json",
+        cell.attempt_dir("deadbeef0000") / "fork" / "parent-1.err",
+    ]
+    for path in litter:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 100)
+    [outcome] = run(FakeBackend(), tmp_path)
+    assert outcome.state == "up to date"
+    assert [p for p in litter if p.exists()] == [] and not (cell.root / ".attempts").exists()
+    assert len(list(cell.record_files())) == 4  # records untouched
+
+
+def test_a_harness_whose_run_ended_measures_nothing_more_and_blames_no_scenario(tmp_path):
+    backend = FakeBackend(abandon_after="init-unseeded #0")
+    run(backend, tmp_path)
+    assert backend.started == ["init-unseeded #0"]  # it stopped before the next repeat
+    first = record(tmp_path, CELL, "init", "unseeded", 0)
+    assert first.status == "ok"  # measured before the end: kept
+    assert not (tmp_path / CELL.id / ".attempts").exists()  # no summary written into a removed folder
+
+
+def test_a_busy_folder_says_how_long_its_holder_has_run():
+    from datetime import UTC, datetime, timedelta
+
+    from repromatrix.results import _how_long
+
+    started = (datetime.now(UTC) - timedelta(minutes=12)).isoformat(timespec="seconds")
+    assert _how_long(f"pid {os.getpid()} (host:1:2), started {started}").startswith(", running 12 min")
+    assert _how_long("another run") == ""
+
+
 def test_a_fatal_error_in_a_cell_ends_the_run_with_its_own_code(tmp_path):
     backend = FakeBackend(raise_in_run=EngineUnavailableError("no Docker engine answers"))
     with pytest.raises(EngineUnavailableError):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from repromatrix.errors import FatalError
 from repromatrix.matrix import Cell
 from repromatrix.scenarios import SCENARIOS_DIR, is_scenario_module
 
@@ -83,6 +84,16 @@ def host_cpu_flags() -> set[str]:
     return set()
 
 
+def isa_lacking(flags: set[str]) -> str | None:
+    """The oldest instruction-set cap this CPU cannot run (its flags lack some of it), or None when it has them all.
+
+    What "hardware this host lacks" means is read from the host, never assumed: an AMD EPYC lacks
+    avx512_core_amx, an Intel Xeon with AMX lacks only what it does not list.
+    """
+    lacking = [isa for isa, needed in ISA_FLAGS.items() if not set(needed) <= flags]
+    return lacking[0] if lacking else None
+
+
 def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = None) -> str | None:
     """Why this host cannot emulate the cell's hardware, or None. Never capped silently."""
     if cell.cpus > host_cores:
@@ -145,6 +156,11 @@ class Backend(Protocol):
 
     def build_cold(self, cell: Cell) -> float:
         """Build the cell's environment from nothing, throw it away; returns the seconds it took (bench)."""
+        ...
+
+    def lost(self, exc: Exception, cell: Cell) -> FatalError | None:
+        """The fatal error `exc` stands for when it means the backend itself is gone (an engine
+        that stopped answering), else None: then it is this cell's problem alone."""
         ...
 
     def sweep(self) -> None:

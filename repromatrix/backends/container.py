@@ -24,7 +24,7 @@ from typing import Any
 
 from repromatrix import cleanup, locks, progress
 from repromatrix.backends import HarnessRun, Prepared, cache_dir, cell_env, code_root, hardware_skip_reason
-from repromatrix.errors import CellError, EngineUnavailableError, LockError
+from repromatrix.errors import CellError, EngineLostError, EngineUnavailableError, LockError
 from repromatrix.matrix import RECIPES_DIR, Cell, DockerSettings
 
 LABEL = "org.repromatrix"
@@ -64,6 +64,19 @@ class DockerEngine:
                 "point DOCKER_HOST at it (Podman: unix:///run/podman/podman.sock), or use --backend local"
             ) from None
         return api
+
+    def lost(self, during: str) -> EngineLostError:
+        """The error for an engine that stopped answering mid-run (the runner adds what was measured)."""
+        return EngineLostError(f"the Docker engine at {_engine_host()} stopped answering during {during}")
+
+    def answers(self) -> bool:
+        import docker
+
+        try:
+            docker.from_env(timeout=5).api.ping()
+        except Exception:  # docker-py raises several unrelated types here
+            return False
+        return True
 
     def reachable(self) -> str | None:
         """None if the engine answers, else why not (one short clause)."""
@@ -234,6 +247,8 @@ class DockerBackend:
             except CellError:
                 raise
             except Exception as exc:
+                if not self.engine.answers():
+                    raise self.engine.lost(f"the image build of {cell.id}") from None
                 raise CellError(cell.id, f"image build failed: {exc}", "\n".join(tail)) from None
         image_id = self._image_id(tag)
         if image_id is None:
@@ -356,7 +371,9 @@ class DockerBackend:
                     threading.Thread(target=self._stream, args=(cell, container_id), daemon=True).start()
                 try:
                     status = self.api.wait(container_id, timeout=timeout)
-                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                except requests.exceptions.ReadTimeout:
+                    if not self.engine.answers():
+                        raise self.engine.lost(cell.id) from None
                     stderr = self._logs(container_id, stderr=True)
                     raise CellError(cell.id, f"container timed out after {timeout:g} s", stderr) from None
                 stdout = self._logs(container_id, stdout=True)
@@ -365,7 +382,13 @@ class DockerBackend:
         except docker.errors.APIError as exc:
             if cleanup.stopping.is_set():
                 raise CellError(cell.id, "interrupted") from None
+            if not self.engine.answers():  # an engine going down answers its last calls with errors
+                raise self.engine.lost(cell.id) from None
             raise CellError(cell.id, f"container could not run: {exc.explanation or exc}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            if cleanup.stopping.is_set():
+                raise CellError(cell.id, "interrupted") from None
+            raise self.engine.lost(cell.id) from None
         return HarnessRun(int(status.get("StatusCode", -1)), stdout, stderr, bool(state.get("OOMKilled")))
 
     def _stream(self, cell: Cell, container_id: str) -> None:
@@ -398,7 +421,22 @@ class DockerBackend:
                 with contextlib.suppress(Exception):
                     self.api.remove_container(container["Id"], force=True, v=True)
                     name = (container.get("Names") or ["?"])[0].lstrip("/")
-                    progress.say(f"removed container {name}, left running by a run that was killed ({owner})")
+                    progress.say(
+                        f"removed container {name}, left behind by a run that ended without removing it ({owner})"
+                    )
+
+    def lost(self, exc: Exception, cell: Cell) -> EngineLostError | None:
+        """The engine-lost error when `exc` (raised by a call to the engine) means the engine is gone."""
+        import requests
+
+        import docker
+
+        if isinstance(exc, EngineLostError):
+            return exc
+        engine_call = isinstance(exc, (requests.exceptions.RequestException, docker.errors.DockerException))
+        if engine_call and not self.engine.answers():
+            return self.engine.lost(cell.id)
+        return None
 
     def leftovers(self) -> list[str]:
         """Names of containers this tool created that still exist (there should be none)."""

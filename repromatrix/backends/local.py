@@ -116,6 +116,10 @@ class LocalBackend:
     def sweep(self) -> None:
         """Scenario processes die with their harness (their own process group is killed): nothing to sweep."""
 
+    def lost(self, exc: Exception, cell: Cell) -> None:
+        """A virtualenv cannot go away mid-run the way an engine can: every failure is the cell's."""
+        return None
+
     def build_cold(self, cell: Cell) -> float:
         scratch = Path(tempfile.mkdtemp(prefix="repromatrix-bench-"))
         try:
