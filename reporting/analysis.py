@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from repromatrix.matrix import Cell
-from repromatrix.reporting.load import Loaded
+from repromatrix.reporting.load import Loaded, Published
 from repromatrix.scenarios import records
 
 REPORT_SCHEMA = 2
@@ -45,7 +45,13 @@ AXIS_LABELS = {
     "inter_op_threads": "inter-op threads",
     "cpus": "cores",
     "cpu_isa": "CPU instruction set",
+    "host": "host",
 }
+UNKNOWN_HOST = "unknown-host"
+# A published report.json keeps digests, not arrays: what needs arrays says so.
+UNAVAILABLE = (
+    "arrays unavailable (one side is a published report: digests only)"  # records made before hosts were recorded
+)
 ISA_ORDER = ("sse41", "avx", "avx2", "avx512_core", "native")
 
 
@@ -125,7 +131,7 @@ class Distance:
 
     def worse(self, other: Distance) -> Distance:
         if other.max_abs is None:
-            return self
+            return self if self.max_abs is not None or self.note else other  # keep why it is not comparable
         if self.max_abs is None or (other.max_abs, other.max_ulp or 0) > (self.max_abs, self.max_ulp or 0):
             return other
         return self
@@ -171,8 +177,10 @@ class Arrays:
             raise value
         return value
 
-    def distance(self, left: Loaded, right: Loaded, output: str) -> Distance:
+    def distance(self, left: Loaded | None, right: Loaded | None, output: str) -> Distance:
         """Exact where both records kept the array whole; estimated on the shared sample positions otherwise."""
+        if left is None or right is None:
+            return Distance(note=UNAVAILABLE)
         try:
             a, b = self.get(left)[output], self.get(right)[output]
             kept_a, kept_b = left.record.outputs[output], right.record.outputs[output]
@@ -229,6 +237,7 @@ class Variant:
     spreads: list[Spread] = field(default_factory=list)  # outputs that varied run to run
     claim: str = "untested"  # held, broken, untested
     claim_reasons: list[str] = field(default_factory=list)
+    published: str = ""  # the report.json it was read from (digests and verdicts only), or ""
 
     @property
     def name(self) -> str:
@@ -359,18 +368,50 @@ def _judge(variant: Variant) -> None:
     variant.claim = "broken" if reasons else ("held" if tested else "untested")
 
 
-def variants(loaded: list[Loaded], arrays: Arrays | None = None) -> list[Variant]:
-    arrays = arrays or Arrays()
-    grouped: dict[tuple[str, str, str], list[Loaded]] = defaultdict(list)
+def host_labels(loaded: list[Loaded], more: Iterable[dict[str, Any]] = ()) -> dict[str, str]:
+    """Host id → a label unique among these records and hosts (two machines given one label get their ids)."""
+    labels: dict[str, str] = {}
     for item in loaded:
-        grouped[(item.cell_id, item.record.scenario, item.record.variant)].append(item)
+        labels.setdefault(item.record.host_id, item.record.host_label or UNKNOWN_HOST)
+    for host in more:
+        labels.setdefault(str(host.get("id") or ""), str(host.get("label") or UNKNOWN_HOST))
+    clashes = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    return {hid: f"{label}-{hid[:6]}" if label in clashes else label for hid, label in labels.items()}
+
+
+def hosts_of(loaded: list[Loaded]) -> list[dict[str, Any]]:
+    """Every host among the records, with its unique label and how many records it made."""
+    labels = host_labels(loaded)
+    found: dict[str, dict[str, Any]] = {}
+    for item in loaded:
+        entry = found.setdefault(item.record.host_id, {**item.record.host, "label": labels[item.record.host_id],
+                                                       "records": 0})  # fmt: skip
+        entry["records"] += 1
+    return sorted(found.values(), key=lambda h: h["label"])
+
+
+def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iterable[Published] = ()) -> list[Variant]:
+    """One Variant per host × cell × scenario variant. With several hosts, a cell id names its host
+    (`tf2.21.0-cpu-onednn1-det0@laptop`) and host is an axis: run to run is judged within one host.
+    Published reports add their variants as they judged them."""
+    arrays = arrays or Arrays()
+    published = list(published)
+    labels = host_labels(loaded, [h for p in published for h in p.hosts])
+    several = len(labels) > 1
+    grouped: dict[tuple[str, str, str, str], list[Loaded]] = defaultdict(list)
+    for item in loaded:
+        grouped[(item.cell_id, item.record.host_id, item.record.scenario, item.record.variant)].append(item)
     found = []
-    for (cell_id, scenario, variant_name), group in sorted(grouped.items()):
+    for (cell_id, host_id, scenario, variant_name), group in sorted(grouped.items()):
         group.sort(key=lambda r: r.record.repeat)
         first = group[0]
+        cell = {**Cell.defaults(), **first.record.cell} if first.record.cell else {"id": cell_id}
+        if several:
+            cell = {**cell, "host": labels[host_id], "id": f"{cell_id}@{labels[host_id]}"}
+            cell_id = cell["id"]
         variant = Variant(
             cell_id,
-            {**Cell.defaults(), **first.record.cell} if first.record.cell else {"id": cell_id},
+            cell,
             scenario,
             variant_name,
             first.record.seed,
@@ -380,6 +421,8 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None) -> list[Variant
         )
         _summarise(variant, arrays)
         found.append(variant)
+    for source in published:
+        found += published_variants(source, labels, several)
     return found
 
 
@@ -486,6 +529,10 @@ def class_tables(all_variants: list[Variant]) -> list[ClassTable]:
                     letter_of[digest] = _letters(len(letter_of))
                     classes[letter_of[digest]] = {"sha256": digest, "cells": [], "representative": v.representative}
                 classes[letter_of[digest]]["cells"].append(v.cell_id)
+                # Prefer a measured representative (with arrays) over a published one (digests only).
+                classes[letter_of[digest]]["representative"] = (
+                    classes[letter_of[digest]]["representative"] or v.representative
+                )
                 by_cell[v.cell_id] = letter_of[digest]
             tables.append(ClassTable(scenario, output, group[0].seeded, by_cell, classes))
     return tables
@@ -524,9 +571,8 @@ def add_distances(tables: list[ClassTable], arrays: Arrays, limit: int = 12) -> 
         letters = list(table.classes)[:limit]
         for x, y in combinations(letters, 2):
             left, right = table.classes[x]["representative"], table.classes[y]["representative"]
-            table.pairs.append(
-                ClassPair(x, y, arrays.distance(left, right, table.output), first_divergence(left.record, right.record))
-            )
+            divergence = first_divergence(left.record, right.record) if left and right else ""
+            table.pairs.append(ClassPair(x, y, arrays.distance(left, right, table.output), divergence))
         table.tolerance_groups = _tolerance_groups(letters, table.pairs)
 
 
@@ -643,7 +689,6 @@ def _count_pair(found: dict, axis: str, scenario: str, output: str, left: Varian
     entry.pairs += 1
     if da != db:
         entry.differ += 1
-        assert left.representative is not None and right.representative is not None
         entry.distance = entry.distance.worse(arrays.distance(left.representative, right.representative, output))
 
 
@@ -654,7 +699,8 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def headline(all_variants: list[Variant], found: list[Finding], attributed: list[Attribution]) -> list[str]:
+def headline(all_variants: list[Variant], found: list[Finding], attributed: list[Attribution],
+             hosts: list[dict[str, Any]] | None = None) -> list[str]:  # fmt: skip
     """A few plain sentences, generated from the findings and the attribution."""
     lines = []
     measured = [v for v in all_variants if v.ok_repeats]
@@ -744,12 +790,14 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         if skipped:
             parts.append(f"{len(skipped)} cell{'s' if len(skipped) != 1 else ''} skipped some or all scenario variants")
         lines.append(_join(parts) + "; the run-to-run table says why.")
+    if hosts_line(hosts or []):
+        lines.append(hosts_line(hosts or []))
     return lines
 
 
 def _is_binary(attributed: list[Attribution], axis: str) -> bool:
     values = {json.dumps(v) for a in attributed if a.axis == axis for v in (a.from_value, a.to_value)}
-    return len(values) <= 2 and axis not in ("tf",)
+    return len(values) <= 2 and axis not in ("tf", "host")
 
 
 # -- pairwise and drift ---------------------------------------------------------------
@@ -783,6 +831,70 @@ def agreement(group: list[Variant]) -> tuple[list[str], list[list[float | None]]
     return cells, matrix
 
 
+def published_variants(published: Published, labels: dict[str, str], several: bool) -> list[Variant]:
+    """The variants of a published report.json, as the report judged them: digests, verdicts and
+    expectations, no records (so no arrays: distances against them are unavailable)."""
+    host_id = str((published.hosts[0] if len(published.hosts) == 1 else {}).get("id") or "")
+    found = []
+    for raw in published.variants:
+        cell = dict(raw.get("cell") or {"id": raw["cell_id"]})
+        cell_id = str(raw["cell_id"])
+        if several and "host" not in cell:
+            cell = {**cell, "host": labels.get(host_id, UNKNOWN_HOST)}
+            cell_id = cell["id"] = f"{cell_id}@{cell['host']}"
+        found.append(Variant(
+            cell_id, cell, str(raw["scenario"]), str(raw["variant"]), raw.get("seed"), [],
+            dict(raw.get("expected") or {}), dict(raw.get("declared") or {}),
+            status=str(raw.get("status") or "ok"), message=str(raw.get("message") or ""),
+            ok_repeats=int(raw.get("ok_repeats") or 0), run_to_run=str(raw.get("run_to_run") or "untested"),
+            run_to_run_note=str(raw.get("run_to_run_note") or ""), identities=int(raw.get("identities") or 0),
+            identity_text=str(raw.get("identity_text") or ""), in_process=str(raw.get("in_process") or "untested"),
+            ran_on=str(raw.get("ran_on") or ""), isolation=str(raw.get("isolation") or ""),
+            digests=dict(raw.get("digests") or {}), claim=str(raw.get("claim") or "untested"),
+            claim_reasons=list(raw.get("claim_reasons") or []), published=str(published.path),
+        ))  # fmt: skip
+    return found
+
+
+def against_published(all_variants: list[Variant]) -> list[str]:
+    """Per published input: of the digests it shares with what was measured here, how many are equal."""
+    lines = []
+    measured = {(v.cell_id.split("@")[0], v.name): v for v in all_variants if not v.published and v.ok_repeats}
+    for source in sorted({v.published for v in all_variants if v.published}):
+        equal = differ = 0
+        for v in all_variants:
+            mine = measured.get((v.cell_id.split("@")[0], v.name))
+            if v.published != source or mine is None:
+                continue
+            for output, digest in v.digests.items():
+                if is_compared(output) and digest and mine.digests.get(output):
+                    equal += mine.digests[output] == digest
+                    differ += mine.digests[output] != digest
+        lines.append(
+            f"Against the published report {source}: {equal} of {equal + differ} shared digests equal, {differ} differ "
+            "(cell × scenario variant × compared output present on both sides)."
+        )
+    return lines
+
+
+def hosts_line(hosts: list[dict[str, Any]]) -> str:
+    """The headline's word on where it was measured (a published report's host is marked as such)."""
+    from repromatrix.scenarios.hosts import describe
+
+    if not hosts or (len(hosts) == 1 and not hosts[0].get("id")):
+        return ""  # records made before hosts were recorded say nothing about theirs
+
+    def named(host: dict[str, Any]) -> str:
+        return describe(host) + (" — from the published report" if host.get("published") else "")
+
+    if len(hosts) == 1:
+        return f"Measured on one host: {named(hosts[0])}."
+    return (
+        f"Measured on {len(hosts)} hosts: {'; '.join(named(h) for h in hosts)}. Host is an axis: run to run is "
+        "judged within each host, and pairs of cells that differ in host alone are attributed to it."
+    )
+
+
 def summary_for_drift(all_variants: Iterable[Variant]) -> dict[str, dict[str, Any]]:
     return {
         f"{v.cell_id}/{v.name}": {
@@ -792,6 +904,18 @@ def summary_for_drift(all_variants: Iterable[Variant]) -> dict[str, dict[str, An
         }
         for v in all_variants
     }
+
+
+def baseline_hosts(path: Path) -> list[dict[str, Any]]:
+    """The hosts a baseline (report.json or results folder) was measured on; [] when it does not say."""
+    if path.is_file():
+        try:
+            return list(json.loads(path.read_text()).get("hosts") or [])
+        except (OSError, ValueError, AttributeError):
+            return []
+    from repromatrix.reporting.load import load
+
+    return hosts_of(load([path]).records)
 
 
 def load_baseline(path: Path) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ last plan (repeats or scenarios since dropped) are left out and counted.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ class Loaded:
     cell_id: str
 
     @property
-    def key(self) -> tuple[str, str, str, int]:
-        return (self.cell_id, self.record.scenario, self.record.variant, self.record.repeat)
+    def key(self) -> tuple[str, str, str, str, int]:
+        """The identity of a measurement: the same cell measured on two hosts is two measurements."""
+        return (self.record.host_id, self.cell_id, self.record.scenario, self.record.variant, self.record.repeat)
 
     @property
     def arrays_path(self) -> Path:
@@ -39,9 +41,41 @@ class Loaded:
         return records.load_arrays(self.arrays_path)
 
 
+@dataclass(frozen=True)
+class Published:
+    """A published report.json given as an input: its hosts and its variants' digests and verdicts."""
+
+    path: Path
+    hosts: list[dict[str, Any]]
+    variants: list[dict[str, Any]]
+
+
+# Report schemas whose variants carry what a comparison needs (cell, digests, verdicts).
+PUBLISHED_SCHEMAS = (2,)
+
+
+def read_published(path: Path) -> Published:
+    """A report.json, or RecordError saying why it cannot stand beside results folders."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise records.RecordError(f"{path}: not a readable report.json ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("report_schema") not in PUBLISHED_SCHEMAS:
+        schema = raw.get("report_schema") if isinstance(raw, dict) else None
+        raise records.RecordError(
+            f"{path}: not a repromatrix report.json of schema {PUBLISHED_SCHEMAS[-1]} (schema {schema!r}); "
+            "regenerate it with `repromatrix report`"
+        )
+    variants = [
+        v for v in raw.get("variants") or [] if isinstance(v, dict) and {"cell_id", "scenario", "variant"} <= set(v)
+    ]
+    return Published(path, list(raw.get("hosts") or []), variants)
+
+
 @dataclass
 class Loading:
     records: list[Loaded] = field(default_factory=list)
+    published: list[Published] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     left_out_of_plan: int = 0
 
@@ -59,12 +93,18 @@ def _read(path: Path, cell_id: str, verifications: records.Verifications) -> Loa
 
 def load(folders: list[Path]) -> Loading:
     """All valid records of the folders, first folder winning a conflict, and the warnings."""
-    found: dict[tuple[str, str, str, int], Loaded] = {}
+    found: dict[tuple[str, str, str, str, int], Loaded] = {}
     loading = Loading()
     conflicts: dict[tuple[Path, str], list[Path]] = {}
     for folder in folders:
+        if folder.is_file():
+            try:
+                loading.published.append(read_published(folder))
+            except records.RecordError as exc:
+                loading.warnings.append(f"{exc}; left out")
+            continue
         if not folder.is_dir():
-            loading.warnings.append(f"{folder}: not a folder; left out")
+            loading.warnings.append(f"{folder}: not a folder or report.json; left out")
             continue
         manifest = records.Manifest.read(records.Layout(folder).manifest)
         for cell_id, cell in records.Layout(folder).cells():

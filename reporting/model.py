@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from repromatrix.reporting import analysis
 from repromatrix.reporting.load import load
@@ -20,6 +21,7 @@ class Report:
     tables: list[analysis.ClassTable]
     attribution: list[analysis.Attribution]
     headline: list[str]
+    hosts: list[dict[str, Any]] = field(default_factory=list)
     left_out_of_plan: int = 0
     baseline: str | None = None
     drift: list[dict[str, str]] | None = None
@@ -42,11 +44,14 @@ class Report:
 def build(folders: list[Path], baseline: Path | None = None) -> Report:
     loading = load(folders)
     arrays = analysis.Arrays()
-    found = analysis.variants(loading.records, arrays)
+    found = analysis.variants(loading.records, arrays, loading.published)
     tables = analysis.class_tables(found)
     analysis.add_distances(tables, arrays)
     findings = analysis.findings(found)
     attributed = analysis.attribution(found, arrays)
+    hosts = analysis.hosts_of(loading.records)
+    known = {h.get("id") for h in hosts}
+    hosts += [{**h, "published": str(p.path)} for p in loading.published for h in p.hosts if h.get("id") not in known]
     report = Report(
         sources=[str(f) for f in folders],
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -55,7 +60,8 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         findings=findings,
         tables=tables,
         attribution=attributed,
-        headline=analysis.headline(found, findings, attributed),
+        headline=analysis.headline(found, findings, attributed, hosts) + analysis.against_published(found),
+        hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,
     )
     if baseline is not None:
@@ -64,4 +70,13 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
             report.drift = analysis.drift(analysis.summary_for_drift(found), analysis.load_baseline(baseline))
         except ValueError as exc:
             report.warnings.append(f"{exc}; drift not computed")
+        before = {h.get("id") for h in analysis.baseline_hosts(baseline)}
+        now = {h.get("id") for h in hosts}
+        if before and now and before != now:
+            labels = ", ".join(sorted(str(h.get("label")) for h in analysis.baseline_hosts(baseline)))
+            report.warnings.append(
+                f"the baseline {baseline} was measured on another host ({labels}) than this report "
+                f"({', '.join(sorted(str(h.get('label')) for h in hosts))}): its drift mixes a change of machine "
+                "with any other change"
+            )
     return report

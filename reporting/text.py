@@ -291,6 +291,7 @@ def json_report(report: Report) -> str:
         "expectations_broken": report.expectations_broken,
         "warnings": report.warnings,
         "left_out_of_plan": report.left_out_of_plan,
+        "hosts": report.hosts,
         "findings": [f.to_json() for f in report.findings],
         "attribution": [a.to_json() for a in report.attribution],
         "variants": [

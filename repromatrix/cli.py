@@ -26,7 +26,7 @@ from repromatrix.errors import (
     LockError,
 )
 from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, records
+from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, hosts, records
 from repromatrix.session import EXIT_CODE_FILE
 
 DEFAULT_RESULTS = Path("results/matrix")
@@ -67,6 +67,8 @@ def _running(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=runner.default_jobs(), help="cells at once (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
     parser.add_argument("--wait", action="store_true", help="wait for another run that holds --results to end")
+    parser.add_argument("--host", metavar="NAME", help="label this machine's records, e.g. laptop (default: "
+                        f"${hosts.HOST_ENV}, else derived from the CPU, e.g. amd-epyc-avx512-2c)")  # fmt: skip
 
 
 def _reporting(parser: argparse.ArgumentParser, with_dirs: bool) -> None:
@@ -186,6 +188,16 @@ def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
     return local
 
 
+def this_host(label: str | None) -> dict[str, Any]:
+    """This machine's fingerprint, labelled by --host, $REPROMATRIX_HOST or its CPU; a bad label is exit 2."""
+    host = hosts.fingerprint(label=label)
+    problem = hosts.check_label(host["label"])
+    if problem:
+        given = f"--host {label}" if label else f"${hosts.HOST_ENV}={host['label']}"
+        raise ConfigurationError(f"{given}: not a usable host label; {problem}")
+    return host
+
+
 def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
     loaded, cells, found = load_plan(args)
     if args.jobs < 1:
@@ -197,8 +209,10 @@ def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
             f"warning: {loaded.repeats} repeat per variant: run to run cannot be judged (it needs two independent "
             "processes); the report marks it untested. Use --repeats 2 or more."
         )
+    host = this_host(args.host)
+    progress.say(f"host: {hosts.describe(host)}")
     options = runner.RunOptions(
-        results=args.results, jobs=args.jobs, force=args.force, verbose=args.verbose, wait=args.wait
+        results=args.results, jobs=args.jobs, force=args.force, verbose=args.verbose, wait=args.wait, host=host
     )
     outcomes = runner.run_matrix(backend, loaded, cells, options, found)
     started = sum(outcome.started for outcome in outcomes)

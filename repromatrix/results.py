@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from repromatrix import cleanup
 from repromatrix.errors import ResultsBusyError
@@ -103,6 +104,26 @@ def _how_long(holder: str) -> str:
     return text
 
 
+def host_of_records(layout: records.Layout) -> dict[str, Any]:
+    for _, path in layout.record_files():
+        record = records.read_if_valid(path)
+        if record is not None and record.host_id:
+            return record.host
+    return {}
+
+
+def check_host(layout: records.Layout, host: dict[str, Any]) -> None:
+    """A results folder holds one machine's records: another host's run goes to its own folder,
+    and the report merges the folders (host is an axis there)."""
+    made_on = records.Manifest.read(layout.manifest).host or host_of_records(layout)
+    if made_on.get("id") and made_on["id"] != host.get("id"):
+        raise ResultsBusyError(
+            f"--results {layout.root} holds records measured on host {made_on.get('label') or made_on['id']}, and "
+            f"this is host {host.get('label')}; pass another --results folder (e.g. {layout.root}-{host.get('label')}) "
+            "and give both folders to `repromatrix report` to compare the hosts"
+        )
+
+
 def check_backend(layout: records.Layout, backend: str) -> None:
     """Records of one backend are never silently overwritten by another's, manifest or no manifest."""
     made_by = records.Manifest.read(layout.manifest).backend or backend_of_records(layout)
@@ -114,10 +135,11 @@ def check_backend(layout: records.Layout, backend: str) -> None:
 
 
 def write_manifest(layout: records.Layout, backend: str, cells: list[str], variants: list[tuple[str, str]],
-                   repeats: int) -> None:  # fmt: skip
+                   repeats: int, host: dict[str, Any] | None = None) -> None:  # fmt: skip
     """What made the folder; a run narrowed to some cells does not disown the others."""
     before = records.Manifest.read(layout.manifest)
-    manifest = records.Manifest(backend, before.cells | set(cells), frozenset(variants), repeats)
+    manifest = records.Manifest(backend, before.cells | set(cells), frozenset(variants), repeats,
+                                {key: (host or {}).get(key) for key in ("id", "label")})  # fmt: skip
     records.write_json(layout.manifest, manifest.to_json())
 
 

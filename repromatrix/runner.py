@@ -11,6 +11,7 @@ runner writes the plan of one attempt, the harness writes its summary.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,12 +21,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, Prepared
 from repromatrix.errors import CellError, EngineLostError, FatalError
 from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import PlannedRepeat, Scenario, discover, plan, records, reuse_key
+from repromatrix.scenarios import PlannedRepeat, Scenario, discover, hosts, plan, records, reuse_key
 
 
 def default_jobs() -> int:
@@ -56,15 +58,16 @@ class RunOptions:
     verbose: bool = False
     wait: bool = False  # for the results folder's lock
     monitor: progress.Monitor | None = None  # per-repeat progress of the running cells
+    host: dict[str, Any] = field(default_factory=dict)  # this machine (scenarios/hosts.py); read when empty
 
 
 def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
     return plan(found, matrix.scenarios, matrix.repeats, matrix.seed)
 
 
-def cell_key(environment_key: str, cell: Cell) -> str:
-    """The environment plus the cell's knobs: what a record's bits depend on besides the scenario."""
-    return f"{environment_key}|{cell.id}"
+def cell_key(environment_key: str, cell: Cell, host: dict[str, Any]) -> str:
+    """The environment, the cell's knobs and the machine: what a record's bits depend on besides the scenario."""
+    return f"{environment_key}|{cell.id}|host:{host.get('id', '')}"
 
 
 def repeat_key(environment_key: str, repeat: PlannedRepeat, matrix: Matrix) -> str | None:
@@ -105,13 +108,15 @@ def knob_args(cell: Cell) -> list[str]:
     return args
 
 
-def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, verbose: bool) -> list[str]:
+def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, verbose: bool,
+                 host: dict[str, Any]) -> list[str]:  # fmt: skip
     """Everything but --out, which only the backend knows (a container sees its own path)."""
     return [
         "--timeout", f"{matrix.timeout:g}",
         *knob_args(cell),
         "--cell-json", json.dumps(cell.params(), sort_keys=True),
         "--image-json", json.dumps(prepared.description, sort_keys=True),
+        "--host-json", json.dumps(host, sort_keys=True),
         "--attempt", attempt,
         "--isolation", matrix.isolation,
         *(["--verbose"] if verbose else []),
@@ -119,7 +124,7 @@ def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, v
 
 
 def _fill(layout: records.CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: str, message: str,
-          detail: str, keep: set[str]) -> None:  # fmt: skip
+          detail: str, keep: set[str], host: dict[str, Any]) -> None:  # fmt: skip
     """Status records for the repeats that have no record worth keeping; measured ones are never replaced."""
     for repeat in repeats:
         path = layout.record(repeat.name, repeat.variant, repeat.index)
@@ -128,7 +133,7 @@ def _fill(layout: records.CellLayout, cell: Cell, repeats: list[PlannedRepeat], 
         existing = records.read_if_valid(path)
         if existing is not None and existing.is_ok:
             continue
-        spec = replace(repeat.spec(reuse_key=None), cell=cell.params())
+        spec = replace(repeat.spec(reuse_key=None), cell=cell.params(), host=host)
         records.Record.failed(status, message, stderr=detail, **spec.record_fields()).write_if_changed(path)
 
 
@@ -148,9 +153,9 @@ def run_cell(
     try:
         reason = backend.skip_reason(cell)
         if reason is not None:
-            _fill(layout, cell, repeats, "skipped", reason, "", keep=set())
+            _fill(layout, cell, repeats, "skipped", reason, "", keep=set(), host=options.host)
             return CellOutcome(cell, "skipped", counts=_count(layout, repeats), message=reason)
-        expected = cell_key(backend.environment_key(cell), cell)
+        expected = cell_key(backend.environment_key(cell), cell, options.host)
         todo = missing(layout, repeats, expected, matrix, options.force)
         if not todo:
             return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
@@ -159,7 +164,7 @@ def run_cell(
         prepared = backend.prepare(cell, options.verbose)
         # The key of the environment as built (an image id), which is what the records carry; checked
         # again only when building changed it (an image that did not exist yet).
-        key = cell_key(prepared.key, cell)
+        key = cell_key(prepared.key, cell, options.host)
         if key != expected:
             todo = missing(layout, repeats, key, matrix, options.force)
         if not todo:
@@ -176,13 +181,15 @@ def run_cell(
             options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
         try:
             timeout = matrix.timeout * len(todo) + 120.0
-            args = harness_args(matrix, cell, prepared, attempt, options.verbose)
+            args = harness_args(matrix, cell, prepared, attempt, options.verbose, options.host)
             result = backend.run(cell, prepared, args, layout.root, timeout)
             summary = records.Summary.read(layout.summary_file(attempt)) or records.Summary(attempt=attempt)
         finally:
             if options.monitor is not None:
                 options.monitor.done(cell.id)
             shutil.rmtree(layout.attempt_dir(attempt), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                layout.attempt_dir(attempt).parent.rmdir()  # .attempts itself, once no attempt is in it
         if cleanup.stopping.is_set():
             return CellOutcome(cell, "interrupted", started=summary.started, counts=_count(layout, repeats))
         for error in summary.errors:
@@ -190,7 +197,7 @@ def run_cell(
         lost = "the harness left no record for this repeat" + (
             "" if summary.finished else f" (it ended early, exit code {result.returncode})"
         )
-        _fill(layout, cell, todo, "error", lost, result.stderr, keep=set(summary.done))
+        _fill(layout, cell, todo, "error", lost, result.stderr, keep=set(summary.done), host=options.host)
         counts = _count(layout, repeats)
         state = "error" if counts.get("error") or counts.get("missing") else "ran"
         return CellOutcome(cell, state, summary.started, counts)
@@ -198,7 +205,7 @@ def run_cell(
         if cleanup.stopping.is_set():
             return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
         progress.say(f"error: {exc.message}")
-        _fill(layout, cell, repeats, "error", exc.reason, exc.detail, keep=set())
+        _fill(layout, cell, repeats, "error", exc.reason, exc.detail, keep=set(), host=options.host)
         return CellOutcome(cell, "error", message=exc.reason, counts=_count(layout, repeats))
 
 
@@ -239,10 +246,13 @@ def run_matrix(
     found = found if found is not None else discover()
     repeats = planned_repeats(matrix, found)
     layout = records.Layout(options.results)
+    if not options.host:
+        options = replace(options, host=hosts.fingerprint())
     with results.exclusive(layout, wait=options.wait):
         results.check_backend(layout, backend.name)
+        results.check_host(layout, options.host)
         variants = sorted({(r.name, r.variant) for r in repeats})
-        results.write_manifest(layout, backend.name, [c.id for c in cells], variants, matrix.repeats)
+        results.write_manifest(layout, backend.name, [c.id for c in cells], variants, matrix.repeats, options.host)
         backend.sweep()
         results.remove_litter(layout)
         try:

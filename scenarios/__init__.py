@@ -28,7 +28,7 @@ from . import records
 SCENARIOS_DIR = Path(__file__).resolve().parent
 # Files every scenario process executes besides the scenario's own module: a
 # change to any of them can change the bits, so they are part of the reuse key.
-SHARED_SOURCES = ("common.py", "records.py", "worker.py", "__main__.py")
+SHARED_SOURCES = ("common.py", "records.py", "worker.py", "__main__.py", "hosts.py")
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # What a comparison may be declared to show.
 OUTCOMES = ("identical", "differs", "any")

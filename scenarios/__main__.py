@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import SCENARIOS_DIR, discover, plan, records, reuse_key
+from . import SCENARIOS_DIR, discover, hosts, plan, records, reuse_key
 
 PACKAGE = __package__ or "scenarios"
 
@@ -77,6 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # Set by the runner: what the records say about where they ran, and what makes them reusable.
     parser.add_argument("--cell-json", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--image-json", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--host-json", default="", help=argparse.SUPPRESS)  # else this machine, read here
     parser.add_argument("--environment-key", help=argparse.SUPPRESS)
     parser.add_argument("--attempt", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -340,7 +341,7 @@ def execute(
             summary.reused += 1
             continue
         spec = replace(planned, cell=context["cell"], isolation=args.isolation, record=str(path),
-                       knobs=context["knobs"], image=context["image"])  # fmt: skip
+                       knobs=context["knobs"], image=context["image"], host=context["host"])  # fmt: skip
         if spec.problem:
             outcome = Outcome("error", spec.problem)
         else:
@@ -383,6 +384,7 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
     context = {
         "cell": json.loads(args.cell_json),
         "image": json.loads(args.image_json),
+        "host": json.loads(args.host_json) if args.host_json else hosts.fingerprint(),
         "knobs": {
             "onednn": args.onednn,
             "op_determinism": args.op_determinism,

@@ -297,6 +297,8 @@ class Record:
     isolation: str = "process"
     # What the scenario declared of this variant (run_to_run, in_process); empty: the defaults.
     expect: dict[str, str] = field(default_factory=dict)
+    # The real machine it was measured on (scenarios/hosts.py): id, label, CPU, cores, GPUs, kernel.
+    host: dict[str, Any] = field(default_factory=dict)
     # Extra facts a run attaches (e.g. the fork parent); kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -331,6 +333,15 @@ class Record:
     def name(self) -> str:
         """The scenario variant, as folders and reports name it."""
         return f"{self.scenario}-{self.variant}"
+
+    @property
+    def host_id(self) -> str:
+        """The machine's id ('' for records made before hosts were recorded)."""
+        return str(self.host.get("id") or "")
+
+    @property
+    def host_label(self) -> str:
+        return str(self.host.get("label") or self.host_id or "")
 
     @property
     def ran_on(self) -> str:
@@ -369,6 +380,8 @@ class Record:
         }
         if self.expect:
             payload["expect"] = self.expect
+        if self.host:
+            payload["host"] = self.host
         if self.process_id:
             payload["process_id"] = self.process_id
         if self.started_at:
@@ -407,7 +420,7 @@ class Record:
             raise RecordError(f"unknown isolation {isolation!r}")
         known = {"schema", "cell", "scenario", "variant", "seed", "repeat", "status", "error", "outputs",
                  "in_process_identical", "knobs", "environment", "timings", "reuse_key", "isolation",
-                 "process_id", "started_at", "expect"}  # fmt: skip
+                 "process_id", "started_at", "expect", "host"}  # fmt: skip
         return cls(
             scenario=raw["scenario"],
             variant=raw["variant"],
@@ -427,6 +440,7 @@ class Record:
             started_at=raw.get("started_at"),
             isolation=isolation,
             expect={str(k): str(v) for k, v in _dict(raw.get("expect"), "expect").items()},
+            host=_dict(raw.get("host"), "host"),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -568,6 +582,7 @@ class Manifest:
     cells: frozenset[str] = frozenset()
     variants: frozenset[tuple[str, str]] = frozenset()
     repeats: int = 0
+    host: dict[str, Any] = field(default_factory=dict, hash=False)  # the machine whose records these are
 
     def plans(self, scenario: str, variant: str, repeat: int) -> bool:
         """Whether the folder's last plan has this repeat (a folder without a plan plans everything)."""
@@ -575,7 +590,7 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         plan = {"cells": sorted(self.cells), "variants": sorted(self.variants), "repeats": self.repeats}
-        return {"backend": self.backend, "plan": plan}
+        return {"backend": self.backend, "plan": plan, "host": self.host}
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -588,6 +603,7 @@ class Manifest:
                 cells=frozenset(str(c) for c in plan.get("cells", [])),
                 variants=frozenset((str(s), str(v)) for s, v in plan.get("variants", [])),
                 repeats=int(plan.get("repeats", 0)),
+                host=raw.get("host") if isinstance(raw.get("host"), dict) else {},
             )
         except (OSError, ValueError, TypeError, AttributeError):
             return cls()
@@ -688,6 +704,7 @@ class RepeatSpec:
     expect: dict[str, str] = field(default_factory=dict)
     isolation: str = "process"
     record_bytes: int = DEFAULT_RECORD_BYTES  # what the record may keep of its arrays whole
+    host: dict[str, Any] = field(default_factory=dict)  # the machine measuring it (scenarios/hosts.py)
     problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
     # Filled in by the harness for the scenario process:
     record: str = ""  # where the record goes
@@ -701,7 +718,7 @@ class RepeatSpec:
 
     def record_fields(self) -> dict[str, Any]:
         """What a record of this repeat says about it, whatever its outcome."""
-        names = ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect", "isolation")
+        names = ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect", "isolation", "host")
         return {name: getattr(self, name) for name in names}
 
     def to_json(self) -> dict[str, Any]:

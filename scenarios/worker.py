@@ -27,15 +27,9 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from . import records  # noqa: E402
+from . import hosts, records  # noqa: E402
 
 PACKAGE = __package__ or "scenarios"
-
-# ISA extensions that decide which CPU kernels oneDNN and Eigen pick.
-ISA_FLAGS = (
-    "sse4_1", "sse4_2", "fma", "f16c", "avx", "avx2", "avx_vnni", "avx512f", "avx512dq", "avx512cd",
-    "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
-)  # fmt: skip
 
 
 def env_knobs(knobs: dict[str, Any]) -> dict[str, str]:
@@ -111,23 +105,15 @@ def knobs_in_force(tf: Any, requested: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cpu() -> dict[str, Any]:
-    model, flags = None, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "model name" and model is None:
-                model = value
-            elif key == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
+    cpu = hosts.cpuinfo()
     return {
-        "model": model or platform.processor() or None,
+        "model": cpu["model"],
+        "vendor": cpu["vendor"],
         "machine": platform.machine(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "isa": sorted(flag for flag in ISA_FLAGS if flag in flags),
-        "flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest() if flags else None,
+        "isa": cpu["isa"],
+        "flags_sha256": cpu["flags_sha256"],
     }
 
 

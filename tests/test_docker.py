@@ -262,6 +262,130 @@ def _wait_for_container(docker_backend, process) -> None:
         time.sleep(0.2)
 
 
+def assert_no_litter(results) -> None:
+    """No temporary file of an atomic write and no attempt folder left in the results folder."""
+    left = [p for p in results.rglob(".*") if p.name.endswith((".tmp", ".tmp.npz")) or p.name == ".attempts"]
+    assert left == [], left
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_to_nox_stops_the_run_and_nothing_outlives_it(docker_backend, image, tmp_path, signum):
+    """What a scheduler, a CI runner or systemd does: signal nox's own pid, not its process group."""
+    results, small = tmp_path / "r", tmp_path / "small.toml"
+    small.write_text(SMALL)
+    command = [sys.executable, "-m", "nox", "-s", "matrix", "--", "--backend", "docker", "--matrix", str(small),
+               "--results", str(results), "--out", str(tmp_path / "report")]  # fmt: skip
+    nox = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(docker_backend), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not docker_backend.leftovers():  # a container of this run is up: mid-cell
+        assert nox.poll() is None, nox.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "no container started"
+        time.sleep(0.2)
+    os.kill(nox.pid, signum)
+    output, _ = nox.communicate(timeout=120)
+    assert nox.returncode == 130, output[-3000:]
+    assert docker_backend.leftovers() == []
+    running = subprocess.run(["pgrep", "-f", f"repromatrix.*{results}"], capture_output=True, text=True)
+    assert running.stdout.strip() == "", running.stdout
+    again = subprocess.run(command, cwd=REPO_ROOT, env=_env(docker_backend), capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "in use by" not in again.stdout
+    assert_no_litter(results)
+
+
+class EngineProxy:
+    """A Unix socket in front of the real engine: closing it is the engine stopping to answer, as the
+    client sees it (connections dropped mid-call, new ones refused), without stopping the shared engine."""
+
+    def __init__(self, target: str, path) -> None:
+        import socket
+        import threading
+
+        self.target, self.path, self.connections = target, str(path), []
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(2)
+
+    def stop(self) -> None:
+        import socket
+
+        self.listener.close()
+        for connection in self.connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+        os.unlink(self.path)
+
+
+def test_an_engine_that_stops_answering_is_exit_3_with_one_line_and_the_counts(docker_backend, image, tmp_path):
+    target = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    proxy = EngineProxy(target, tmp_path / "engine.sock")
+    results = tmp_path / "r"
+    env = {**_env(docker_backend), "DOCKER_HOST": f"unix://{proxy.path}"}
+    small = tmp_path / "small.toml"
+    small.write_text(SMALL.replace("repeats = 2", "repeats = 4"))
+    command = [sys.executable, "-m", "repromatrix", "run", "--backend", "docker", "--matrix", str(small),
+               "--results", str(results)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # fmt: skip
+    layout = records.Layout(results)
+    deadline = time.monotonic() + 300
+    while not any((r := records.read_if_valid(p)) and r.is_ok for _, p in layout.record_files()):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    measured_before = sum(r.is_ok for _, p in layout.record_files() if (r := records.read_if_valid(p)))
+    proxy.stop()
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 3, stdout + stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert f"the Docker engine at unix://{proxy.path} stopped answering during tf{NEWEST_TF}" in errors[0]
+    measured = int(errors[0].split("repeats measured")[0].rsplit(":", 1)[1].split(" of ")[0])
+    assert measured >= measured_before and " of 8 repeats measured" in errors[0]
+    # Nothing the orphaned container wrote after its run ended blames a scenario.
+    deadline = time.monotonic() + 120
+    while docker_backend.api.containers(filters={"label": "org.repromatrix.managed=true"}):  # it stops by itself
+        assert time.monotonic() < deadline, "the orphaned container kept running"
+        time.sleep(0.5)
+    for _, path in layout.record_files():
+        record = records.Record.read(path)
+        assert record.is_ok or "the run that started it ended" in record.message, record.message
+    # The engine back: the next run sweeps the orphan and completes.
+    again = subprocess.run(command, cwd=REPO_ROOT, env=_env(docker_backend), capture_output=True, text=True,
+                           timeout=900)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {records.Record.read(p).status for _, p in layout.record_files()} == {"ok"}
+    assert docker_backend.leftovers() == []
+    assert_no_litter(results)
+
+
 def test_sigterm_removes_the_containers_and_leaves_a_resumable_folder(docker_backend, image, tmp_path):
     results = tmp_path / "r"
     process = _start_run(docker_backend, results)
@@ -276,6 +400,7 @@ def test_sigterm_removes_the_containers_and_leaves_a_resumable_folder(docker_bac
     assert resumed.returncode == 0, stdout + stderr
     statuses = {records.Record.read(path).status for _, path in records.Layout(results).record_files()}
     assert statuses == {"ok"}
+    assert_no_litter(results)
 
 
 def test_a_killed_runs_container_is_swept_and_a_live_runs_is_not(docker_backend, image, tmp_path):
@@ -317,10 +442,11 @@ def test_sigkill_of_the_orchestrator_then_resume_loses_nothing_and_sweeps_it(doc
     resumed = _start_run(docker_backend, results)
     stdout, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stdout + stderr
-    assert "left running by a run that was killed" in stdout
+    assert "left behind by a run that ended without removing it" in stdout
     assert docker_backend.leftovers() == []
     paths = [p for _, p in layout.record_files()]
     assert len(paths) == 4 and {records.Record.read(p).status for p in paths} == {"ok"}
+    assert_no_litter(results)
 
 
 def test_a_second_run_into_the_same_folder_exits_2_naming_the_holder(docker_backend, image, tmp_path):
@@ -337,19 +463,25 @@ def test_a_second_run_into_the_same_folder_exits_2_naming_the_holder(docker_back
     assert docker_backend.leftovers() == []
 
 
-def test_a_docker_run_into_a_local_folder_does_not_overwrite_it(docker_backend, image, tmp_path, tf_python):
+@pytest.mark.parametrize("manifest", ["intact", "missing", "garbage"])
+def test_a_docker_run_into_a_local_folder_does_not_overwrite_it(docker_backend, image, tmp_path, tf_python, manifest):
     tf_python(NEWEST_TF)
     path = tmp_path / "matrix.toml"
     path.write_text(f'[matrix]\ntf = ["{NEWEST_TF}"]\n[run]\nscenarios = ["seeded_init"]\nrepeats = 1\n')
     results = tmp_path / "r"
     local = repromatrix_cli("run", "--matrix", str(path), "--backend", "local", "--results", str(results))
     assert local.returncode == 0, local.stdout + local.stderr
-    before = {p: p.read_bytes() for _, p in records.Layout(results).record_files()}
+    layout = records.Layout(results)
+    if manifest == "missing":
+        layout.manifest.unlink()
+    elif manifest == "garbage":
+        layout.manifest.write_bytes(b"\x00\xffnot a manifest")
+    before = {p: p.read_bytes() for _, p in layout.record_files()}
     docker = repromatrix_cli("run", "--matrix", str(path), "--backend", "docker", "--results", str(results),
                              env=_env(docker_backend))  # fmt: skip
-    assert docker.returncode == 2
+    assert docker.returncode == 2, docker.stdout + docker.stderr
     assert "holds records made by the local backend and this run uses docker" in docker.stderr
-    assert {p: p.read_bytes() for _, p in records.Layout(results).record_files()} == before
+    assert {p: p.read_bytes() for _, p in layout.record_files()} == before
 
 
 def test_ctrl_c_during_an_image_build_exits_at_once_and_starts_no_container(docker_backend, tmp_path):

@@ -371,7 +371,9 @@ class DockerBackend:
                     threading.Thread(target=self._stream, args=(cell, container_id), daemon=True).start()
                 try:
                     status = self.api.wait(container_id, timeout=timeout)
-                except requests.exceptions.ReadTimeout:
+                except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                    # docker-py over a Unix socket reports its read timeout as a ConnectionError too:
+                    # an engine that still answers means the container ran out of time.
                     if not self.engine.answers():
                         raise self.engine.lost(cell.id) from None
                     stderr = self._logs(container_id, stderr=True)
