@@ -86,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     _selection(plan)
     plan.add_argument("--format", choices=("text", "json"), default="text", help="json: for CI's fan-out")
     plan.add_argument("--output", type=Path, help="write the list here instead of printing it")
+    plan.add_argument("--runners", type=_csv, default=["ubuntu-24.04"], metavar="LABEL,...",
+                      help="json: one job per cell per runner label (hosts); CUDA cells once, on the GPU "
+                      "runner")  # fmt: skip
 
     build = commands.add_parser("build", help="build the images (or virtualenvs) of the cells")
     _selection(build)
@@ -188,6 +191,25 @@ def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
     return local
 
 
+def fan_out(loaded: Matrix, cells: list[Cell], runners: list[str]) -> list[dict[str, str]]:
+    """CI's jobs: each CPU cell on each runner label (a host each, named by its label), each CUDA cell
+    once on the GPU runner. The artifact name is unique per job, so the report keeps every host."""
+    for label in runners:
+        problem = hosts.check_label(label)
+        if problem:
+            raise ConfigurationError(f"--runners {label}: not a usable runner label; {problem}")
+    jobs = []
+    for label in runners:
+        for cell in cells:
+            if cell.device == "cuda" and label != runners[0]:
+                continue
+            host = "gpu" if cell.device == "cuda" else label
+            jobs.append({"id": cell.id, "session": f"cell({cell.id})", "device": cell.device,
+                         "why": loaded.reasons[cell.id], "runner": host,
+                         "artifact": f"results-{cell.id}-{host}"})  # fmt: skip
+    return jobs
+
+
 def this_host(label: str | None) -> dict[str, Any]:
     """This machine's fingerprint, labelled by --host, $REPROMATRIX_HOST or its CPU; a bad label is exit 2."""
     host = hosts.fingerprint(label=label)
@@ -265,10 +287,7 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "plan":
             loaded, cells, _ = load_plan(args)
             if args.format == "json":
-                listing = json.dumps(
-                    [{"id": c.id, "session": f"cell({c.id})", "device": c.device, "why": loaded.reasons[c.id]}
-                     for c in cells]
-                )  # fmt: skip
+                listing = json.dumps(fan_out(loaded, cells, args.runners))
             else:
                 width = max((len(c.id) for c in cells), default=0)
                 listing = "\n".join(

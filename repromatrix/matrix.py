@@ -128,6 +128,48 @@ _AXES: dict[str, tuple[type, tuple[Any, ...] | None, list[Any]]] = {
     "cpus": (int, None, [0]),
     "cpu_isa": (str, CPU_ISAS, ["native"]),
 }
+# How a person reads each axis and its values (the report's words).
+AXIS_LABELS = {
+    "tf": "TensorFlow",
+    "device": "device",
+    "recipe": "image recipe",
+    "onednn": "oneDNN",
+    "op_determinism": "op determinism",
+    "intra_op_threads": "intra-op threads",
+    "inter_op_threads": "inter-op threads",
+    "cpus": "cores",
+    "cpu_isa": "CPU instruction set",
+    "host": "host",  # not a planned axis: the machine the records come from
+}
+
+
+def value_label(axis: str, value: Any) -> str:
+    """'all cores' rather than 0, 'on' rather than True, 'TF default' rather than 0 threads."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if axis == "cpus":
+        return "all cores" if value == 0 else f"{value} core{'s' if value != 1 else ''}"
+    if axis.endswith("_threads"):
+        return "TF default" if value == 0 else f"{value}"
+    if axis == "cpu_isa" and value == "native":
+        return "native (no cap)"
+    return str(value)
+
+
+def value_order(axis: str, value: Any) -> tuple[int, Any]:
+    """Where a value sits on its axis, for pairing neighbours: versions and counts ascending, instruction
+    sets oldest first with no cap last (CPU_ISAS, reversed), every value the axis accepts."""
+    if axis == "cpu_isa" and value in CPU_ISAS:
+        return (0, len(CPU_ISAS) - CPU_ISAS.index(value))
+    if isinstance(value, bool):
+        return (0, int(value))
+    if isinstance(value, (int, float)):
+        return (0, value)
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)*(\.post\d+)?", value):
+        return (0, tuple(int(p) for p in re.findall(r"\d+", value)))
+    return (1, str(value))
+
+
 # Keys of [matrix] that choose cells rather than name an axis.
 _DESIGN_KEYS = ("design", "crossed")
 _RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {

@@ -250,11 +250,11 @@ def _start_run(docker_backend, results, *extra: str) -> subprocess.Popen:
 
 def _wait_for_container(docker_backend, process) -> None:
     """Until a container of this run (its owner label names the process) exists."""
-    from repromatrix.backends.container import LABEL, OWNER
+    from repromatrix.backends.container import CELL_LABEL, OWNER
 
     deadline = time.monotonic() + 120
     while True:
-        found = docker_backend.api.containers(all=True, filters={"label": f"{LABEL}.managed=true"})
+        found = docker_backend.api.containers(all=True, filters={"label": CELL_LABEL})
         if any(f":{process.pid}:" in (c.get("Labels") or {}).get(OWNER, "") for c in found):
             return
         assert process.poll() is None, process.communicate()
@@ -371,7 +371,10 @@ def test_an_engine_that_stops_answering_is_exit_3_with_one_line_and_the_counts(d
     assert measured >= measured_before and " of 8 repeats measured" in errors[0]
     # Nothing the orphaned container wrote after its run ended blames a scenario.
     deadline = time.monotonic() + 120
-    while docker_backend.api.containers(filters={"label": "org.repromatrix.managed=true"}):  # it stops by itself
+    while docker_backend.leftovers() and any(  # it stops by itself
+        c["State"] == "running"
+        for c in docker_backend.api.containers(all=True, filters={"label": "org.repromatrix.cell"})
+    ):
         assert time.monotonic() < deadline, "the orphaned container kept running"
         time.sleep(0.5)
     for _, path in layout.record_files():

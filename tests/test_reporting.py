@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -302,7 +303,7 @@ def test_attribution_on_a_sparse_matrix_and_unstable_pairs(tmp_path):
     seeded(tmp_path, off_id, [[1.0], [1.0]], cell=off, tf="2.21.0")
     report = reporting.build([tmp_path])
     assert (attributed(report, "tf")["2.15.1→2.21.0"].pairs, attributed(report, "tf")["2.15.1→2.21.0"].differ) == (1, 0)
-    cores = attributed(report, "cpus")["0→1"]
+    cores = attributed(report, "cpus")["all cores→1 core"]
     assert (cores.pairs, cores.unstable) == (0, 1)  # counted apart, not dropped
     assert any("Not comparable (no stable pair of cells): cores" in line for line in report.headline)
 
@@ -316,9 +317,28 @@ def test_headline_says_what_broke_what_changes_the_bits_and_what_did_not(tmp_pat
     assert report.headline[0].startswith("Every expectation held: seeded runs were reproducible")
     assert report.headline[1:3] == [
         "What changes the bits, most pairs first:",
-        "- oneDNN: 4/4 pairs differ (seeded_init-seeded: predictions and weights; |Δ| ≤ 2.4e-07, 1 ULP)",
+        "- oneDNN: 4/4 pairs differ — seeded_init-seeded: predictions 2/2 and weights 2/2 (|Δ| ≤ 2.4e-07, 1 ULP)",
     ]
     assert report.headline[3] == "No effect on any stable result: TensorFlow."
+
+
+def test_the_headline_names_the_outputs_an_axis_never_changes(tmp_path):
+    # oneDNN changes the predictions, never the weights (seeded_init's weights come before any matmul).
+    for onednn, bump in ((True, 0.0), (False, 0.5)):
+        for tf in ("2.16.2", "2.21.0"):
+            cell_id, cell = cell_of(tf, onednn)
+            for repeat in range(2):
+                path = records.CellLayout(tmp_path / cell_id).record("seeded_init", "seeded", repeat)
+                arrays = {f"{m}.{n}": np.asarray([1.0 + (bump if n == "predictions" else 0.0)], dtype=np.float32)
+                          for m in ("model1", "model2") for n in ("predictions", "weights")}  # fmt: skip
+                records.Record.ok(arrays=arrays, in_process_identical=True, scenario="seeded_init", variant="seeded",
+                                  seed=42, repeat=repeat, cell={"id": cell_id, "tf": tf, "device": "cpu", **cell},
+                                  reuse_key="k").write(path, arrays)  # fmt: skip
+    report = reporting.build([tmp_path])
+    assert report.headline[2] == (
+        "- oneDNN: 2/4 pairs differ — seeded_init-seeded: predictions 2/2 (|Δ| ≤ 0.5, 4194304 ULP), "
+        "never its weights (0/2)"
+    )
     cell_id, cell = cell_of("2.21.0", True)
     seeded(tmp_path, cell_id, [[1.0], [1.0], [1.5]], cell=cell, tf="2.21.0")  # now it varies
     broken = reporting.build([tmp_path])
@@ -473,3 +493,18 @@ def test_run_to_run_is_judged_across_independent_identities_only(tmp_path):
     payload = json.loads(text.json_report(report))
     entry = next(v for v in payload["variants"] if v["cell_id"] == "tf2.21.0-cpu-onednn1-det0")
     assert entry["identities"] == 1 and entry["run_to_run"] == "untested"
+
+
+def test_attribution_pairs_neighbours_in_the_axis_tables_order_for_every_isa(tmp_path):
+    from repromatrix.matrix import CPU_ISAS, Cell, value_label
+
+    # Every value cpu_isa accepts, each cell one bit pattern: neighbours must pair, oldest first.
+    for index, isa in enumerate(CPU_ISAS):
+        cell = Cell("2.21.0", "cpu", cpu_isa=isa)
+        seeded(tmp_path, cell.id, [[float(index)], [float(index)]], cell={"cpu_isa": isa}, tf="2.21.0")
+    report = reporting.build([tmp_path])
+    oldest_first = list(reversed(CPU_ISAS))
+    expected = [f"{value_label('cpu_isa', a)}→{value_label('cpu_isa', b)}" for a, b in pairwise(oldest_first)]
+    found = [a.transition for a in report.attribution if a.axis == "cpu_isa" and a.output == "model1.predictions"]
+    assert found == expected
+    assert expected[0] == "sse41→avx" and expected[-1] == "avx512_core_amx→native (no cap)"

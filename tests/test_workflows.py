@@ -71,3 +71,20 @@ def test_fan_out_then_merge_gives_the_report_of_a_single_run(two_cell_run, tmp_p
     merged = _comparable((tmp_path / "merged" / "report.json").read_text())
     assert merged == _comparable((tmp_path / "single" / "report.json").read_text())
     assert len(merged["variants"]) == 4 and not merged["warnings"]
+
+
+def test_plan_fans_out_each_cpu_cell_over_every_runner_and_each_cuda_cell_once():
+    plan = repromatrix_cli("plan", "--format", "json", "--runners", "ubuntu-24.04,ubuntu-24.04-arm")
+    assert plan.returncode == 0, plan.stderr
+    jobs = json.loads(plan.stdout)
+    cpu = [j for j in jobs if j["device"] == "cpu"]
+    cuda = [j for j in jobs if j["device"] == "cuda"]
+    assert len(cpu) == 2 * 14 and len(cuda) == 2  # the default matrix: 14 CPU cells, 2 CUDA cells
+    assert {j["runner"] for j in cpu} == {"ubuntu-24.04", "ubuntu-24.04-arm"} and {j["runner"] for j in cuda} == {"gpu"}
+    assert len({j["artifact"] for j in jobs}) == len(jobs)  # no two jobs' results collide in the merge
+    one = next(j for j in cpu if j["id"] == "tf2.21.0-cpu-onednn1-det0" and j["runner"] == "ubuntu-24.04-arm")
+    assert one == {"id": "tf2.21.0-cpu-onednn1-det0", "session": "cell(tf2.21.0-cpu-onednn1-det0)", "device": "cpu",
+                   "why": "baseline (onednn=on)", "runner": "ubuntu-24.04-arm",
+                   "artifact": "results-tf2.21.0-cpu-onednn1-det0-ubuntu-24.04-arm"}  # fmt: skip
+    bad = repromatrix_cli("plan", "--format", "json", "--runners", "has space")
+    assert bad.returncode == 2 and "--runners has space: not a usable runner label" in bad.stderr

@@ -29,6 +29,9 @@ from repromatrix.matrix import RECIPES_DIR, Cell, DockerSettings
 
 LABEL = "org.repromatrix"
 MANAGED = {f"{LABEL}.managed": "true"}
+# A container that runs a cell (the key alone filters): the build's own step containers inherit the
+# recipes' managed label, and the engine removes those itself.
+CELL_LABEL = f"{LABEL}.cell"
 # Which run a container belongs to (host:pid:start ticks), so a later run can remove the orphans of a killed one.
 OWNER = f"{LABEL}.owner"
 # Where the container sees the scenarios (read-only) and the cell's results (the only writable mount).
@@ -261,7 +264,7 @@ class DockerBackend:
         if cleanup.stopping.is_set():
             raise CellError(cell.id, "interrupted before the container started")
         name = f"repromatrix-{cell.id}-{uuid.uuid4().hex[:8]}"
-        labels = {**MANAGED, f"{LABEL}.cell": cell.id, OWNER: cleanup.RUN_OWNER, **create.pop("labels", {})}
+        labels = {**MANAGED, CELL_LABEL: cell.id, OWNER: cleanup.RUN_OWNER, **create.pop("labels", {})}
         container_id = self.api.create_container(name=name, labels=labels, **create)["Id"]
 
         def remove() -> None:
@@ -416,7 +419,7 @@ class DockerBackend:
         Only those whose owner is a process of this host that no longer exists: a
         live concurrent run's containers, and other hosts' (a shared engine), are left alone.
         """
-        found = self.api.containers(all=True, filters={"label": f"{LABEL}.managed=true"})
+        found = self.api.containers(all=True, filters={"label": CELL_LABEL})
         for container in found:
             owner = (container.get("Labels") or {}).get(OWNER)
             if owner and cleanup.owner_alive(owner) is False:
@@ -442,5 +445,5 @@ class DockerBackend:
 
     def leftovers(self) -> list[str]:
         """Names of containers this tool created that still exist (there should be none)."""
-        found = self.api.containers(all=True, filters={"label": f"{LABEL}.managed=true"})
+        found = self.api.containers(all=True, filters={"label": CELL_LABEL})
         return [name.lstrip("/") for container in found for name in container.get("Names", [])]
