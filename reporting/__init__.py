@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from repromatrix.errors import ReportInputError
-from repromatrix.reporting import html, text
+from repromatrix.reporting import figure, html, text
 from repromatrix.reporting.model import Report, build
 from repromatrix.scenarios import records
 
@@ -24,8 +24,10 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None) -> 
         raise ReportInputError(
             f"nothing to report from {', '.join(map(str, folders))}: {problems} (pass the folder given to --results)"
         )
+    picture = figure.svg(report)
     outputs = {
-        "report.md": text.markdown(report),
+        **({"figure.svg": picture} if picture else {}),
+        "report.md": text.markdown(report, figure="figure.svg" if picture else ""),
         "report.html": html.page(report),
         "report.json": text.json_report(report),
         "report.csv": text.csv_rows(report),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from html import escape
 
-from repromatrix.reporting import analysis
+from repromatrix.reporting import analysis, figure
 from repromatrix.reporting.model import Report
 from repromatrix.reporting.text import RUN_TO_RUN_HEADERS, Section, header_lines, sections
 
@@ -113,10 +113,11 @@ def _headline(lines: list[str]) -> str:
 
 def page(report: Report) -> str:
     broken = " broken" if report.expectations_broken else ""
-    body = [
-        "<h1>repromatrix: bit-identity report</h1>",
-        f'<div class="headline{broken}" id="headline">{_headline(report.headline)}</div>',
-    ]
+    body = ["<h1>repromatrix: bit-identity report</h1>"]
+    picture = figure.svg(report)
+    if picture:  # a picture first: which change flips which output, at a glance
+        body.append(f'<div id="figure">{picture}</div>')
+    body.append(f'<div class="headline{broken}" id="headline">{_headline(report.headline)}</div>')
     body += [f'<p class="meta">{escape(line)}</p>' for line in header_lines(report)]
     for index, section in enumerate(sections(report, pairwise=False)):
         body += _section(section, index)

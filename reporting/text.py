@@ -243,8 +243,12 @@ def _md_escape(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(report: Report, limit: int = MARKDOWN_LIMIT) -> str:
-    parts = ["# repromatrix: bit-identity report", "", *(f"{line}  " for line in header_lines(report))]
+def markdown(report: Report, limit: int = MARKDOWN_LIMIT, figure: str = "") -> str:
+    """The report in GitHub Markdown; `figure`: the at-a-glance picture's file beside it, shown first."""
+    parts = ["# repromatrix: bit-identity report", ""]
+    if figure:
+        parts += [f"![What changes the bits: pairs of cells that differ in one change alone]({figure})", ""]
+    parts += [f"{line}  " for line in header_lines(report)]
     for section in sections(report, pairwise=True):
         block = [f"\n## {section.title}\n"]
         if section.kind == "headline":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -38,8 +39,12 @@ def test_html_report_renders_tables_and_heatmap_in_chromium(browser, two_cell_ru
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert dom.returncode == 0, dom.stderr[-2000:]
-    # The headline comes first, above every table; then findings, attribution, classes, run to run.
-    assert dom.stdout.index('id="headline"') < dom.stdout.index("<table")
+    # A picture first (what changes the bits), then the headline, above every table.
+    assert dom.stdout.index('id="figure"') < dom.stdout.index('id="headline"') < dom.stdout.index("<table")
+    svg_height = int(re.search(r'<svg[^>]* height="(\d+)"', dom.stdout).group(1))
+    assert svg_height + 100 < 900  # below the title, the whole figure is above the fold of a 1400×900 window
+    assert "oneDNN off→on" in dom.stdout and (tmp_path / "report" / "figure.svg").is_file()
+    assert "![What changes the bits" in (tmp_path / "report" / "report.md").read_text()
     assert "Every expectation held" in dom.stdout
     assert 'id="attribution"' in dom.stdout and 'id="run-to-run"' in dom.stdout
     assert dom.stdout.index('id="attribution"') < dom.stdout.index('id="run-to-run"')
