@@ -113,16 +113,29 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
     return Section(f"{table.scenario} · {table.output}", ["TF", *columns], rows, intro=intro, kind="classes")
 
 
+# Class pairs listed in a distance table; the rest are in report.json.
+DISTANCE_ROWS = 12
+
+
 def distance_section(table: analysis.ClassTable) -> Section:
+    """Class pairs, farthest first. A first-divergence sentence every pair shares is said once, above."""
+    pairs = sorted(table.pairs, key=lambda p: -(p.distance.max_abs or 0.0))
+    sentences = {p.divergence for p in pairs}
+    shared = sentences.pop() if len(sentences) == 1 else None
     rows = [
         [f"{p.a}–{p.b}", "" if p.distance.max_abs is None else f"{p.distance.max_abs:.3g}", p.distance.ulp_cell(),
-         p.divergence, "; ".join(filter(None, [p.distance.note, p.distance.estimated]))]
-        for p in table.pairs
+         *([] if shared is not None else [p.divergence]),
+         "; ".join(filter(None, [p.distance.note, p.distance.estimated]))]
+        for p in pairs[:DISTANCE_ROWS]
     ]  # fmt: skip
     near_zero = any(p.distance.near_zero for p in table.pairs)
     intro = ""
+    if shared:
+        intro = f"Every pair: {shared}. "
+    if len(pairs) > DISTANCE_ROWS:
+        intro += f"The {DISTANCE_ROWS} farthest of {len(pairs)} pairs; report.json lists them all. "
     if any(row[2].startswith("rel") for row in rows):
-        intro = (
+        intro += (
             f"`rel` = the largest |Δ| relative to the largest magnitude, shown where a ULP count (over "
             f"{analysis.HUGE_ULP:,}) would only say that signs or magnitudes differ."
         )
@@ -138,9 +151,9 @@ def distance_section(table: analysis.ClassTable) -> Section:
         )
     return Section(
         f"{table.scenario} · {table.output}: how far apart the classes are",
-        ["classes", "max |Δ|", "max ULP", "first divergence", "note"],
+        ["classes", "max |Δ|", "max ULP", *([] if shared is not None else ["first divergence"]), "note"],
         rows,
-        intro=intro,
+        intro=intro.strip(),
     )
 
 

@@ -508,3 +508,18 @@ def test_attribution_pairs_neighbours_in_the_axis_tables_order_for_every_isa(tmp
     found = [a.transition for a in report.attribution if a.axis == "cpu_isa" and a.output == "model1.predictions"]
     assert found == expected
     assert expected[0] == "sse41→avx" and expected[-1] == "avx512_core_amx→native (no cap)"
+
+
+def test_distances_say_a_shared_first_divergence_once_and_list_the_farthest_pairs(tmp_path):
+    # 14 classes, all differing from initialisation on: 91 pairs, one sentence.
+    for index in range(14):
+        cell_id = f"tf2.21.0-cpu-onednn1-det0-intra{index + 1}"
+        for repeat in range(2):
+            make(tmp_path, cell_id, "seeded_init", "seeded", repeat, [1.0 + index], tf="2.21.0",
+                 cell={"intra_op_threads": index + 1}, extra={"epoch.00.weights": [float(index)]})  # fmt: skip
+    table = next(t for t in reporting.build([tmp_path]).tables if t.output == "model1.predictions")
+    section = text.distance_section(table)
+    assert section.intro.startswith("Every pair: weights differ at initialisation. The 12 farthest of 66 pairs")
+    assert "first divergence" not in section.headers and len(section.rows) == text.DISTANCE_ROWS
+    gaps = [float(row[1]) for row in section.rows]
+    assert gaps == sorted(gaps, reverse=True)  # farthest first (classes past the 12th are not paired: 66 pairs)
