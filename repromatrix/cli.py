@@ -25,8 +25,9 @@ from repromatrix.errors import (
     FatalError,
     LockError,
 )
+from repromatrix.extras import Extras
 from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, hosts, records
+from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, hosts, records, staged_files
 from repromatrix.session import EXIT_CODE_FILE
 
 DEFAULT_RESULTS = Path("results/matrix")
@@ -143,6 +144,7 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
         folders.append(folder.resolve())
     try:
         found = discover(SCENARIOS_DIR, *folders)
+        staged_files(folders)  # what every cell will hold: no clash, not too large
     except ScenarioClash as exc:
         raise ConfigurationError(str(exc)) from None
     matrix.check_scenarios(loaded.source, loaded.scenarios, list(found))
@@ -171,13 +173,15 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
 
 
 def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
-    local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose, scenario_dirs=loaded.scenario_paths)
+    extras = Extras(loaded.project, loaded.requirements)
+    local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose, scenario_dirs=loaded.scenario_paths,
+                         extras=extras)  # fmt: skip
     if args.backend == "local":
         progress.say("backend: local (chosen with --backend local)")
         return local
     engine = DockerEngine()
     docker = DockerBackend(
-        settings=loaded.docker, engine=engine, verbose=args.verbose, scenario_dirs=loaded.scenario_paths
+        settings=loaded.docker, engine=engine, verbose=args.verbose, scenario_dirs=loaded.scenario_paths, extras=extras
     )
     if args.backend == "docker":
         engine.client()  # raises EngineUnavailableError with how to start one

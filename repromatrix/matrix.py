@@ -110,6 +110,9 @@ class Matrix:
     isolation: str = records.DEFAULT_ISOLATION
     # Array bytes a record keeps whole (past it, and per-layer/per-epoch arrays: a fixed sample).
     record_bytes: int = records.DEFAULT_RECORD_BYTES
+    # The user's pip-installable project and extra requirements, installed in every cell on top of its lock.
+    project: Path | None = None
+    requirements: tuple[str, ...] = ()
     # Folders of the user's own scenario modules, run beside the built-ins (relative to matrix.toml).
     scenario_paths: tuple[Path, ...] = ()
     # Why each cell is in the plan (one-at-a-time: "baseline", "changes cpus to 1", ...).
@@ -180,6 +183,8 @@ _RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {
     "isolation": (str, records.DEFAULT_ISOLATION),
     "scenario_paths": (list, []),
     "record_bytes": (int, records.DEFAULT_RECORD_BYTES),
+    "project": (str, ""),
+    "requirements": (list, []),
 }
 # Environment overrides, for settings that differ per machine rather than per matrix.
 _DOCKER_ENV = {
@@ -271,6 +276,16 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         raise _fail(path, "[run].repeats", run["repeats"], "at least 1 (2 or more to test run-to-run)")
     if run["isolation"] not in records.ISOLATIONS:
         raise _fail(path, "[run].isolation", run["isolation"], f"allowed: {', '.join(records.ISOLATIONS)}")
+    if not all(isinstance(r, str) and r.strip() for r in run["requirements"]):
+        raise _fail(
+            path, "[run].requirements", run["requirements"], 'a list of requirement strings, e.g. ["einops==0.8.2"]'
+        )
+    project = None
+    if run["project"]:
+        project = (path.parent / Path(run["project"]).expanduser()).resolve()
+        if not ((project / "pyproject.toml").is_file() or (project / "setup.py").is_file()):
+            how = f"{project} has no pyproject.toml or setup.py; give the folder of a pip-installable project"
+            raise _fail(path, "[run].project", run["project"], how)
     if run["record_bytes"] < 0:
         raise _fail(path, "[run].record_bytes", run["record_bytes"], "0 (sample every large array) or more bytes")
     if run["timeout"] <= 0:
@@ -305,6 +320,8 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         timeout=float(run["timeout"]),
         isolation=run["isolation"],
         record_bytes=run["record_bytes"],
+        project=project,
+        requirements=tuple(r.strip() for r in run["requirements"]),
         scenario_paths=_scenario_paths(path, run["scenario_paths"]),
         docker=DockerSettings(**docker_values),
         source=path,

@@ -127,7 +127,56 @@ def is_scenario_module(path: Path) -> bool:
 
 
 class ScenarioClash(ValueError):
-    """Two folders define a scenario of the same name."""
+    """Two folders define a scenario of the same name, or stage a file of the same name."""
+
+
+# What a user's scenario folder may stage into every cell, all files together: code and small
+# inputs, not a data set (a cell copies it for every run, and a container mounts it).
+STAGE_LIMIT_BYTES = 50 * 1024 * 1024
+# Never staged: caches, version control, virtualenvs.
+SKIPPED_DIRS = frozenset({"__pycache__", ".git", ".hg", ".venv", "venv", ".nox", ".tox", "node_modules",
+                          ".mypy_cache", ".pytest_cache", ".ruff_cache", "results", "reports"})  # fmt: skip
+
+
+def folder_files(directory: Path) -> dict[str, Path]:
+    """Every file of a scenario folder that goes into a cell, by its path relative to the folder."""
+    found: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part in SKIPPED_DIRS or part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file() and path.suffix not in (".pyc", ".pyo"):
+            found[relative.as_posix()] = path
+    return found
+
+
+def staged_files(directories: tuple[Path, ...] | list[Path]) -> dict[str, Path]:
+    """What the `scenarios` package of every cell holds: the built-ins, then each folder's files beside
+    them. ScenarioClash when two would land on one name, or a folder is past STAGE_LIMIT_BYTES."""
+    files = {path.name: path for path in sorted(SCENARIOS_DIR.glob("*.py"))}
+    for directory in directories:
+        own = folder_files(directory)
+        own.pop("__init__.py", None)  # the staged package has its own; a folder's marks it a package, no more
+        size = sum(path.stat().st_size for path in own.values())
+        if size > STAGE_LIMIT_BYTES:
+            largest = max(own.values(), key=lambda p: p.stat().st_size)
+            raise ScenarioClash(
+                f"{directory}: {size / 2**20:.0f} MiB of files to stage into every cell, more than the "
+                f"{STAGE_LIMIT_BYTES / 2**20:.0f} MiB allowed (largest: {largest.name}, "
+                f"{largest.stat().st_size / 2**20:.0f} MiB); keep large data outside the scenario folder"
+            )
+        for name, path in own.items():
+            if name in files:
+                raise ScenarioClash(f"{path} would replace {files[name]} in every cell; rename one of them")
+            files[name] = path
+    return files
+
+
+def folder_digest(directory: Path) -> str:
+    sha = hashlib.sha256()
+    for name, path in folder_files(directory).items():
+        sha.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return sha.hexdigest()
 
 
 def discover(*directories: Path) -> dict[str, Scenario]:
@@ -146,7 +195,11 @@ def discover(*directories: Path) -> dict[str, Scenario]:
 
 
 def source_digest(scenario: Scenario) -> str:
+    """The scenario's source and the harness's; for a user's scenario, every file of its folder too
+    (a helper module or a data file changes its bits as surely as the scenario itself)."""
     sha = hashlib.sha256()
+    if scenario.path.parent.resolve() != SCENARIOS_DIR:
+        sha.update(folder_digest(scenario.path.parent).encode())
     for path in (scenario.path, *(SCENARIOS_DIR / name for name in SHARED_SOURCES)):
         sha.update(path.name.encode() + b"\0")
         sha.update(path.read_bytes() if path.is_file() else b"")

@@ -136,7 +136,7 @@ def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
     A process of its own: verbose mode prints a line per kernel, which the measured
     processes are spared.
     """
-    command = [sys.executable, "-m", f"{PACKAGE}.worker", "--probe-isa", json.dumps(knobs)]
+    command = [sys.executable, "-P", "-m", f"{PACKAGE}.worker", "--probe-isa", json.dumps(knobs)]
     try:
         done = subprocess.run(command, env=worker_env(), capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -150,7 +150,7 @@ def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
 def run_process(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
     """One repeat in one fresh `python -m scenarios.worker` process."""
     env = worker_env()
-    command = [sys.executable, "-m", f"{PACKAGE}.worker", json.dumps(spec.to_json())]
+    command = [sys.executable, "-P", "-m", f"{PACKAGE}.worker", json.dumps(spec.to_json())]
     oom_before = _oom_kills()
     # In the harness's own process group (the one the runner stops), so nothing outlives the harness.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -185,7 +185,7 @@ class ForkServer:
 
     def _start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
-            command = [sys.executable, "-m", f"{PACKAGE}.worker", "--serve", json.dumps(self.knobs),
+            command = [sys.executable, "-P", "-m", f"{PACKAGE}.worker", "--serve", json.dumps(self.knobs),
                        json.dumps(self.warm)]  # fmt: skip
             with self.log.open("w") as log:
                 self.process = subprocess.Popen(

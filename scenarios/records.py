@@ -39,6 +39,9 @@ DEFAULT_ISOLATION = "fork"
 # it, and for every per-layer and per-epoch array, a fixed sample. 256 KiB keeps the default
 # matrix's 252 records near 20 MB (docs/benchmarks.md) and a CNN's weights (20k float32) whole.
 DEFAULT_RECORD_BYTES = 256 * 1024
+# In an environment with a user's project or extra requirements (sys.prefix), what they installed,
+# one name==version a line: written by repromatrix/extras.py, read into every record's fingerprint.
+EXTRAS_PINS_FILE = "repromatrix-extras.txt"
 # Values a sampled array keeps: at the same positions in every process, cell and NumPy version.
 SAMPLE_VALUES = 512
 

@@ -140,6 +140,18 @@ def _packages() -> dict[str, Any]:
     return {"count": len(names), "sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
 
 
+def _extras() -> list[str]:
+    """What the user's project and [run] requirements installed here, on top of the TF lock."""
+    try:
+        return [
+            line.strip()
+            for line in (Path(sys.prefix) / records.EXTRAS_PINS_FILE).read_text().splitlines()
+            if line.strip()
+        ]
+    except OSError:
+        return []
+
+
 def _version(distribution: str) -> str | None:
     try:
         return importlib.metadata.version(distribution)
@@ -163,6 +175,7 @@ def fingerprint(tf: Any, np: Any, spec: records.RepeatSpec) -> dict[str, Any]:
         "packages": _packages(),
         "image": spec.image,
         "libc": "-".join(platform.libc_ver()) or None,
+        "extras": _extras(),
     }
 
 
@@ -196,9 +209,19 @@ def probe_isa(knobs: dict[str, Any]) -> int:
     return 0
 
 
+def importable_helpers() -> None:
+    """A scenario imports its folder's helper modules as it would standalone (`import _peer`) as well
+    as relative to the package (`from . import _peer`). Appended after site-packages: a helper never
+    shadows an installed package."""
+    folder = str(Path(__file__).resolve().parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
+
+
 def measure(spec: records.RepeatSpec, tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
     """Run one repeat in this process (TF already imported and configured) and write its record."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    importable_helpers()
     module = importlib.import_module(f"{PACKAGE}.{spec.scenario}")
     before_run = time.perf_counter()
     arrays = check_outputs(module.run(spec.variant, spec.seed))
@@ -261,6 +284,7 @@ def serve(knobs: dict[str, Any], warm: list[str]) -> int:
     # Nothing here may run an op: that starts TF's thread pools, and threads do not survive a fork
     # (a child would inherit locks held by threads that no longer exist in it).
     _ = tf.keras.layers.Dense
+    importable_helpers()
     for name in warm:
         with contextlib.suppress(Exception):  # a broken module fails in its child, with its traceback
             importlib.import_module(f"{PACKAGE}.{name}")

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from repromatrix.errors import FatalError
 from repromatrix.matrix import Cell
-from repromatrix.scenarios import SCENARIOS_DIR, is_scenario_module
+from repromatrix.scenarios import staged_files
 
 
 def cache_dir() -> Path:
@@ -28,29 +28,27 @@ def cache_dir() -> Path:
 
 
 def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = ()) -> Path:
-    """A folder whose only content is the package `scenarios`: the built-ins, their helpers and the
-    user's scenario modules side by side, as every cell runs them (a container mounts it read-only).
+    """A folder whose only content is the package `scenarios`: the built-ins, and every file of the
+    user's scenario folders (scenarios, helper modules, subpackages, small data files) beside them,
+    as every cell runs them (a container mounts it read-only).
 
-    Content-addressed, so concurrent runs share it and an edit makes a new one. Staged rather than
-    pointing into this package, which is installed as `repromatrix.scenarios` beside modules that
-    must not be importable inside a cell.
+    Content-addressed, so concurrent runs share it and an edit — to a helper or a data file too —
+    makes a new one. Staged rather than pointing into this package, which is installed as
+    `repromatrix.scenarios` beside modules that must not be importable inside a cell.
     """
-    files = {path.name: path.read_bytes() for path in sorted(SCENARIOS_DIR.glob("*.py"))}
-    for directory in scenario_dirs:
-        for path in sorted(directory.glob("*.py")):
-            if is_scenario_module(path):
-                files[path.name] = path.read_bytes()
+    files = staged_files(scenario_dirs)
     sha = hashlib.sha256()
-    for name, content in sorted(files.items()):
-        sha.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+    for name, path in sorted(files.items()):
+        sha.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     root = (cache or cache_dir()) / "code" / sha.hexdigest()[:16]
     if not (root / "scenarios").is_dir():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
-        (staging / "scenarios").mkdir()
-        for name, content in files.items():
-            (staging / "scenarios" / name).write_bytes(content)
-        for path in [staging, staging / "scenarios", *(staging / "scenarios").iterdir()]:
+        for name, path in files.items():
+            target = staging / "scenarios" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+        for path in [staging, *staging.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)  # readable by a container's unprivileged user
         try:
             staging.rename(root)

@@ -25,6 +25,7 @@ from typing import Any
 from repromatrix import cleanup, locks, progress
 from repromatrix.backends import HarnessRun, Prepared, cache_dir, cell_env, code_root, hardware_skip_reason
 from repromatrix.errors import CellError, EngineLostError, EngineUnavailableError, LockError
+from repromatrix.extras import Extras, resolve
 from repromatrix.matrix import RECIPES_DIR, Cell, DockerSettings
 
 LABEL = "org.repromatrix"
@@ -97,6 +98,7 @@ class DockerBackend:
     verbose: bool = False
     cache: Path = field(default_factory=cache_dir)
     scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
+    extras: Extras = field(default_factory=Extras)  # the user's project and requirements, on top of the lock
     name: str = "docker"
     _api: Any = field(default=None, init=False, repr=False)
     _build_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
@@ -144,9 +146,20 @@ class DockerBackend:
         """The build context, by file name: the recipe, and for pip the lock and the extra CA bundle."""
         files = {"Dockerfile": (RECIPES_DIR / f"Dockerfile.{cell.recipe}").read_bytes()}
         lock = self._lock(cell)
-        if lock is not None:
-            files["requirements.lock"] = lock.read_bytes()
-            files["extra-ca.pem"] = self._extra_ca(cell)
+        if lock is None:
+            if self.extras:
+                raise CellError(cell.id, f"the {cell.recipe!r} recipe has no lock to resolve [run] project and "
+                                "requirements against; use recipe = \"pip\" for cells with your project")  # fmt: skip
+            return files
+        files["requirements.lock"] = lock.read_bytes()
+        files["extra-ca.pem"] = self._extra_ca(cell)
+        # The user's project and requirements, resolved against this lock; empty files without them.
+        resolved = resolve(self.extras, lock, self.cache, cell, self.settings.index_url)
+        files["extras.txt"] = resolved.for_image().encode() if resolved else b""
+        files["extras-pins.txt"] = "".join(f"{pin}\n" for pin in resolved.pins).encode() if resolved else b""
+        files["wheels/.keep"] = b""
+        for wheel in resolved.wheels if resolved else ():
+            files[f"wheels/{wheel.name}"] = wheel.read_bytes()
         return files
 
     def image_tag(self, cell: Cell) -> str:
@@ -222,6 +235,7 @@ class DockerBackend:
         tail: deque[str] = deque(maxlen=BUILD_LOG_LINES)
         with tempfile.TemporaryDirectory(prefix="repromatrix-build-") as context:
             for name, content in self.context_files(cell).items():
+                Path(context, name).parent.mkdir(parents=True, exist_ok=True)
                 Path(context, name).write_bytes(content)
             # On Ctrl-C the main thread does not wait for this build: it exits, and the engine
             # cancels a build whose client went away (see cli.main).
@@ -281,7 +295,7 @@ class DockerBackend:
                 remove()
 
     def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
-        command = ["python3", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
+        command = ["python3", "-P", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
         result = self.execute(cell, prepared.handle, command, out_dir, timeout)
         if result.returncode not in (0, 1):
             # 1 is the harness's own "some repeats failed", which its records explain.

@@ -34,6 +34,7 @@ from repromatrix.backends import (
     usable_cores,
 )
 from repromatrix.errors import CellError, LockError
+from repromatrix.extras import PINS_FILE, Extras, Resolved, resolve
 from repromatrix.matrix import Cell
 
 COMPLETE = ".repromatrix-complete"
@@ -87,6 +88,7 @@ class LocalBackend:
     cache: Path = field(default_factory=cache_dir)
     scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
     verbose: bool = False  # stream the harness's and the scenarios' output
+    extras: Extras = field(default_factory=Extras)  # the user's project and requirements, on top of the lock
     name: str = "local"
 
     def _lock(self, cell: Cell) -> Path:
@@ -95,15 +97,21 @@ class LocalBackend:
         except LockError as exc:
             raise CellError(cell.id, exc.message) from None
 
-    def _key(self, lock: Path) -> str:
+    def _key(self, lock: Path, resolved: Resolved | None) -> str:
         parts = [self.name, sys.version, platform.machine(), locks.file_digest(lock)]
+        if resolved is not None:
+            parts.append(resolved.digest)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+    def _resolved(self, cell: Cell, lock: Path) -> Resolved | None:
+        return resolve(self.extras, lock, self.cache, cell, self.index_url)
 
     def _venv(self, cell: Cell, key: str) -> Path:
         return self.cache / "venvs" / f"tf{cell.tf}-{cell.device}-{key[:12]}"
 
     def environment_key(self, cell: Cell) -> str:
-        key = self._key(self._lock(cell))
+        lock = self._lock(cell)
+        key = self._key(lock, self._resolved(cell, lock))
         venv = self._venv(cell, key)
         try:
             made = (venv / COMPLETE).read_text().split()
@@ -138,7 +146,8 @@ class LocalBackend:
 
     def prepare(self, cell: Cell, verbose: bool) -> Prepared:
         lock = self._lock(cell)
-        key = self._key(lock)
+        resolved = self._resolved(cell, lock)
+        key = self._key(lock, resolved)
         venv = self._venv(cell, key)
         python = venv / "bin" / "python"
         with exclusive(venv):
@@ -155,16 +164,28 @@ class LocalBackend:
                     [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
                     [uv, "pip", "install", "--python", str(python), *install],
                 ]
+                if resolved is not None:  # the user's project and requirements, never changing the lock's
+                    extra = venv.parent / f"{venv.name}.extras.txt"
+                    extra.write_text(resolved.requirements)
+                    steps.append([uv, "pip", "install", "--python", str(python), "--require-hashes", "--no-deps",
+                                  "--compile-bytecode", "-r", str(extra), *index])  # fmt: skip
                 for step in steps:
                     done = subprocess.run(step, capture_output=not verbose, text=True, env=locks.uv_env(), check=False)
                     if done.returncode != 0:
                         tail = "\n".join((done.stderr or "").splitlines()[-30:])
                         last = tail.splitlines()[-1] if tail else f"exit code {done.returncode}"
                         raise CellError(cell.id, f"virtualenv install failed: {last}", tail)
+                if resolved is not None:
+                    (venv / PINS_FILE).write_text("".join(f"{pin}\n" for pin in resolved.pins))
                 (venv / COMPLETE).write_text(f"{lock.name} {installed_digest(venv)}\n")
         return Prepared(
             key=key,
-            description={"backend": self.name, "venv": venv.name, "lock": lock.name},
+            description={
+                "backend": self.name,
+                "venv": venv.name,
+                "lock": lock.name,
+                **({"extras": list(resolved.pins)} if resolved is not None else {}),
+            },
             handle=str(python),
         )
 
@@ -185,11 +206,15 @@ class LocalBackend:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(code_root(self.cache, self.scenario_dirs))
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-        command = [prepared.handle, "-m", "scenarios", *harness_args, "--out", str(out_dir)]
+        # -P and the cell's folder as working directory: a checkout's own scenarios/ (the folder this
+        # was started from, say) never shadows the staged one.
+        out_dir = out_dir.resolve()
+        command = [prepared.handle, "-P", "-m", "scenarios", *harness_args, "--out", str(out_dir)]
         # Its own process group: stopping it stops the scenario process it started too.
         process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-        )
+            command, env=env, cwd=out_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
 
         def stop() -> None:
             with contextlib.suppress(ProcessLookupError):
