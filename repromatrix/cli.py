@@ -23,6 +23,7 @@ from repromatrix.errors import (
     ConfigurationError,
     ExpectationsBrokenError,
     FatalError,
+    Interrupted,
     LockError,
 )
 from repromatrix.extras import Extras
@@ -353,10 +354,10 @@ def _main(argv: list[str] | None) -> int:
         cleanup.stop_everything()  # idempotent: the runner may have done it already
         why = f" ({exc.args[0]})" if exc.args else ""
         progress.warn(f"interrupted{why}; containers removed, records written so far are kept, run again to resume")
-        _note_exit_code(130)
+        _note_exit_code(Interrupted.return_code)
         sys.stdout.flush()
         sys.stderr.flush()
         # Not waiting for worker threads: one may sit in an image build for minutes. Leaving
         # closes its connection, and the engine cancels a build whose client went away.
-        os._exit(130)
+        os._exit(Interrupted.return_code)
     return 0

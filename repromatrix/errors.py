@@ -31,15 +31,22 @@ __all__ = [
 ]
 
 
-class RepromatrixError(Exception):
-    """The root: everything this package raises on purpose."""
-
+class _Message:
     @property
     def message(self) -> str:
-        return str(self.args[0]) if self.args else type(self).__name__
+        args = getattr(self, "args", ())
+        return str(args[0]) if args else type(self).__name__
 
 
-class FatalError(RepromatrixError):
+class RepromatrixError(_Message, Exception):
+    """What ends one cell or one lock, never the run: recorded, and the run goes on."""
+
+
+class FatalError(_Message, BaseException):
+    """What ends the command, with its own exit code. A BaseException, as cibuildwheel's: no
+    `except Exception` on the way (a cell's, a best-effort clean-up's) can turn it into anything else;
+    `cli.main` alone catches it."""
+
     return_code = 1
 
 
@@ -80,7 +87,7 @@ class ExpectationsBrokenError(FatalError):
 
 
 class Interrupted(FatalError):
-    """Ctrl-C, SIGTERM or SIGHUP: containers removed, records kept."""
+    """Ctrl-C, SIGTERM or SIGHUP: containers removed, records kept (the code `cli.main` exits with)."""
 
     return_code = 130
 

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 import traceback
 import uuid
@@ -24,10 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix import cleanup, progress, results
-from repromatrix.backends import Backend, Prepared
+from repromatrix.backends import Backend, HarnessRun, Prepared
 from repromatrix.errors import CellError, EngineLostError, FatalError
 from repromatrix.matrix import Cell, Matrix
 from repromatrix.scenarios import PlannedRepeat, Scenario, discover, hosts, plan, records, reuse_key
+
+# Grace on top of the per-repeat timeouts, for the harness (or its container) to start and stop.
+HARNESS_GRACE_S = 120.0
 
 
 def default_jobs() -> int:
@@ -137,6 +141,18 @@ def _fill(layout: records.CellLayout, cell: Cell, repeats: list[PlannedRepeat], 
         records.Record.failed(status, message, stderr=detail, **spec.record_fields()).write_if_changed(path)
 
 
+def ended(result: HarnessRun) -> str:
+    """How a harness that did not finish its plan ended, for the records of what it left undone.
+    0 and 1 are its own (1: some repeats failed, which their records say); anything else is its end."""
+    if result.oom_killed:
+        return "killed: out of memory (raise [docker].memory)"
+    if result.returncode < 0 or result.returncode > 128:
+        signum = -result.returncode if result.returncode < 0 else result.returncode - 128
+        with contextlib.suppress(ValueError):
+            return f"it was killed by {signal.Signals(signum).name}, exit code {result.returncode}"
+    return f"it ended early, exit code {result.returncode}"
+
+
 def _count(layout: records.CellLayout, repeats: list[PlannedRepeat]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for repeat in repeats:
@@ -180,7 +196,7 @@ def run_cell(
         if options.monitor is not None:
             options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
         try:
-            timeout = matrix.timeout * len(todo) + 120.0
+            timeout = matrix.timeout * len(todo) + HARNESS_GRACE_S
             args = harness_args(matrix, cell, prepared, attempt, options.verbose, options.host)
             result = backend.run(cell, prepared, args, layout.root, timeout)
             summary = records.Summary.read(layout.summary_file(attempt)) or records.Summary(attempt=attempt)
@@ -194,9 +210,7 @@ def run_cell(
             return CellOutcome(cell, "interrupted", started=summary.started, counts=_count(layout, repeats))
         for error in summary.errors:
             progress.say(f"error: {cell.id}: {error['repeat']}: {error['message']}")
-        lost = "the harness left no record for this repeat" + (
-            "" if summary.finished else f" (it ended early, exit code {result.returncode})"
-        )
+        lost = "the harness left no record for this repeat" + ("" if summary.finished else f" ({ended(result)})")
         _fill(layout, cell, todo, "error", lost, result.stderr, keep=set(summary.done), host=options.host)
         counts = _count(layout, repeats)
         state = "error" if counts.get("error") or counts.get("missing") else "ran"

@@ -25,7 +25,7 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Time the orchestrator gets to remove its containers and write what it measured after a signal;
 # it needs well under a second, but a container removal waits for the engine.
 GRACE_S = 60.0
-INTERRUPTED = 130
+INTERRUPTED = 130  # errors.Interrupted.return_code (this module is standard library only)
 
 
 def _die_with_parent() -> None:
