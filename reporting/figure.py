@@ -28,14 +28,20 @@ def _short(distance: analysis.Distance) -> str:
         return "n/a" if distance.note == analysis.UNAVAILABLE else ""
     if distance.max_abs == 0:
         return "±0" if not distance.sampled else "elsewhere"
-    text = f"{distance.max_ulp} ULP" if distance.ulp_meaningful else f"|Δ| {distance.max_abs:.2g}"
+    # A few ULP is the clearest word; past a thousand, the size of the difference says more.
+    few = distance.ulp_meaningful and distance.max_ulp is not None and distance.max_ulp <= 1000
+    text = f"{distance.max_ulp} ULP" if few else f"|Δ| {distance.max_abs:.2g}"
     return ("≥" + text + " est.") if distance.sampled else text
 
 
 def grid(report: Report) -> tuple[list[tuple[str, str]], list[tuple[str, str]], dict]:
     """(rows: (axis, transition)), (columns: (scenario, output)), {(row, column): (differ, pairs, distance)}."""
     stable = [a for a in report.attribution if a.expected_stable and a.pairs]
-    rows = sorted({(a.axis, a.transition) for a in stable}, key=lambda r: (AXIS_LABELS.get(r[0], r[0]), r[1]))
+    flips: dict[tuple[str, str], int] = {}
+    for a in stable:
+        flips[(a.axis, a.transition)] = flips.get((a.axis, a.transition), 0) + a.differ
+    # Most differing pairs first, as the headline lists them; changes that flip nothing last.
+    rows = sorted(flips, key=lambda r: (-flips[r], AXIS_LABELS.get(r[0], r[0]), r[1]))
     columns = sorted({(a.scenario, a.output) for a in stable}, key=lambda c: (c[0], analysis.output_order(c[1])))
     boxes: dict = {}
     for a in stable:
