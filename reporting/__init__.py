@@ -10,15 +10,24 @@ from pathlib import Path
 
 from repromatrix.errors import ReportInputError
 from repromatrix.reporting import figure, html, text
+from repromatrix.reporting.history import timeline
+from repromatrix.reporting.history import write as write_history
 from repromatrix.reporting.model import Report, build
 from repromatrix.scenarios import records
 
 __all__ = ["Report", "build", "render_all"]
 
 
-def render_all(folders: list[Path], out: Path, baseline: Path | None = None) -> Report:
-    """Write report.{md,html,json,csv} into `out`; returns the report (its terminal form: text.terminal)."""
+def render_all(folders: list[Path], out: Path, baseline: Path | None = None, history: Path | None = None,
+               keep_history: bool = False) -> Report:  # fmt: skip
+    """Write report.{md,html,json,csv} into `out`; returns the report (its terminal form: text.terminal).
+
+    With `keep_history` (the published site), also history.json and history/: the timeline of published
+    runs, continued from the previous site's history.json at `history` when there is one.
+    """
     report = build(folders, baseline)
+    if keep_history:
+        report.timeline = timeline(report, history)
     if not report.variants:
         problems = "; ".join(report.warnings) or "no records in them"
         raise ReportInputError(
@@ -34,4 +43,6 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None) -> 
     }
     for name, content in outputs.items():
         records.write_text(out / name, content)
+    if report.timeline is not None:
+        write_history(report.timeline, out, history)
     return report

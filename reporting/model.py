@@ -25,6 +25,7 @@ class Report:
     left_out_of_plan: int = 0
     baseline: str | None = None
     drift: list[dict[str, str]] | None = None
+    timeline: list[dict[str, Any]] | None = None  # published runs, oldest first (reporting/history.py)
 
     @property
     def scenarios(self) -> list[str]:

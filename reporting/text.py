@@ -17,6 +17,7 @@ from tabulate import tabulate
 
 from repromatrix.matrix import Cell
 from repromatrix.reporting import analysis
+from repromatrix.reporting.history import rows as history_rows
 from repromatrix.reporting.model import Report
 
 # GitHub refuses a step summary over 1 MiB; leave room for what other steps add.
@@ -229,6 +230,16 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
                     intro="Share of compared outputs that are bit-identical; · = a cell without one stable result.",
                 )
             )
+    if report.timeline:
+        result.append(
+            Section(
+                "History of published runs",
+                ["published", "TensorFlow", "cells", "since the run before", "verdict"],
+                history_rows(report.timeline),
+                intro="Newest first; each run's report.json is kept in history/ beside this page.",
+                kind="history",
+            )
+        )
     if report.drift is not None:
         result.append(
             Section(
@@ -344,6 +355,7 @@ def json_report(report: Report) -> str:
         "classes": [table_json(t) for t in report.tables],
         "baseline": report.baseline,
         "drift": report.drift,
+        "timeline": report.timeline,
         "drift_summary": analysis.summary_for_drift(report.variants),
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"

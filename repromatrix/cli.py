@@ -78,6 +78,9 @@ def _reporting(parser: argparse.ArgumentParser, with_dirs: bool) -> None:
         parser.add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
     parser.add_argument("--baseline", type=Path, help="earlier results folder or report.json, for drift")
     parser.add_argument("--out", type=Path, help=f"report folder (default: {DEFAULT_REPORTS}/NAME)")
+    parser.add_argument("--history", type=Path, metavar="HISTORY_JSON", nargs="?", const=Path("-"),
+                        help="keep a timeline of published runs in --out (history.json, history/), continuing "
+                        "the previous site's history.json when given one that exists")  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -248,12 +251,14 @@ def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
     return outcomes
 
 
-def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None) -> int:
+def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None, history: Path | None = None) -> int:
     """Render and write every report file; returns how many expectations broke."""
     from repromatrix.reporting import render_all, text
 
     destination = out or DEFAULT_REPORTS / results_dirs[0].name
-    report = render_all(results_dirs, destination, baseline=baseline)
+    previous = history if history is not None and history != Path("-") and history.is_file() else None
+    report = render_all(results_dirs, destination, baseline=baseline, history=previous,
+                        keep_history=history is not None)  # fmt: skip
     progress.say(text.terminal(report))
     progress.say(f"report written to {destination}/ (report.md, report.html, report.json, report.csv)")
     return report.expectations_broken
@@ -313,11 +318,11 @@ def _main(argv: list[str] | None) -> int:
             _failed(do_run(args))
         elif args.command == "matrix":
             outcomes = do_run(args)
-            broken = do_report([args.results], args.baseline, args.out)
+            broken = do_report([args.results], args.baseline, args.out, args.history)
             _failed(outcomes)
             _broken(broken)
         elif args.command == "report":
-            _broken(do_report(args.results_dirs, args.baseline, args.out))
+            _broken(do_report(args.results_dirs, args.baseline, args.out, args.history))
         elif args.command == "lock":
             loaded, cells, _ = load_plan(args)
             failed = []

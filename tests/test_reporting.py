@@ -523,3 +523,30 @@ def test_distances_say_a_shared_first_divergence_once_and_list_the_farthest_pair
     assert "first divergence" not in section.headers and len(section.rows) == text.DISTANCE_ROWS
     gaps = [float(row[1]) for row in section.rows]
     assert gaps == sorted(gaps, reverse=True)  # farthest first (classes past the 12th are not paired: 66 pairs)
+
+
+def test_the_published_site_keeps_a_history_and_shows_the_drift(tmp_path):
+    from repromatrix.reporting import history
+
+    for repeat in range(2):  # week 1: two cells
+        make(tmp_path / "week1", "tf2.21.0-cpu-onednn1-det0", "seeded_init", "seeded", repeat, [1.0])
+        make(tmp_path / "week1", "tf2.21.0-cpu-onednn0-det0", "seeded_init", "seeded", repeat, [2.0])
+    first = reporting.render_all([tmp_path / "week1"], tmp_path / "site1", keep_history=True)
+    assert [e["changed_cells"] for e in first.timeline] == [None]
+    # Week 2: a new TF line, and one cell whose bits changed.
+    for repeat in range(2):
+        make(tmp_path / "week2", "tf2.21.0-cpu-onednn1-det0", "seeded_init", "seeded", repeat, [1.0])
+        make(tmp_path / "week2", "tf2.21.0-cpu-onednn0-det0", "seeded_init", "seeded", repeat, [2.5])
+        make(tmp_path / "week2", "tf2.22.0-cpu-onednn1-det0", "seeded_init", "seeded", repeat, [1.0], tf="2.22.0")
+    second = reporting.render_all([tmp_path / "week2"], tmp_path / "site2", baseline=tmp_path / "site1" / "report.json",
+                                  history=tmp_path / "site1" / "history.json", keep_history=True)  # fmt: skip
+    site = tmp_path / "site2"
+    timeline = json.loads((site / history.FILE).read_text())
+    assert len(timeline) == 2 and (timeline[0]["changed_cells"], timeline[1]["changed_cells"]) == (None, 1)
+    assert timeline[1]["new_cells"] == 1 and timeline[1]["tf"] == ["2.21.0", "2.22.0"]
+    for item in timeline:  # both runs' report.json travel on with the site
+        assert json.loads((site / item["report"]).read_text())["report_schema"] == analysis.REPORT_SCHEMA
+    page = (site / "report.html").read_text()
+    assert "History of published runs" in page and "1 changed, 1 new" in page and "first run" in page
+    assert "Drift against" in page and "tf2.21.0-cpu-onednn0-det0/seeded_init-seeded" in page
+    assert [row[3] for row in history.rows(second.timeline)] == ["1 changed, 1 new", "first run"]
