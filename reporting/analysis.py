@@ -384,7 +384,8 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iter
     arrays = arrays or Arrays()
     published = list(published)
     labels = host_labels(loaded, [h for p in published for h in p.hosts])
-    several = len(labels) > 1
+    # A published report beside records is another side to compare, even from the same machine.
+    several = len(labels) > 1 or bool(published and loaded)
     grouped: dict[tuple[str, str, str, str], list[Loaded]] = defaultdict(list)
     for item in loaded:
         grouped[(item.cell_id, item.record.host_id, item.record.scenario, item.record.variant)].append(item)
@@ -408,8 +409,9 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iter
         )
         _summarise(variant, arrays)
         found.append(variant)
+    measured_hosts = {item.record.host_id for item in loaded}
     for source in published:
-        found += published_variants(source, labels, several)
+        found += published_variants(source, published_label(source, labels, measured_hosts), several or bool(loaded))
     return found
 
 
@@ -826,17 +828,24 @@ def agreement(group: list[Variant]) -> tuple[list[str], list[list[float | None]]
     return cells, matrix
 
 
-def published_variants(published: Published, labels: dict[str, str], several: bool) -> list[Variant]:
+def published_label(published: Published, labels: dict[str, str], measured_hosts: set[str]) -> str:
+    """The host label a published report's variants stand under; `…-published` when its host is also
+    one measured here, so "does this machine still reproduce its own published table" is a host pair."""
+    host_id = str((published.hosts[0] if len(published.hosts) == 1 else {}).get("id") or "")
+    label = labels.get(host_id, UNKNOWN_HOST)
+    return f"{label}-published" if host_id in measured_hosts else label
+
+
+def published_variants(published: Published, label: str, several: bool) -> list[Variant]:
     """The variants of a published report.json, as the report judged them: digests, verdicts and
     expectations, no records (so no arrays: distances against them are unavailable)."""
-    host_id = str((published.hosts[0] if len(published.hosts) == 1 else {}).get("id") or "")
     found = []
     for raw in published.variants:
         cell = dict(raw.get("cell") or {"id": raw["cell_id"]})
         cell_id = str(raw["cell_id"])
         if several and "host" not in cell:
-            cell = {**cell, "host": labels.get(host_id, UNKNOWN_HOST)}
-            cell_id = cell["id"] = f"{cell_id}@{cell['host']}"
+            cell = {**cell, "host": label}
+            cell_id = cell["id"] = f"{cell_id}@{label}"
         found.append(Variant(
             cell_id, cell, str(raw["scenario"]), str(raw["variant"]), raw.get("seed"), [],
             dict(raw.get("expected") or {}), dict(raw.get("declared") or {}),

@@ -268,7 +268,7 @@ def assert_no_litter(results) -> None:
     assert left == [], left
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_to_nox_stops_the_run_and_nothing_outlives_it(docker_backend, image, tmp_path, signum):
     """What a scheduler, a CI runner or systemd does: signal nox's own pid, not its process group."""
     results, small = tmp_path / "r", tmp_path / "small.toml"
