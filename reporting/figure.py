@@ -20,6 +20,7 @@ COL_W = 118
 LABEL_W = 250
 HEAD_H = 76
 FONT = "font-family:sans-serif"
+XMLNS = ' xmlns="http://www.w3.org/2000/svg"'  # a file needs it; a page's inline SVG does not
 
 
 def _short(distance: analysis.Distance) -> str:
@@ -75,7 +76,7 @@ def svg(report: Report) -> str:
     width = max(label_w + col_w * len(columns) + 10, *(_text_width(line) + 16 for line in LEGEND))
     height = HEAD_H + ROW_H * len(rows) + 48
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" '
+        f'<svg{XMLNS} width="{width:.0f}" height="{height}" '
         f'viewBox="0 0 {width:.0f} {height}" role="img" aria-label="What changes the bits" class="figure" '
         f'style="{FONT};font-size:12px">',
         f'<rect width="{width:.0f}" height="{height}" fill="#ffffff"/>',

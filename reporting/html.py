@@ -116,7 +116,8 @@ def page(report: Report) -> str:
     body = ["<h1>repromatrix: bit-identity report</h1>"]
     picture = figure.svg(report)
     if picture:  # a picture first: which change flips which output, at a glance
-        body.append(f'<div id="figure">{picture}</div>')
+        # Inline SVG needs no namespace; the page names no URL at all (it is self-contained).
+        body.append(f'<div id="figure">{picture.replace(figure.XMLNS, "")}</div>')
     body.append(f'<div class="headline{broken}" id="headline">{_headline(report.headline)}</div>')
     body += [f'<p class="meta">{escape(line)}</p>' for line in header_lines(report)]
     for index, section in enumerate(sections(report, pairwise=False)):

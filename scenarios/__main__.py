@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import SCENARIOS_DIR, discover, hosts, plan, records, reuse_key
+from .worker import die_with_parent
 
 PACKAGE = __package__ or "scenarios"
 
@@ -375,6 +376,8 @@ def execute(
 
 def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.attempt and argv is None and os.getpid() != 1:
+        die_with_parent()  # started by a runner: a killed runner takes the harness with it
     found = discover()
     if args.list:
         for info in found.values():

@@ -261,13 +261,17 @@ def import_tf(knobs: dict[str, Any]) -> tuple[Any, Any, float]:
     return tf, np, import_seconds
 
 
-def _die_with_parent() -> None:
-    """A forked child is killed when its parent dies (Linux): a killed fork server leaves no child behind."""
+def die_with_parent() -> None:
+    """This process is killed when its parent dies (Linux), however it dies: a SIGKILLed runner takes
+    its harness, the harness its fork server or scenario process, the fork server its children."""
+    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def serve(knobs: dict[str, Any], warm: list[str]) -> int:
@@ -296,7 +300,7 @@ def serve(knobs: dict[str, Any], warm: list[str]) -> int:
         if pid == 0:  # the child: one repeat, then gone
             code = 1
             try:
-                _die_with_parent()
+                die_with_parent()
                 for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
                     target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                     os.dup2(target, fd)
@@ -322,6 +326,7 @@ def serve(knobs: dict[str, Any], warm: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()
     if argv[:1] == ["--probe-isa"]:
         return probe_isa(json.loads(argv[1]))
     if argv[:1] == ["--serve"]:

@@ -418,6 +418,7 @@ def test_a_killed_runs_container_is_swept_and_a_live_runs_is_not(docker_backend,
         for who, pid in (("dead", dead.pid), ("live", live.pid)):
             made[who] = docker_backend.api.create_container(
                 image=image.handle, command=["sleep", "300"], labels={"org.repromatrix.managed": "true",
+                "org.repromatrix.cell": CELL.id,
                 OWNER: owner_id(pid) if who == "live" else f"{owner_id().split(':')[0]}:{pid}:1"},
             )["Id"]  # fmt: skip
         docker_backend.sweep()
