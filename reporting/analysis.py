@@ -718,6 +718,9 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
 
     stable = [entry for entry in attributed if entry.expected_stable]
     binary = {axis: _is_binary(attributed, axis) for axis in {a.axis for a in attributed}}
+    by_transition: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
+    for entry in stable:
+        by_transition[(entry.axis, entry.transition)].append(entry)
     effects: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
     none: dict[str, list[Attribution]] = defaultdict(list)
     for entry in stable:
@@ -730,7 +733,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         label = AXIS_LABELS.get(axis, axis)
         if not binary[axis]:
             label += f" {transition}"
-        compared = [e for e in stable if (e.axis, e.transition) == (axis, transition)]
+        compared = by_transition[(axis, transition)]
         differ, pairs = sum(e.differ for e in compared), sum(e.pairs for e in compared)
         clauses.append(f"{label}: {differ}/{pairs} pairs differ — {_per_output(compared)}")
     if clauses:

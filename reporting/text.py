@@ -88,17 +88,10 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
     cells = {v.cell_id: v for v in report.group(table.scenario)}
     columns = sorted({environment_column(c) for c in table.by_cell})
     versions = sorted({str(cells[c].cell.get("tf", c)) for c in table.by_cell}, key=version_key)
-    rows = []
-    for version in versions:
-        row = [version]
-        for column in columns:
-            matches = [
-                letter
-                for cell_id, letter in table.by_cell.items()
-                if str(cells[cell_id].cell.get("tf")) == version and environment_column(cell_id) == column
-            ]
-            row.append(",".join(matches) or "")
-        rows.append(row)
+    placed: dict[tuple[str, str], list[str]] = {}
+    for cell_id, letter in table.by_cell.items():  # one pass: linear in the cells
+        placed.setdefault((str(cells[cell_id].cell.get("tf")), environment_column(cell_id)), []).append(letter)
+    rows = [[version, *(",".join(placed.get((version, column), [])) for column in columns)] for version in versions]
     legend = ", ".join(
         f"{letter} = {len(c['cells'])} cell{'s' if len(c['cells']) != 1 else ''}" for letter, c in table.classes.items()
     )
