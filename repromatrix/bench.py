@@ -180,3 +180,20 @@ def report_scaling(folder: Path, counts: tuple[int, ...] = (99, 999, 9999)) -> l
                      f"{again / count * 1000:.2f}"])  # fmt: skip
     shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+def _per_scenario(process_folder: Path, fork_folder: Path) -> list[list[str]]:
+    """Mean wall seconds of one repeat per scenario variant in each mode, from the records."""
+    walls: dict[tuple[str, str], list[float]] = {}
+    for mode, folder in (("process", process_folder), ("fork", fork_folder)):
+        for _, path in records.Layout(folder).record_files():
+            record = records.read_if_valid(path)
+            if record is not None and record.is_ok:
+                walls.setdefault((record.name, mode), []).append(record.process_wall_s)
+    rows = []
+    for name in sorted({name for name, _ in walls}):
+        process, fork = walls.get((name, "process")), walls.get((name, "fork"))
+        if process and fork:
+            a, b = sum(process) / len(process), sum(fork) / len(fork)
+            rows.append([name, f"{a:.2f} s", f"{b:.2f} s", f"{b / a:.2f}×"])
+    return rows

@@ -113,3 +113,15 @@ def test_the_budget_keeps_predictions_first_then_weights_then_samples(tmp_path):
     kept_whole = sorted(name for name, output in outputs.items() if not output.sampled)
     assert kept_whole == ["model1.epoch.01.loss", "model1.predictions", "model1.weights"]
     assert all(output.sampled for output in records.bound(arrays, 0).values() if output.size > 512)
+
+
+def test_the_bench_measures_record_sizes_and_report_scaling_on_synthetic_records(tmp_path):
+    from repromatrix import bench
+
+    [row] = bench.report_scaling(tmp_path / "scaling", counts=(6,))
+    assert row[0] == "6" and float(row[1]) > 0 and float(row[3]) > 0
+    bench.synthetic_records(tmp_path / "r", 6)
+    sizes = bench.record_sizes(tmp_path / "r")
+    assert sizes[0][:2] == ["cnn_training-seeded", "6"] and sizes[-1][0] == "all"
+    assert int(sizes[0][3].replace(",", "")) < 300_000  # a CNN-shaped record stays within its budget
+    assert callable(bench._per_scenario)
