@@ -16,7 +16,7 @@ from repromatrix.reporting import analysis
 from repromatrix.reporting.model import Report
 
 ROW_H = 30
-COL_W = 118
+COL_W = 132
 LABEL_W = 250
 HEAD_H = 76
 FONT = "font-family:sans-serif"
