@@ -703,7 +703,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
         )
     elif seeded:
         lines.append(
-            f"Every expectation held: seeded runs were reproducible run to run in every cell ({cells} cells), "
+            f"Every expectation held: seeded runs were reproducible run to run in every cell ({_cells(measured)}), "
             "and unseeded runs varied as expected."
         )
     elif measured and untested:
@@ -770,6 +770,14 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     if hosts_line(hosts or []):
         lines.append(hosts_line(hosts or []))
     return lines
+
+
+def _cells(measured: list[Variant]) -> str:
+    """'14 cells', or '14 cells, and 14 of the published report' when a report.json is an input."""
+    here = len({v.cell_id for v in measured if not v.published})
+    published = len({v.cell_id for v in measured if v.published})
+    text = f"{here} cell{'s' if here != 1 else ''}"
+    return text + (f", and {published} of the published report" if published else "")
 
 
 def _per_output(compared: list[Attribution]) -> str:
