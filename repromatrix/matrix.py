@@ -17,12 +17,12 @@ from typing import Any
 from repromatrix.errors import ConfigurationError
 from repromatrix.scenarios import records
 
-PACKAGE_DIR = Path(__file__).parent
-# Checked out, the repository's own folders; installed, the copies packaged beside this module
-# (repromatrix/docker and repromatrix/matrix.toml are links to them in the repository).
-REPO_ROOT = PACKAGE_DIR.resolve().parent
-RECIPES_DIR = (PACKAGE_DIR / "docker").resolve()
-PACKAGED_MATRIX = PACKAGE_DIR / "matrix.toml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+# Installed, the copies packaged beside this module (pyproject's package-dir and setup.py put them
+# there); in a checkout, editable or not, the repository's own folder and file.
+RECIPES_DIR = PACKAGE_DIR / "docker" if (PACKAGE_DIR / "docker").is_dir() else REPO_ROOT / "docker"
+PACKAGED_MATRIX = PACKAGE_DIR / "matrix.toml" if (PACKAGE_DIR / "matrix.toml").is_file() else REPO_ROOT / "matrix.toml"
 
 
 def default_matrix() -> Path:
