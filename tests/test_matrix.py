@@ -173,3 +173,23 @@ def test_what_a_host_lacks_is_read_from_its_flags():
     # An old AVX2-only machine lacks the first AVX-512 cap.
     assert isa_lacking({"sse4_1", "avx", "avx2"}) == "avx2_vnni"
     assert isa_lacking({"sse4_1", "avx", "avx2", "avx_vnni"}) == "avx512_core"
+
+
+def test_every_knob_axis_the_planner_accepts_reaches_the_harness_with_its_value():
+    """The axes are spelled in matrix.py, the runner's flags and the harness's parser: they must agree."""
+    from repromatrix.scenarios.__main__ import parse_args
+
+    from repromatrix import runner
+
+    environment = {"tf", "device", "recipe"}  # these choose the image or virtualenv, not a knob
+    changed = {"onednn": False, "op_determinism": True, "intra_op_threads": 3, "inter_op_threads": 2, "cpus": 1,
+               "cpu_isa": "avx2"}  # fmt: skip
+    assert set(matrix._AXES) - environment == set(changed)  # a new axis must be added here, and below
+    cell = matrix.Cell("2.21.0", "cpu", **changed)
+    parsed = parse_args([*runner.knob_args(cell), "--out", "x"])
+    for axis, value in changed.items():
+        assert getattr(parsed, axis) == value, axis
+    default = parse_args([*runner.knob_args(matrix.Cell("2.21.0", "cpu")), "--out", "x"])
+    for axis, (_, _, values) in matrix._AXES.items():
+        if axis not in environment:
+            assert getattr(default, axis) in (values[0], "" if axis == "cpu_isa" else values[0]), axis

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from repromatrix import reporting
 from repromatrix.reporting import analysis, text
 from repromatrix.reporting.load import load
 from repromatrix.scenarios import records
+
+from repromatrix import reporting
 
 ONE = np.float32(1.0)
 
@@ -550,3 +550,19 @@ def test_the_published_site_keeps_a_history_and_shows_the_drift(tmp_path):
     assert "History of published runs" in page and "1 changed, 1 new" in page and "first run" in page
     assert "Drift against" in page and "tf2.21.0-cpu-onednn0-det0/seeded_init-seeded" in page
     assert [row[3] for row in history.rows(second.timeline)] == ["1 changed, 1 new", "first run"]
+
+
+@pytest.mark.parametrize(("axis", "values"), [("cpus", [0, 1, 2, 4]), ("intra_op_threads", [0, 1, 2, 8]),
+                                              ("tf", ["2.12.1", "2.9.3", "2.21.0", "2.16.2"])])  # fmt: skip
+def test_every_ordered_axis_pairs_neighbours_in_order(tmp_path, axis, values):
+    from repromatrix.matrix import value_label, value_order
+
+    for index, value in enumerate(values):
+        tf = value if axis == "tf" else "2.21.0"
+        cell_id = f"cell-{axis}-{index}"
+        seeded(tmp_path, cell_id, [[float(index)], [float(index)]], cell={axis: value}, tf=tf)
+    ordered = sorted(values, key=lambda v: value_order(axis, v))
+    expected = [f"{value_label(axis, a)}→{value_label(axis, b)}" for a, b in pairwise(ordered)]
+    found = [a.transition for a in reporting.build([tmp_path]).attribution
+             if a.axis == axis and a.output == "model1.predictions"]  # fmt: skip
+    assert found == expected
