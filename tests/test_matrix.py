@@ -177,9 +177,8 @@ def test_what_a_host_lacks_is_read_from_its_flags():
 
 def test_every_knob_axis_the_planner_accepts_reaches_the_harness_with_its_value():
     """The axes are spelled in matrix.py, the runner's flags and the harness's parser: they must agree."""
-    from repromatrix.scenarios.__main__ import parse_args
-
     from repromatrix import runner
+    from repromatrix.scenarios.__main__ import parse_args
 
     environment = {"tf", "device", "recipe"}  # these choose the image or virtualenv, not a knob
     changed = {"onednn": False, "op_determinism": True, "intra_op_threads": 3, "inter_op_threads": 2, "cpus": 1,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from repromatrix import reporting
 from repromatrix.reporting import analysis, text
 from repromatrix.reporting.load import load
 from repromatrix.scenarios import records
-
-from repromatrix import reporting
 
 ONE = np.float32(1.0)
 
