@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -290,68 +291,108 @@ def main(argv: list[str] | None = None) -> int:
     return _note_exit_code(_main(argv))
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    loaded, cells, _ = load_plan(args)
+    if args.format == "json":
+        listing = json.dumps(fan_out(loaded, cells, args.runners))
+    else:
+        width = max((len(c.id) for c in cells), default=0)
+        listing = "\n".join(
+            [f"{len(cells)} cells ({loaded.design} design)"]
+            + [f"{c.id:{width}}  {loaded.reasons[c.id]}" for c in cells]
+        )
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(listing + "\n")
+    else:
+        progress.say(listing)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    loaded, cells, _ = load_plan(args)
+    failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)
+    if failures:
+        raise CellsFailedError(f"{len(failures)} image builds failed: {', '.join(c.id for c, _ in failures)}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _failed(do_run(args))
+    return 0
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    outcomes = do_run(args)
+    broken = do_report([args.results], args.baseline, args.out, args.history)
+    _failed(outcomes)  # cells that failed outrank broken expectations; every file is written either way
+    _broken(broken)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _broken(do_report(args.results_dirs, args.baseline, args.out, args.history))
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    _, cells, _ = load_plan(args)
+    failed = []
+    for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
+        try:
+            path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
+        except LockError as exc:
+            progress.warn(f"error: {exc.message}")
+            failed.append(locks.requirement(tf, device))
+            continue
+        progress.say(f"locked {locks.requirement(tf, device)} → {path}")
+    if failed:
+        raise CellsFailedError(f"{len(failed)} locks could not be resolved: {', '.join(failed)}")
+    return 0
+
+
+def cmd_base_image(args: argparse.Namespace) -> int:
+    script = matrix.RECIPES_DIR / "base" / "build-debian-base.sh"
+    return subprocess.run(["bash", str(script), args.name], check=False).returncode
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    loaded, cells, _ = load_plan(args)
+    if len(cells) != 1:
+        raise ConfigurationError(
+            f"shell needs exactly one cell (--cell ID), the selection has {len(cells)}; see nox -s plan"
+        )
+    command = (args.argv[1:] if args.argv[:1] == ["--"] else args.argv) or ["python"]
+    return choose_backend(args, loaded).shell(cells[0], command, Path.cwd())
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from repromatrix import bench
+
+    loaded, cells, _ = load_plan(args)
+    bench.run(choose_backend(args, loaded), loaded, cells, args.results, args.jobs)
+    return 0
+
+
+# Every command the parser declares, and what runs it: its exit code, or a FatalError's.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "plan": cmd_plan,
+    "build": cmd_build,
+    "run": cmd_run,
+    "matrix": cmd_matrix,
+    "report": cmd_report,
+    "lock": cmd_lock,
+    "base-image": cmd_base_image,
+    "shell": cmd_shell,
+    "bench": cmd_bench,
+}
+
+
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     cleanup.handle_termination()
     try:
-        if args.command == "plan":
-            loaded, cells, _ = load_plan(args)
-            if args.format == "json":
-                listing = json.dumps(fan_out(loaded, cells, args.runners))
-            else:
-                width = max((len(c.id) for c in cells), default=0)
-                listing = "\n".join(
-                    [f"{len(cells)} cells ({loaded.design} design)"]
-                    + [f"{c.id:{width}}  {loaded.reasons[c.id]}" for c in cells]
-                )
-            if args.output:
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(listing + "\n")
-            else:
-                progress.say(listing)
-        elif args.command == "build":
-            loaded, cells, _ = load_plan(args)
-            failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)
-            if failures:
-                raise CellsFailedError(f"{len(failures)} image builds failed: {', '.join(c.id for c, _ in failures)}")
-        elif args.command == "run":
-            _failed(do_run(args))
-        elif args.command == "matrix":
-            outcomes = do_run(args)
-            broken = do_report([args.results], args.baseline, args.out, args.history)
-            _failed(outcomes)
-            _broken(broken)
-        elif args.command == "report":
-            _broken(do_report(args.results_dirs, args.baseline, args.out, args.history))
-        elif args.command == "lock":
-            loaded, cells, _ = load_plan(args)
-            failed = []
-            for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
-                try:
-                    path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
-                except LockError as exc:
-                    progress.warn(f"error: {exc.message}")
-                    failed.append(locks.requirement(tf, device))
-                    continue
-                progress.say(f"locked {locks.requirement(tf, device)} → {path}")
-            if failed:
-                raise CellsFailedError(f"{len(failed)} locks could not be resolved: {', '.join(failed)}")
-        elif args.command == "base-image":
-            script = matrix.RECIPES_DIR / "base" / "build-debian-base.sh"
-            return subprocess.run(["bash", str(script), args.name], check=False).returncode
-        elif args.command == "shell":
-            loaded, cells, _ = load_plan(args)
-            if len(cells) != 1:
-                raise ConfigurationError(
-                    f"shell needs exactly one cell (--cell ID), the selection has {len(cells)}; see nox -s plan"
-                )
-            command = (args.argv[1:] if args.argv[:1] == ["--"] else args.argv) or ["python"]
-            return choose_backend(args, loaded).shell(cells[0], command, Path.cwd())
-        elif args.command == "bench":
-            from repromatrix import bench
-
-            loaded, cells, _ = load_plan(args)
-            bench.run(choose_backend(args, loaded), loaded, cells, args.results, args.jobs)
+        return COMMANDS[args.command](args)
     except FatalError as exc:
         progress.warn(f"error: {exc.message}")
         return exc.return_code
@@ -365,4 +406,3 @@ def _main(argv: list[str] | None) -> int:
         # Not waiting for worker threads: one may sit in an image build for minutes. Leaving
         # closes its connection, and the engine cancels a build whose client went away.
         os._exit(Interrupted.return_code)
-    return 0

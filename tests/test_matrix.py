@@ -192,3 +192,10 @@ def test_every_knob_axis_the_planner_accepts_reaches_the_harness_with_its_value(
     for axis, (_, _, values) in matrix._AXES.items():
         if axis not in environment:
             assert getattr(default, axis) in (values[0], "" if axis == "cpu_isa" else values[0]), axis
+
+
+def test_every_command_the_parser_declares_is_dispatched_by_the_table():
+    from repromatrix import cli
+
+    [commands] = [a for a in cli.parser()._actions if a.__class__.__name__ == "_SubParsersAction"]
+    assert sorted(commands.choices) == sorted(cli.COMMANDS)
