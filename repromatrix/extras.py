@@ -11,7 +11,6 @@ lands in every record's fingerprint (`environment.extras`).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -124,6 +123,11 @@ def _names(lock_text: str) -> set[str]:
     return {_name(line) for line in lock_text.splitlines() if line and not line[0].isspace() and line[0] != "#"}
 
 
+# Resolved once per process and lock: a backend asks for a cell's environment key, then prepares
+# it (and Docker tags, then builds), and each would otherwise re-read the project and the lock.
+_resolved: dict[tuple[Extras, Path, Path, str], Resolved] = {}
+
+
 def resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str = "") -> Resolved | None:
     """The extras for this cell, resolved against its lock (constraints) and hash-pinned; None without extras.
 
@@ -131,6 +135,13 @@ def resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str 
     """
     if not extras:
         return None
+    memo = (extras, lock, cache, index_url)
+    if memo not in _resolved:  # a failure is not remembered: each cell says it with its own id
+        _resolved[memo] = _resolve(extras, lock, cache, cell, index_url)
+    return _resolved[memo]
+
+
+def _resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str) -> Resolved:
     wheels = (build_wheel(extras.project, cache, cell),) if extras.project is not None else ()
     wanted = [*extras.requirements, *(f"{w.name.split('-')[0]} @ {w.resolve().as_uri()}" for w in wheels)]
     key = hashlib.sha256("\0".join([locks.file_digest(lock), *wanted,
@@ -152,9 +163,6 @@ def resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str 
                 keep = _name(line) not in pinned
             if keep and not line.lstrip().startswith("#"):
                 kept.append(line)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(kept) + "\n")
-        os.replace(tmp, cached)
+        records.write_text(cached, "\n".join(kept) + "\n")
     text = cached.read_text()
     return Resolved(text, wheels, _pins(text))

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,15 +74,20 @@ def exclusive(layout: records.Layout, wait: bool = False, poll_s: float = 1.0) -
         handle.close()
 
 
-def backend_of_records(layout: records.Layout) -> str:
-    """Which backend made the folder's measured records ('' if none says): for a folder whose manifest
-    is missing or damaged, since every measured record names the environment that made it."""
+def _from_records(layout: records.Layout, pick: Callable[[records.Record], Any]) -> Any:
+    """The first non-empty `pick(record)` among the folder's valid records, else None: what made a
+    folder whose manifest is missing or damaged, since every measured record says it."""
     for _, path in layout.record_files():
         record = records.read_if_valid(path)
-        image = record.environment.get("image") if record is not None else None
-        if isinstance(image, dict) and image.get("backend"):
-            return str(image["backend"])
-    return ""
+        found = pick(record) if record is not None else None
+        if found:
+            return found
+    return None
+
+
+def _backend(record: records.Record) -> str:
+    image = record.environment.get("image")
+    return str(image.get("backend") or "") if isinstance(image, dict) else ""
 
 
 def _how_long(holder: str) -> str:
@@ -104,18 +109,10 @@ def _how_long(holder: str) -> str:
     return text
 
 
-def host_of_records(layout: records.Layout) -> dict[str, Any]:
-    for _, path in layout.record_files():
-        record = records.read_if_valid(path)
-        if record is not None and record.host_id:
-            return record.host
-    return {}
-
-
 def check_host(layout: records.Layout, host: dict[str, Any]) -> None:
     """A results folder holds one machine's records: another host's run goes to its own folder,
     and the report merges the folders (host is an axis there)."""
-    made_on = records.Manifest.read(layout.manifest).host or host_of_records(layout)
+    made_on = records.Manifest.read(layout.manifest).host or _from_records(layout, lambda r: r.host_id and r.host) or {}
     if made_on.get("id") and made_on["id"] != host.get("id"):
         raise ResultsBusyError(
             f"--results {layout.root} holds records measured on host {made_on.get('label') or made_on['id']}, and "
@@ -126,7 +123,7 @@ def check_host(layout: records.Layout, host: dict[str, Any]) -> None:
 
 def check_backend(layout: records.Layout, backend: str) -> None:
     """Records of one backend are never silently overwritten by another's, manifest or no manifest."""
-    made_by = records.Manifest.read(layout.manifest).backend or backend_of_records(layout)
+    made_by = records.Manifest.read(layout.manifest).backend or _from_records(layout, _backend) or ""
     if made_by and made_by != backend:
         raise ResultsBusyError(
             f"--results {layout.root} holds records made by the {made_by} backend and this run uses {backend}; "

@@ -31,6 +31,8 @@ from . import SCENARIOS_DIR, discover, hosts, plan, records, reuse_key
 from .worker import die_with_parent
 
 PACKAGE = __package__ or "scenarios"
+# A scenario process, fork server or ISA probe: -P, so nothing is imported from the working directory.
+WORKER = [sys.executable, "-P", "-m", f"{PACKAGE}.worker"]
 
 
 def _on_off(value: str) -> bool:
@@ -137,7 +139,7 @@ def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
     A process of its own: verbose mode prints a line per kernel, which the measured
     processes are spared.
     """
-    command = [sys.executable, "-P", "-m", f"{PACKAGE}.worker", "--probe-isa", json.dumps(knobs)]
+    command = [*WORKER, "--probe-isa", json.dumps(knobs)]
     try:
         done = subprocess.run(command, env=worker_env(), capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -151,7 +153,7 @@ def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
 def run_process(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
     """One repeat in one fresh `python -m scenarios.worker` process."""
     env = worker_env()
-    command = [sys.executable, "-P", "-m", f"{PACKAGE}.worker", json.dumps(spec.to_json())]
+    command = [*WORKER, json.dumps(spec.to_json())]
     oom_before = _oom_kills()
     # In the harness's own process group (the one the runner stops), so nothing outlives the harness.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -186,8 +188,7 @@ class ForkServer:
 
     def _start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
-            command = [sys.executable, "-P", "-m", f"{PACKAGE}.worker", "--serve", json.dumps(self.knobs),
-                       json.dumps(self.warm)]  # fmt: skip
+            command = [*WORKER, "--serve", json.dumps(self.knobs), json.dumps(self.warm)]
             with self.log.open("w") as log:
                 self.process = subprocess.Popen(
                     command, env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
@@ -203,12 +204,15 @@ class ForkServer:
         line = self.process.stdout.readline()
         return json.loads(line) if line else {}
 
-    def _parent_stderr(self) -> str:
-        """What a parent that died said on its way out."""
+    def _could_not_start(self, spec: records.RepeatSpec) -> Outcome:
+        """The error of a repeat whose parent died before forking it, with what the parent said."""
         try:
-            return self.log.read_text(errors="replace")[-records.STDERR_TAIL_CHARS :]
+            detail = self.log.read_text(errors="replace")[-records.STDERR_TAIL_CHARS :]
         except OSError:
-            return ""
+            detail = ""
+        return Outcome(
+            "error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}", detail
+        )
 
     def run(self, spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         server = self._start()
@@ -219,17 +223,13 @@ class ForkServer:
             server.stdin.write(json.dumps({"spec": spec.to_json(), "stdout": str(out), "stderr": str(err)}) + "\n")
             server.stdin.flush()
         except BrokenPipeError:
-            detail = self._parent_stderr()
-            return Outcome("error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}",
-                           detail)  # fmt: skip
+            return self._could_not_start(spec)
         oom_before = _oom_kills()
         # The parent imports TF before its first reply: that wait is the parent's, not the repeat's.
         started = self._reply(None)
         if not started:
             server.wait()
-            detail = self._parent_stderr()
-            return Outcome("error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}",
-                           detail)  # fmt: skip
+            return self._could_not_start(spec)
         child = started["started"]
         finished = self._reply(timeout)
         timed_out = finished is None
@@ -328,7 +328,12 @@ def execute(
     layout = records.CellLayout(args.out)
     summary_path = layout.summary_file(args.attempt) if args.attempt else None
     summary = records.Summary(attempt=args.attempt or "", planned=len(specs))
-    summary.write(summary_path)
+
+    def report() -> None:
+        if not _abandoned(layout, args.attempt):  # writing would make the removed attempt folder again
+            summary.write(summary_path)
+
+    report()
     abandoned = ("not measured: the run that started it ended while it ran (its orchestrator or its Docker engine "
                  "stopped); rerun to measure it")  # fmt: skip
     for planned in specs:
@@ -366,11 +371,9 @@ def execute(
             print(f"error: {spec.label}: {outcome.message}", file=sys.stderr, flush=True)
             records.Record.failed("error", outcome.message, stderr=outcome.stderr, **spec.record_fields()).write(path)
         summary.done.append(spec.label)
-        if not _abandoned(layout, args.attempt):  # writing would make the removed folder again
-            summary.write(summary_path)
+        report()
     summary.finished = True
-    if not _abandoned(layout, args.attempt):
-        summary.write(summary_path)
+    report()
     return summary
 
 

@@ -391,16 +391,17 @@ class DockerBackend:
                 stdout = self._logs(container_id, stdout=True)
                 stderr = self._logs(container_id, stderr=True)
                 state = self.api.inspect_container(container_id).get("State", {})
-        except docker.errors.APIError as exc:
+        except (
+            docker.errors.APIError,
+            requests.exceptions.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             if cleanup.stopping.is_set():
                 raise CellError(cell.id, "interrupted") from None
-            if not self.engine.answers():  # an engine going down answers its last calls with errors
-                raise self.engine.lost(cell.id) from None
-            raise CellError(cell.id, f"container could not run: {exc.explanation or exc}") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
-            if cleanup.stopping.is_set():
-                raise CellError(cell.id, "interrupted") from None
-            raise self.engine.lost(cell.id) from None
+            lost = self.lost(exc, cell)  # an engine going down drops connections or answers with errors
+            if lost is not None:
+                raise lost from None
+            raise CellError(cell.id, f"container could not run: {getattr(exc, 'explanation', None) or exc}") from None
         return HarnessRun(int(status.get("StatusCode", -1)), stdout, stderr, bool(state.get("OOMKilled")))
 
     def _stream(self, cell: Cell, container_id: str) -> None:
