@@ -13,7 +13,7 @@ from repromatrix.reporting import figure, html, text
 from repromatrix.reporting.history import timeline
 from repromatrix.reporting.history import write as write_history
 from repromatrix.reporting.model import Report, build
-from repromatrix.scenarios import records
+from repromatrix.scenarios import fileio
 
 __all__ = ["Report", "build", "render_all"]
 
@@ -42,7 +42,7 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None, his
         "report.csv": text.csv_rows(report),
     }
     for name, content in outputs.items():
-        records.write_text(out / name, content)
+        fileio.write_text(out / name, content)
     if report.timeline is not None:
         write_history(report.timeline, out, history)
     return report

@@ -1,4 +1,5 @@
-"""Comparison semantics: verdicts, classes, distances, attribution, first divergence, drift.
+"""Comparison semantics: verdicts, classes, attribution, first divergence (the numbers; `distances` measures
+arrays, `headline` puts it in words, `drift` compares with a baseline).
 
 Pure logic over loaded records (and their npz files, for distances only), so
 it is tested on hand-made records.
@@ -11,177 +12,25 @@ import re
 import string
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from itertools import combinations, pairwise
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from repromatrix.matrix import AXIS_LABELS, Cell, value_label, value_order
+from repromatrix.reporting.distances import TOLERANCE_ULP, Arrays, Distance
 from repromatrix.reporting.load import Loaded, Published
-from repromatrix.scenarios import records
+from repromatrix.scenarios import axes, records
 
 REPORT_SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)  # drift baselines: the drift summary kept its form
 VARIES = "~"
 NO_RESULT = "—"
-# "Numerically the same, not bit-identical": classes this close are grouped in the tolerance view.
-TOLERANCE_ULP = 16
-# Past this many ULP (different signs or magnitudes) a ULP count says nothing; relative error does.
-HUGE_ULP = 10_000_000
-# Values this small make large ULP counts from tiny differences (1e-7 and 1.3e-7 are 524288 ULP apart).
-NEAR_ZERO = 1e-5
 # Arrays compared across environments: model1's, except those first divergence reads.
 PER_LAYER = re.compile(r"^model1\.layer\.(\d+)\.(.+)$")
 PER_EPOCH = re.compile(r"^model1\.epoch\.(\d+)\.weights$")
 UNKNOWN_HOST = "unknown-host"
-# A published report.json keeps digests, not arrays: what needs arrays says so.
-UNAVAILABLE = (
-    "arrays unavailable (one side is a published report: digests only)"  # records made before hosts were recorded
-)
 
 
 def is_compared(output: str) -> bool:
     return output.startswith("model1.") and not PER_LAYER.match(output) and not output.startswith("model1.epoch.")
-
-
-# -- distances ------------------------------------------------------------------
-
-
-def ulp_distance(a: np.ndarray, b: np.ndarray) -> int:
-    """Largest number of representable floats between matching elements."""
-    if a.dtype != b.dtype or a.dtype.kind != "f":
-        raise TypeError(f"ULP distance needs two float arrays of one dtype, got {a.dtype} and {b.dtype}")
-    bits = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
-
-    def ordered(x: np.ndarray) -> np.ndarray:
-        # Map IEEE bit patterns onto a line where adjacent floats are adjacent integers (-0 == +0).
-        raw = x.view(bits).astype(object) if bits is np.int64 else x.view(bits).astype(np.int64)
-        low = -(2 ** (8 * a.dtype.itemsize - 1))
-        return np.where(raw < 0, low - raw, raw)
-
-    if a.size == 0:
-        return 0
-    return int(np.max(np.abs(ordered(a.ravel()) - ordered(b.ravel()))))
-
-
-@dataclass(frozen=True)
-class Distance:
-    max_abs: float | None = None
-    max_ulp: int | None = None
-    max_rel: float | None = None
-    near_zero: bool = False  # the largest ULP gap sits at values below NEAR_ZERO
-    note: str = ""
-    # (values compared, values in the array) when a record kept only a sample; None: exact
-    sampled: tuple[int, int] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"max_abs": self.max_abs, "max_ulp": self.max_ulp, "max_rel": self.max_rel,
-                "near_zero": self.near_zero, "note": self.note, "estimated": self.estimated}  # fmt: skip
-
-    @property
-    def estimated(self) -> str:
-        """'estimated from 512 of 802816 values' where a record kept a sample; '' when exact."""
-        return f"estimated from {self.sampled[0]} of {self.sampled[1]} values" if self.sampled else ""
-
-    @property
-    def ulp_meaningful(self) -> bool:
-        """Near zero a large count is explained (floats are dense there); elsewhere past HUGE_ULP it is noise."""
-        return self.max_ulp is not None and (self.near_zero or self.max_ulp <= HUGE_ULP)
-
-    def brief(self) -> str:
-        """'|Δ| ≤ 3e-08, 4 ULP' — relative error instead of a meaningless ULP count."""
-        if self.max_abs is None:
-            return self.note or "not comparable"
-        if self.max_abs == 0 and self.sampled:
-            kept, size = self.sampled
-            return f"no difference among the {kept} sampled values of {size} (the bits differ elsewhere)"
-        if self.max_abs == 0:
-            return "equal values, different bits (e.g. -0 and +0)"
-        parts = [f"|Δ| {'≥' if self.sampled else '≤'} {self.max_abs:.2g}"]
-        if self.ulp_meaningful:
-            parts.append(f"{self.max_ulp} ULP" + (" near zero" if self.near_zero else ""))
-        elif self.max_rel is not None:
-            parts.append(f"relative {self.max_rel:.2g}")
-        if self.sampled:
-            parts.append(self.estimated)
-        return ", ".join(parts)
-
-    def ulp_cell(self) -> str:
-        """The ULP column of a table: the count when it means something, else the relative error."""
-        if self.max_ulp is None:
-            return ""
-        if self.ulp_meaningful:
-            return f"{self.max_ulp}" + (" *" if self.near_zero else "")
-        return f"rel {self.max_rel:.2g}" if self.max_rel is not None else "—"
-
-    def worse(self, other: Distance) -> Distance:
-        if other.max_abs is None:
-            return self if self.max_abs is not None or self.note else other  # keep why it is not comparable
-        if self.max_abs is None or (other.max_abs, other.max_ulp or 0) > (self.max_abs, self.max_ulp or 0):
-            return other
-        return self
-
-
-def compare_arrays(a: np.ndarray, b: np.ndarray) -> Distance:
-    if a.shape != b.shape:
-        return Distance(note=f"shapes differ: {a.shape} vs {b.shape}")
-    if a.dtype != b.dtype:
-        return Distance(note=f"dtypes differ: {a.dtype} vs {b.dtype}")
-    if a.dtype.kind not in "fiub" or a.size == 0:
-        return Distance(max_abs=0.0 if a.size == 0 else None, note="" if a.size == 0 else f"{a.dtype} arrays")
-    wide_a, wide_b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    gap = np.abs(wide_a - wide_b)
-    scale = np.maximum(np.abs(wide_a), np.abs(wide_b))
-    # Relative to the array's largest magnitude (norm-wise): element-wise ratios blow up at values near zero.
-    largest = float(scale.max())
-    rel = float(gap.max()) / largest if largest > 0 else 0.0
-    ulp = ulp_distance(a, b) if a.dtype.kind == "f" else None
-    near_zero = False
-    if ulp is not None and a.dtype.kind == "f":
-        bits = {2: np.int16, 4: np.int32, 8: np.int64}[a.dtype.itemsize]
-        steps = np.abs(a.ravel().view(bits).astype(np.float64) - b.ravel().view(bits).astype(np.float64))
-        worst = int(np.argmax(steps))
-        near_zero = bool(scale[worst] < NEAR_ZERO and ulp > TOLERANCE_ULP)
-    return Distance(float(gap.max()), ulp, rel, near_zero)
-
-
-class Arrays:
-    """npz files loaded once per report."""
-
-    def __init__(self) -> None:
-        self._cache: dict[Path, dict[str, np.ndarray] | records.RecordError] = {}
-
-    def get(self, loaded: Loaded) -> dict[str, np.ndarray]:
-        if loaded.arrays_path not in self._cache:
-            try:
-                self._cache[loaded.arrays_path] = loaded.arrays()
-            except records.RecordError as exc:
-                self._cache[loaded.arrays_path] = exc
-        value = self._cache[loaded.arrays_path]
-        if isinstance(value, records.RecordError):
-            raise value
-        return value
-
-    def distance(self, left: Loaded | None, right: Loaded | None, output: str) -> Distance:
-        """Exact where both records kept the array whole; estimated on the shared sample positions otherwise."""
-        if left is None or right is None:
-            return Distance(note=UNAVAILABLE)
-        try:
-            a, b = self.get(left)[output], self.get(right)[output]
-            kept_a, kept_b = left.record.outputs[output], right.record.outputs[output]
-        except (records.RecordError, KeyError) as exc:
-            return Distance(note=f"arrays unreadable: {exc}")
-        if not (kept_a.sampled or kept_b.sampled):
-            return compare_arrays(a, b)
-        if kept_a.shape != kept_b.shape:
-            return Distance(note=f"shapes differ: {kept_a.shape} vs {kept_b.shape}")
-        # Both sides at the same positions: a whole array is read where the other kept its sample.
-        a, b = (kept_b.kept_of(a) if not kept_a.sampled else a), (kept_a.kept_of(b) if not kept_b.sampled else b)
-        if a.shape != b.shape:
-            return Distance(note="samples of different sizes (records made with different SAMPLE_VALUES)")
-        return replace(compare_arrays(a, b), sampled=(int(a.size), kept_a.size))
 
 
 # -- one cell × scenario variant ------------------------------------------------------
@@ -393,7 +242,7 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iter
     for (cell_id, host_id, scenario, variant_name), group in sorted(grouped.items()):
         group.sort(key=lambda r: r.record.repeat)
         first = group[0]
-        cell = {**Cell.defaults(), **first.record.cell} if first.record.cell else {"id": cell_id}
+        cell = {**axes.defaults(), **first.record.cell} if first.record.cell else {"id": cell_id}
         if several:
             cell = {**cell, "host": labels[host_id], "id": f"{cell_id}@{labels[host_id]}"}
             cell_id = cell["id"]
@@ -587,11 +436,11 @@ def _tolerance_groups(letters: list[str], pairs: list[ClassPair]) -> list[list[s
 
 
 def _axis_value_key(axis: str, value: Any) -> tuple[int, Any]:
-    return value_order(axis, value)
+    return axes.axis(axis).order(value)
 
 
 def _show(axis: str, value: Any) -> str:
-    return value_label(axis, value)
+    return axes.axis(axis).show(value)
 
 
 @dataclass
@@ -671,143 +520,6 @@ def _count_pair(found: dict, axis: str, scenario: str, output: str, left: Varian
         entry.distance = entry.distance.worse(arrays.distance(left.representative, right.representative, output))
 
 
-# -- headline -------------------------------------------------------------------------
-
-
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def headline(all_variants: list[Variant], found: list[Finding], attributed: list[Attribution],
-             hosts: list[dict[str, Any]] | None = None) -> list[str]:  # fmt: skip
-    """A few plain sentences, generated from the findings and the attribution."""
-    lines = []
-    measured = [v for v in all_variants if v.ok_repeats]
-    cells = len({v.cell_id for v in measured})
-    broken = [f for f in found if f.severity == "finding"]
-    seeded = [v for v in measured if v.seeded and v.run_to_run != "untested"]
-    # A seeded variant whose run to run could not be judged (one repeat, or one process identity)
-    # must not be counted as reproducible.
-    untested = [v for v in measured if v.expectation.get("run_to_run") == "identical" and v.run_to_run == "untested"]
-    if broken:
-        where = sorted({f.cell_id for f in broken})
-        what = sorted({f.scenario for f in broken})
-        lines.append(
-            f"{len(broken)} expectation{'s' if len(broken) != 1 else ''} broke in {len(where)} of {cells} cells "
-            f"({_join(what)}): see Findings."
-        )
-    elif seeded and untested:
-        lines.append(
-            f"Every expectation tested held, but run to run was not tested for {len(untested)} seeded "
-            f"variant{'s' if len(untested) != 1 else ''} ({untested[0].run_to_run_note}): see the run-to-run table."
-        )
-    elif seeded:
-        lines.append(
-            f"Every expectation held: seeded runs were reproducible run to run in every cell ({_cells(measured)}), "
-            "and unseeded runs varied as expected."
-        )
-    elif measured and untested:
-        lines.append(
-            f"Run to run was not tested in the {cells} cells measured ({untested[0].run_to_run_note}); "
-            "only the in-process checks were judged."
-        )
-    elif measured:
-        lines.append(f"Every expectation held in the {cells} cells measured.")
-    else:
-        lines.append("Nothing was measured: every cell was skipped or failed (see the run-to-run table).")
-
-    stable = [entry for entry in attributed if entry.expected_stable]
-    binary = {axis: _is_binary(attributed, axis) for axis in {a.axis for a in attributed}}
-    by_transition: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
-    for entry in stable:
-        by_transition[(entry.axis, entry.transition)].append(entry)
-    effects: dict[tuple[str, str], list[Attribution]] = defaultdict(list)
-    none: dict[str, list[Attribution]] = defaultdict(list)
-    for entry in stable:
-        if entry.differ:
-            effects[(entry.axis, entry.transition)].append(entry)
-        elif entry.pairs:
-            none[entry.axis].append(entry)
-    clauses = []
-    for (axis, transition), _ in sorted(effects.items(), key=lambda kv: -sum(e.differ for e in kv[1])):
-        label = AXIS_LABELS.get(axis, axis)
-        if not binary[axis]:
-            label += f" {transition}"
-        compared = by_transition[(axis, transition)]
-        differ, pairs = sum(e.differ for e in compared), sum(e.pairs for e in compared)
-        clauses.append(f"{label}: {differ}/{pairs} pairs differ — {_per_output(compared)}")
-    if clauses:
-        lines.append("What changes the bits, most pairs first:")
-        lines += [f"- {clause}" for clause in clauses]
-    elif attributed:
-        lines.append("No single axis changed the bits of any stable result.")
-    quiet = []
-    for axis, entries in sorted(none.items()):
-        label = AXIS_LABELS.get(axis, axis)
-        if not any(key[0] == axis for key in effects):
-            quiet.append(label)
-        elif not binary[axis]:
-            # An ordered axis that changes the bits somewhere: its transitions that changed nothing are news too.
-            quiet += sorted({f"{label} {e.transition}" for e in entries if (axis, e.transition) not in effects})
-    if quiet:
-        lines.append(f"No effect on any stable result: {_join(quiet)}.")
-    unstable_only = sorted(
-        AXIS_LABELS.get(a.axis, a.axis)
-        for a in attributed
-        if a.unstable and a.expected_stable and not any(b.pairs for b in attributed if b.axis == a.axis)
-    )
-    if unstable_only:
-        lines.append(f"Not comparable (no stable pair of cells): {_join(sorted(set(unstable_only)))}.")
-    failed = sorted({v.cell_id for v in all_variants if v.status == "error"})
-    skipped = sorted({v.cell_id for v in all_variants if v.status == "skipped"} - set(failed))
-    if failed or skipped:
-        parts = []
-        if failed:
-            parts.append(f"{len(failed)} cell{'s' if len(failed) != 1 else ''} had errors")
-        if skipped:
-            parts.append(f"{len(skipped)} cell{'s' if len(skipped) != 1 else ''} skipped some or all scenario variants")
-        lines.append(_join(parts) + "; the run-to-run table says why.")
-    if hosts_line(hosts or []):
-        lines.append(hosts_line(hosts or []))
-    return lines
-
-
-def _cells(measured: list[Variant]) -> str:
-    """'14 cells', or '14 cells, and 14 of the published report' when a report.json is an input."""
-    here = len({v.cell_id for v in measured if not v.published})
-    published = len({v.cell_id for v in measured if v.published})
-    text = f"{here} cell{'s' if here != 1 else ''}"
-    return text + (f", and {published} of the published report" if published else "")
-
-
-def _per_output(compared: list[Attribution]) -> str:
-    """Per scenario, the outputs a transition changes and those it never changes:
-    'seeded_init-seeded: predictions 7/7 (|Δ| ≤ 2.4e-07, 8 ULP), never its weights (0/7)'."""
-    parts = []
-    for scenario in sorted({e.scenario for e in compared}):
-        entries = sorted(
-            (e for e in compared if e.scenario == scenario and e.pairs), key=lambda e: output_order(e.output)
-        )
-        changed = [e for e in entries if e.differ]
-        if not changed:
-            continue
-        worst = Distance()
-        for e in changed:
-            worst = worst.worse(e.distance)
-        said = _join([f"{e.output.removeprefix('model1.')} {e.differ}/{e.pairs}" for e in changed])
-        text = f"{scenario}: {said} ({worst.brief()})"
-        never = [e for e in entries if not e.differ]
-        if never:
-            text += f", never its {_join([e.output.removeprefix('model1.') for e in never])} (0/{never[0].pairs})"
-        parts.append(text)
-    return "; ".join(parts)
-
-
-def _is_binary(attributed: list[Attribution], axis: str) -> bool:
-    values = {json.dumps(v) for a in attributed if a.axis == axis for v in (a.from_value, a.to_value)}
-    return len(values) <= 2 and axis not in ("tf", "host")
-
-
 # -- pairwise and drift ---------------------------------------------------------------
 
 
@@ -869,106 +581,3 @@ def published_variants(published: Published, label: str, several: bool) -> list[
             claim_reasons=list(raw.get("claim_reasons") or []), published=str(published.path),
         ))  # fmt: skip
     return found
-
-
-def against_published(all_variants: list[Variant]) -> list[str]:
-    """Per published input: of the digests it shares with what was measured here, how many are equal."""
-    lines = []
-    measured = {(v.cell_id.split("@")[0], v.name): v for v in all_variants if not v.published and v.ok_repeats}
-    for source in sorted({v.published for v in all_variants if v.published}):
-        equal = differ = 0
-        for v in all_variants:
-            mine = measured.get((v.cell_id.split("@")[0], v.name))
-            if v.published != source or mine is None:
-                continue
-            for output, digest in v.digests.items():
-                if is_compared(output) and digest and mine.digests.get(output):
-                    equal += mine.digests[output] == digest
-                    differ += mine.digests[output] != digest
-        lines.append(
-            f"Against the published report {source}: {equal} of {equal + differ} shared digests equal, {differ} differ "
-            "(cell × scenario variant × compared output present on both sides)."
-        )
-    return lines
-
-
-def hosts_line(hosts: list[dict[str, Any]]) -> str:
-    """The headline's word on where it was measured (a published report's host is marked as such)."""
-    from repromatrix.scenarios.hosts import describe
-
-    if not hosts or (len(hosts) == 1 and not hosts[0].get("id")):
-        return ""  # records made before hosts were recorded say nothing about theirs
-
-    def named(host: dict[str, Any]) -> str:
-        return describe(host) + (" — from the published report" if host.get("published") else "")
-
-    if len(hosts) == 1:
-        return f"Measured on one host: {named(hosts[0])}."
-    return (
-        f"Measured on {len(hosts)} hosts: {'; '.join(named(h) for h in hosts)}. Host is an axis: run to run is "
-        "judged within each host, and pairs of cells that differ in host alone are attributed to it."
-    )
-
-
-def summary_for_drift(all_variants: Iterable[Variant]) -> dict[str, dict[str, Any]]:
-    return {
-        f"{v.cell_id}/{v.name}": {
-            "status": v.status,
-            "run_to_run": v.run_to_run,
-            "digests": {name: digest for name, digest in v.digests.items() if is_compared(name)},
-        }
-        for v in all_variants
-    }
-
-
-def baseline_hosts(path: Path) -> list[dict[str, Any]]:
-    """The hosts a baseline (report.json or results folder) was measured on; [] when it does not say."""
-    if path.is_file():
-        try:
-            return list(json.loads(path.read_text()).get("hosts") or [])
-        except (OSError, ValueError, AttributeError):
-            return []
-    from repromatrix.reporting.load import load
-
-    return hosts_of(load([path]).records)
-
-
-def load_baseline(path: Path) -> dict[str, dict[str, Any]]:
-    """A report.json (its "drift_summary") or a results folder."""
-    if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("report_schema") not in READABLE_SCHEMAS:
-                raise ValueError(f"report_schema {data.get('report_schema')!r}, expected one of {READABLE_SCHEMAS}")
-            return dict(data["drift_summary"])
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise ValueError(f"baseline {path}: not a repromatrix report.json ({exc})") from None
-    from repromatrix.reporting.load import load
-
-    loading = load([path])
-    if not loading.records:
-        raise ValueError(f"baseline {path}: no records found")
-    return summary_for_drift(variants(loading.records))
-
-
-def drift(current: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
-    """Which cell × scenario variants changed verdict or bits since the baseline."""
-    changes = []
-    for key in sorted(set(current) | set(baseline)):
-        now, before = current.get(key), baseline.get(key)
-        if before is None:
-            changes.append({"variant": key, "change": "new", "before": "", "after": now["run_to_run"]})
-        elif now is None:
-            changes.append({"variant": key, "change": "gone", "before": before["run_to_run"], "after": ""})
-        else:
-            if now["status"] != before["status"]:
-                changes.append({"variant": key, "change": "status", "before": before["status"], "after": now["status"]})
-            if now["run_to_run"] != before["run_to_run"]:
-                changes.append(
-                    {"variant": key, "change": "verdict", "before": before["run_to_run"], "after": now["run_to_run"]}
-                )
-            for output in sorted(set(now["digests"]) & set(before["digests"])):
-                a, b = before["digests"][output], now["digests"][output]
-                if a and b and a != b:
-                    changes.append({"variant": key, "change": f"bits of {output}", "before": a[:12], "after": b[:12]})
-    return changes

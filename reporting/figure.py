@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from html import escape
 
-from repromatrix.matrix import AXIS_LABELS
-from repromatrix.reporting import analysis
+from repromatrix.reporting import analysis, distances
 from repromatrix.reporting.model import Report
+from repromatrix.scenarios import axes
 
 ROW_H = 30
 COL_W = 132
@@ -23,10 +23,10 @@ FONT = "font-family:sans-serif"
 XMLNS = ' xmlns="http://www.w3.org/2000/svg"'  # a file needs it; a page's inline SVG does not
 
 
-def _short(distance: analysis.Distance) -> str:
+def _short(distance: distances.Distance) -> str:
     """'8 ULP', '|Δ| 1.1', '≥3 ULP est.': what fits in a box."""
     if distance.max_abs is None:
-        return "n/a" if distance.note == analysis.UNAVAILABLE else ""
+        return "n/a" if distance.note == distances.UNAVAILABLE else ""
     if distance.max_abs == 0:
         return "±0" if not distance.sampled else "elsewhere"
     # A few ULP is the clearest word; past a thousand, the size of the difference says more.
@@ -42,12 +42,12 @@ def grid(report: Report) -> tuple[list[tuple[str, str]], list[tuple[str, str]], 
     for a in stable:
         flips[(a.axis, a.transition)] = flips.get((a.axis, a.transition), 0) + a.differ
     # Most differing pairs first, as the headline lists them; changes that flip nothing last.
-    rows = sorted(flips, key=lambda r: (-flips[r], AXIS_LABELS.get(r[0], r[0]), r[1]))
+    rows = sorted(flips, key=lambda r: (-flips[r], axes.axis(r[0]).label, r[1]))
     columns = sorted({(a.scenario, a.output) for a in stable}, key=lambda c: (c[0], analysis.output_order(c[1])))
     boxes: dict = {}
     for a in stable:
         key = ((a.axis, a.transition), (a.scenario, a.output))
-        differ, pairs, distance = boxes.get(key, (0, 0, analysis.Distance()))
+        differ, pairs, distance = boxes.get(key, (0, 0, distances.Distance()))
         boxes[key] = (differ + a.differ, pairs + a.pairs, distance.worse(a.distance) if a.differ else distance)
     return rows, columns, boxes
 
@@ -68,7 +68,7 @@ def svg(report: Report) -> str:
     rows, columns, boxes = grid(report)
     if not rows or not columns:
         return ""
-    labels = [f"{AXIS_LABELS.get(axis, axis)} {transition}" for axis, transition in rows]
+    labels = [f"{axes.axis(axis).label} {transition}" for axis, transition in rows]
     label_w = max(_text_width(label) for label in labels) + 16
     scenarios = list(dict.fromkeys(scenario for scenario, _ in columns))
     # A column wide enough for its box text, and each scenario's columns together for its name.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix.reporting.model import Report
-from repromatrix.scenarios import records
+from repromatrix.scenarios import fileio
 
 FILE = "history.json"
 FOLDER = "history"
@@ -62,7 +62,7 @@ def write(items: list[dict[str, Any]], out: Path, previous: Path | None) -> None
         if source is not None and old.get("report") and source.is_file():
             shutil.copyfile(source, out / old["report"])
     shutil.copyfile(out / "report.json", out / items[-1]["report"])
-    records.write_text(out / FILE, json.dumps(items, indent=2) + "\n")
+    fileio.write_text(out / FILE, json.dumps(items, indent=2) + "\n")
 
 
 def rows(timeline: list[dict[str, Any]]) -> list[list[str]]:

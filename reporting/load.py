@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix.scenarios import default_expectation, records
+from repromatrix.scenarios.layout import Layout, Manifest
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,8 @@ def load(folders: list[Path]) -> Loading:
         if not folder.is_dir():
             loading.warnings.append(f"{folder}: not a folder or report.json; left out")
             continue
-        manifest = records.Manifest.read(records.Layout(folder).manifest)
-        for cell_id, cell in records.Layout(folder).cells():
+        manifest = Manifest.read(Layout(folder).manifest)
+        for cell_id, cell in Layout(folder).cells():
             verifications = records.Verifications.of(cell)
             for path in cell.record_files():
                 try:

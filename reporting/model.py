@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from repromatrix.reporting import analysis
+from repromatrix.reporting import analysis, distances, drift, headline
 from repromatrix.reporting.load import load
 
 
@@ -44,7 +44,7 @@ class Report:
 
 def build(folders: list[Path], baseline: Path | None = None) -> Report:
     loading = load(folders)
-    arrays = analysis.Arrays()
+    arrays = distances.Arrays()
     found = analysis.variants(loading.records, arrays, loading.published)
     tables = analysis.class_tables(found)
     analysis.add_distances(tables, arrays)
@@ -61,20 +61,20 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         findings=findings,
         tables=tables,
         attribution=attributed,
-        headline=analysis.headline(found, findings, attributed, hosts) + analysis.against_published(found),
+        headline=headline.headline(found, findings, attributed, hosts) + headline.against_published(found),
         hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,
     )
     if baseline is not None:
         report.baseline = str(baseline)
         try:
-            report.drift = analysis.drift(analysis.summary_for_drift(found), analysis.load_baseline(baseline))
+            report.drift = drift.drift(drift.summary_for_drift(found), drift.load_baseline(baseline))
         except ValueError as exc:
             report.warnings.append(f"{exc}; drift not computed")
-        before = {h.get("id") for h in analysis.baseline_hosts(baseline)}
+        before = {h.get("id") for h in drift.baseline_hosts(baseline)}
         now = {h.get("id") for h in hosts}
         if before and now and before != now:
-            labels = ", ".join(sorted(str(h.get("label")) for h in analysis.baseline_hosts(baseline)))
+            labels = ", ".join(sorted(str(h.get("label")) for h in drift.baseline_hosts(baseline)))
             report.warnings.append(
                 f"the baseline {baseline} was measured on another host ({labels}) than this report "
                 f"({', '.join(sorted(str(h.get('label')) for h in hosts))}): its drift mixes a change of machine "

@@ -15,10 +15,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from repromatrix.matrix import Cell
-from repromatrix.reporting import analysis
+from repromatrix.reporting import analysis, distances, drift
 from repromatrix.reporting.history import rows as history_rows
 from repromatrix.reporting.model import Report
+from repromatrix.scenarios import axes
 
 # GitHub refuses a step summary over 1 MiB; leave room for what other steps add.
 MARKDOWN_LIMIT = 900 * 1024
@@ -95,7 +95,7 @@ def compatibility(report: Report, table: analysis.ClassTable) -> Section:
     legend = ", ".join(
         f"{letter} = {len(c['cells'])} cell{'s' if len(c['cells']) != 1 else ''}" for letter, c in table.classes.items()
     )
-    worst = analysis.Distance()
+    worst = distances.Distance()
     for v in cells.values():
         for spread in v.spreads:
             if spread.output == table.output:
@@ -131,7 +131,7 @@ def distance_section(table: analysis.ClassTable) -> Section:
     if any(row[2].startswith("rel") for row in rows):
         intro += (
             f"`rel` = the largest |Δ| relative to the largest magnitude, shown where a ULP count (over "
-            f"{analysis.HUGE_ULP:,}) would only say that signs or magnitudes differ."
+            f"{distances.HUGE_ULP:,}) would only say that signs or magnitudes differ."
         )
     if any(p.distance.sampled for p in table.pairs):
         intro += (
@@ -140,7 +140,7 @@ def distance_section(table: analysis.ClassTable) -> Section:
         )
     if near_zero:
         intro += (
-            f" `*` = the largest ULP gap sits at values below {analysis.NEAR_ZERO:g}, where floats are dense: "
+            f" `*` = the largest ULP gap sits at values below {distances.NEAR_ZERO:g}, where floats are dense: "
             "values of 1e-7 are 524288 ULP apart for a |Δ| of 3e-8, so read |Δ| there."
         )
     return Section(
@@ -153,7 +153,7 @@ def distance_section(table: analysis.ClassTable) -> Section:
 
 def attribution_section(report: Report) -> Section:
     rows = [
-        [analysis.AXIS_LABELS.get(a.axis, a.axis), a.transition, a.scenario, a.output.removeprefix("model1."),
+        [axes.axis(a.axis).label, a.transition, a.scenario, a.output.removeprefix("model1."),
          f"{a.differ}/{a.pairs}", str(a.unstable), a.distance.brief() if a.differ else ""]
         for a in sorted(report.attribution, key=lambda a: (-a.differ, a.axis))
         if a.expected_stable and (a.pairs or a.unstable)
@@ -301,7 +301,7 @@ def json_report(report: Report) -> str:
             "classes": {k: {"sha256": c["sha256"], "cells": c["cells"]} for k, c in table.classes.items()},
             "distances": [p.to_json() for p in table.pairs],
             "tolerance_groups": table.tolerance_groups,
-            "tolerance_ulp": analysis.TOLERANCE_ULP,
+            "tolerance_ulp": distances.TOLERANCE_ULP,
         }
 
     payload = {
@@ -349,7 +349,7 @@ def json_report(report: Report) -> str:
         "baseline": report.baseline,
         "drift": report.drift,
         "timeline": report.timeline,
-        "drift_summary": analysis.summary_for_drift(report.variants),
+        "drift_summary": drift.summary_for_drift(report.variants),
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 
@@ -359,16 +359,16 @@ def csv_rows(report: Report) -> str:
     writer = csv.writer(buffer)
     outputs = sorted({t.output for t in report.tables}, key=analysis.output_order)
     present = {k for v in report.variants for k in v.cell if k != "id"}
-    axes = [name for name in ("tf", "device", *Cell.defaults()) if name in present]
-    axes += sorted(present - set(axes))
+    columns = [name for name in axes.NAMES if name in present]
+    columns += sorted(present - set(columns))
     writer.writerow(
-        ["cell", *axes, "scenario", "variant", "status", "run_to_run", "ok_repeats", "in_process", "ran_on",
+        ["cell", *columns, "scenario", "variant", "status", "run_to_run", "ok_repeats", "in_process", "ran_on",
          "isolation", "expectation", *(f"{o.removeprefix('model1.')}_class" for o in outputs), "note"]
     )  # fmt: skip
     classes = {(t.scenario, t.output): t.by_cell for t in report.tables}
     for v in report.variants:
         writer.writerow(
-            [v.cell_id, *(v.cell.get(a, "") for a in axes), v.scenario, v.variant, v.status, v.run_to_run,
+            [v.cell_id, *(v.cell.get(a, "") for a in columns), v.scenario, v.variant, v.status, v.run_to_run,
              v.ok_repeats, v.in_process, v.ran_on, v.isolation, v.claim,
              *(classes.get((v.name, o), {}).get(v.cell_id, "") for o in outputs),
              v.message or "; ".join(v.claim_reasons) or _spread(v)]

@@ -25,6 +25,7 @@ from repromatrix import runner
 from repromatrix.backends import Backend
 from repromatrix.matrix import Cell, Matrix
 from repromatrix.scenarios import discover, records
+from repromatrix.scenarios.layout import Layout
 
 
 def _timed(action) -> tuple[float, object]:
@@ -36,7 +37,7 @@ def _timed(action) -> tuple[float, object]:
 def _process_seconds(results: Path) -> tuple[float, float, int]:
     wall = tf_import = 0.0
     count = 0
-    for _, path in records.Layout(results).record_files():
+    for _, path in Layout(results).record_files():
         record = records.read_if_valid(path)
         if record is not None and record.is_ok:
             wall += record.process_wall_s
@@ -119,7 +120,7 @@ def _bytes(path: Path) -> int:
 def record_sizes(folder: Path) -> list[list[str]]:
     """Bytes (JSON + npz) per record, per scenario variant, and the folder's total."""
     sizes: dict[str, list[int]] = {}
-    for _, path in records.Layout(folder).record_files():
+    for _, path in Layout(folder).record_files():
         sizes.setdefault(path.parent.name, []).append(_bytes(path))
     rows = [[name, str(len(found)), f"{sum(found) / len(found):,.0f}", f"{max(found):,}"]
             for name, found in sorted(sizes.items())]  # fmt: skip
@@ -158,7 +159,7 @@ def synthetic_records(folder: Path, count: int) -> None:
             made[kind] = (record, records.arrays_path(scratch / "0.json").read_bytes())
         record, npz = made[kind]
         cell_fields = {"id": cell_id, "tf": "2.21.0", "device": "cpu", "intra_op_threads": cell + 1}
-        path = records.Layout(folder).cell(cell_id).record("cnn_training", "seeded", repeat)
+        path = Layout(folder).cell(cell_id).record("cnn_training", "seeded", repeat)
         path.parent.mkdir(parents=True, exist_ok=True)
         records.arrays_path(path).write_bytes(npz)
         path.write_text(json.dumps(replace(record, cell=cell_fields, repeat=repeat).to_json()))
@@ -186,7 +187,7 @@ def _per_scenario(process_folder: Path, fork_folder: Path) -> list[list[str]]:
     """Mean wall seconds of one repeat per scenario variant in each mode, from the records."""
     walls: dict[tuple[str, str], list[float]] = {}
     for mode, folder in (("process", process_folder), ("fork", fork_folder)):
-        for _, path in records.Layout(folder).record_files():
+        for _, path in Layout(folder).record_files():
             record = records.read_if_valid(path)
             if record is not None and record.is_ok:
                 walls.setdefault((record.name, mode), []).append(record.process_wall_s)

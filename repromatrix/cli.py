@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from repromatrix import cleanup, locks, matrix, progress, runner
+from repromatrix import cleanup, locks, matrix, options, progress, runner
 from repromatrix.backends import Backend
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
@@ -29,121 +29,54 @@ from repromatrix.errors import (
 )
 from repromatrix.extras import Extras
 from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, hosts, records, staged_files
+from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, hosts, staged_files
 from repromatrix.session import EXIT_CODE_FILE
 
-DEFAULT_RESULTS = Path("results/matrix")
-DEFAULT_REPORTS = Path("reports")
-
-
-def _csv(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--matrix", type=Path, help="matrix file (default: ./matrix.toml, else the packaged one)")
-    parser.add_argument("--tf", type=_csv, help="only these TF versions, comma-separated")
-    parser.add_argument("--device", type=_csv, help="only these devices: cpu, cuda")
-    parser.add_argument("--cell", type=_csv, help="only these cell ids")
-    parser.add_argument("--scenarios", type=Path, action="append", default=[], metavar="DIR",
-                        help="a folder of your own scenarios, beside [run].scenario_paths (repeatable)")  # fmt: skip
-
-
-def _overrides(parser: argparse.ArgumentParser) -> None:
-    """matrix.toml's [run] for one run; the reuse key covers each, so resuming stays correct."""
-    parser.add_argument("--scenario", action="append", metavar="NAME", help="run only this scenario (repeatable)")
-    parser.add_argument("--repeats", type=int, help="override [run].repeats")
-    parser.add_argument("--seed", type=int, help="override [run].seed (a scenario's own SEED still wins)")
-    parser.add_argument("--isolation", choices=records.ISOLATIONS, help="override [run].isolation")
-
-
-def _environment(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("auto", "docker", "local"), default="auto", help="default: auto")
-    parser.add_argument("--base-image", help="override [docker].base_image")
-    parser.add_argument("--extra-ca", help="override [docker].extra_ca (a PEM bundle for pip in builds)")
-    parser.add_argument("--index-url", help="override [docker].index_url")
-    parser.add_argument("-v", "--verbose", action="store_true", help="stream build logs and scenario output")
-
-
-def _running(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help=f"default: {DEFAULT_RESULTS}")
-    parser.add_argument("--jobs", type=int, default=runner.default_jobs(), help="cells at once (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="rerun repeats whose records could be reused")
-    parser.add_argument("--wait", action="store_true", help="wait for another run that holds --results to end")
-    parser.add_argument("--host", metavar="NAME", help="label this machine's records, e.g. laptop (default: "
-                        f"${hosts.HOST_ENV}, else derived from the CPU, e.g. amd-epyc-avx512-2c)")  # fmt: skip
-
-
-def _reporting(parser: argparse.ArgumentParser, with_dirs: bool) -> None:
-    if with_dirs:
-        parser.add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
-    parser.add_argument("--baseline", type=Path, help="earlier results folder or report.json, for drift")
-    parser.add_argument("--out", type=Path, help=f"report folder (default: {DEFAULT_REPORTS}/NAME)")
-    parser.add_argument("--history", type=Path, metavar="HISTORY_JSON", nargs="?", const=Path("-"),
-                        help="keep a timeline of published runs in --out (history.json, history/), continuing "
-                        "the previous site's history.json when given one that exists")  # fmt: skip
+# Each command, its help, and the option groups (options.py) whose flags it takes.
+COMMAND_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "plan": ("list the cells", ("selection",)),
+    "build": ("build the images (or virtualenvs) of the cells", ("selection", "environment")),
+    "run": ("run the missing repeats of the cells", ("selection", "environment", "running", "overrides")),
+    "matrix": ("plan, build, run and report", ("selection", "environment", "running", "overrides", "reporting")),
+    "shell": ("run a command in one cell's environment: its virtualenv, or its image, hardened",
+              ("selection", "environment")),
+    "report": ("render the report of one or more results folders", ("reporting",)),
+    "lock": ("regenerate docker/locks/ for the matrix's TF versions", ("selection", "lock")),
+    "base-image": ("build a base image from Debian's packages (no registry)", ()),
+    "bench": ("measure warm re-runs, orchestration overhead, cached builds",
+              ("selection", "environment", "overrides", "bench")),
+}  # fmt: skip
+# A command's own default for an option (bench measures into its own folder).
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"bench": {"results": Path("results/bench")}}
 
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="repromatrix", description=__doc__.splitlines()[0])
     commands = top.add_subparsers(dest="command", required=True)
-
-    plan = commands.add_parser("plan", help="list the cells")
-    _selection(plan)
-    plan.add_argument("--format", choices=("text", "json"), default="text", help="json: for CI's fan-out")
-    plan.add_argument("--output", type=Path, help="write the list here instead of printing it")
-    plan.add_argument("--runners", type=_csv, default=["ubuntu-24.04"], metavar="LABEL,...",
-                      help="json: one job per cell per runner label (hosts); CUDA cells once, on the GPU "
-                      "runner")  # fmt: skip
-
-    build = commands.add_parser("build", help="build the images (or virtualenvs) of the cells")
-    _selection(build)
-    _environment(build)
-
-    run = commands.add_parser("run", help="run the missing repeats of the cells")
-    _selection(run)
-    _environment(run)
-    _running(run)
-    _overrides(run)
-
-    whole = commands.add_parser("matrix", help="plan, build, run and report")
-    _selection(whole)
-    _environment(whole)
-    _running(whole)
-    _overrides(whole)
-    _reporting(whole, with_dirs=False)
-
-    shell = commands.add_parser(
-        "shell", help="run a command in one cell's environment: its virtualenv, or its image, hardened"
-    )
-    _selection(shell)
-    _environment(shell)
-    shell.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="what to run (default: python)")
-
-    report = commands.add_parser("report", help="render the report of one or more results folders")
-    _reporting(report, with_dirs=True)
-
-    lock = commands.add_parser("lock", help="regenerate docker/locks/ for the matrix's TF versions")
-    _selection(lock)
-    lock.add_argument("--index-url", default="", help="resolve against this index instead of PyPI")
-
-    base = commands.add_parser("base-image", help="build a base image from Debian's packages (no registry)")
-    base.add_argument("name", nargs="?", default="repromatrix/debian-python:bookworm")
-
-    bench = commands.add_parser("bench", help="measure warm re-runs, orchestration overhead, cached builds")
-    _selection(bench)
-    _environment(bench)
-    _overrides(bench)
-    bench.add_argument("--results", type=Path, default=Path("results/bench"))
-    bench.add_argument("--jobs", type=int, default=runner.default_jobs(), help="cells at once (default: %(default)s)")
+    made = {}
+    for name, (help_text, groups) in COMMAND_GROUPS.items():
+        made[name] = command = commands.add_parser(name, help=help_text)
+        for group in groups:
+            options.add_to(command, group, **COMMAND_DEFAULTS.get(name, {}))
+    # Arguments of one command alone.
+    made["plan"].add_argument("--format", choices=("text", "json"), default="text", help="json: for CI's fan-out")
+    made["plan"].add_argument("--output", type=Path, help="write the list here instead of printing it")
+    made["plan"].add_argument("--runners", type=options.csv, default=["ubuntu-24.04"], metavar="LABEL,...",
+                              help="json: one job per cell per runner label (hosts); CUDA cells once, on the GPU "
+                              "runner")  # fmt: skip
+    made["shell"].add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                               help="what to run (default: python)")  # fmt: skip
+    made["report"].add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
+    made["base-image"].add_argument("name", nargs="?", default="repromatrix/debian-python:bookworm")
     return top
 
 
 def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, Scenario]]:
     """matrix.toml with the command line's overrides, the selected cells, and every scenario they can run."""
     loaded = matrix.load(args.matrix)
+    given = options.overrides(args)
     folders = list(loaded.scenario_paths)
-    for folder in getattr(args, "scenarios", []):
+    for folder in given.pop("scenario_paths", []):  # beside matrix.toml's, relative to here
         if not folder.is_dir():
             raise ConfigurationError(f"--scenarios {folder}: no such folder; give a folder of scenario modules")
         folders.append(folder.resolve())
@@ -153,26 +86,20 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
     except ScenarioClash as exc:
         raise ConfigurationError(str(exc)) from None
     matrix.check_scenarios(loaded.source, loaded.scenarios, list(found))
-    if getattr(args, "scenario", None):
-        matrix.check_scenarios(loaded.source, args.scenario, list(found), key="--scenario")
-    changes: dict[str, Any] = {"scenario_paths": tuple(folders)}
-    named = (("scenario", "scenarios"), ("repeats", "repeats"), ("seed", "seed"), ("isolation", "isolation"))
-    for option, name in named:
-        value = getattr(args, option, None)
-        if value is not None:
-            changes[name] = tuple(value) if option == "scenario" else value
-    if changes.get("repeats", 1) < 1:
-        raise ConfigurationError(f"--repeats {changes['repeats']}: must be 1 or more (2 or more to test run-to-run)")
-    docker = {
-        key: value
-        for key, value in (
-            ("base_image", getattr(args, "base_image", None)),
-            ("extra_ca", getattr(args, "extra_ca", None)),
-            ("index_url", getattr(args, "index_url", None)),
-        )
-        if value is not None
+    if "scenarios" in given:
+        matrix.check_scenarios(loaded.source, given["scenarios"], list(found), key="--scenario")
+    for name, value in given.items():
+        option = options.BY_NAME[name]
+        problem = option.check(value)
+        if problem:
+            raise ConfigurationError(f"{option.flags[-1]} {value}: not valid; {problem}")
+    run = {
+        name: tuple(v) if isinstance(v, list) else v
+        for name, v in given.items()
+        if options.BY_NAME[name].table == "run"
     }
-    loaded = replace(loaded, docker=replace(loaded.docker, **docker), **changes)
+    docker = {name: value for name, value in given.items() if options.BY_NAME[name].table == "docker"}
+    loaded = replace(loaded, docker=replace(loaded.docker, **docker), scenario_paths=tuple(folders), **run)
     cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
     return loaded, cells, found
 
@@ -256,7 +183,7 @@ def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None,
     """Render and write every report file; returns how many expectations broke."""
     from repromatrix.reporting import render_all, text
 
-    destination = out or DEFAULT_REPORTS / results_dirs[0].name
+    destination = out or options.DEFAULT_REPORTS / results_dirs[0].name
     previous = history if history is not None and history != Path("-") and history.is_file() else None
     report = render_all(results_dirs, destination, baseline=baseline, history=previous,
                         keep_history=history is not None)  # fmt: skip
@@ -336,11 +263,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    _, cells, _ = load_plan(args)
+    loaded, cells, _ = load_plan(args)
+    index_url = loaded.docker.index_url
     failed = []
     for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
         try:
-            path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), args.index_url)
+            path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), index_url)
         except LockError as exc:
             progress.warn(f"error: {exc.message}")
             failed.append(locks.requirement(tf, device))

@@ -21,7 +21,7 @@ from pathlib import Path
 from repromatrix import locks
 from repromatrix.errors import CellError
 from repromatrix.matrix import Cell
-from repromatrix.scenarios import SKIPPED_DIRS, records
+from repromatrix.scenarios import SKIPPED_DIRS, fileio, records
 
 PINS_FILE = records.EXTRAS_PINS_FILE
 # Inside an image build: where the wheels of the build context land.
@@ -163,6 +163,6 @@ def _resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str
                 keep = _name(line) not in pinned
             if keep and not line.lstrip().startswith("#"):
                 kept.append(line)
-        records.write_text(cached, "\n".join(kept) + "\n")
+        fileio.write_text(cached, "\n".join(kept) + "\n")
     text = cached.read_text()
     return Resolved(text, wheels, _pins(text))

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
+from repromatrix import options
 from repromatrix.errors import ConfigurationError
-from repromatrix.scenarios import records
+from repromatrix.scenarios import axes, records
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -31,70 +31,49 @@ def default_matrix() -> Path:
     return here if here.is_file() else PACKAGED_MATRIX
 
 
-DEVICES = ("cpu", "cuda")
-RECIPES = ("pip", "official")
-# The highest instruction set oneDNN may dispatch to (ONEDNN_MAX_CPU_ISA), oldest last; "native": no cap.
-CPU_ISAS = ("native", "avx512_core_amx", "avx512_core_bf16", "avx512_core_vnni", "avx512_core", "avx2_vnni",
-            "avx2", "avx", "sse41")  # fmt: skip
 DESIGNS = ("factorial", "one-at-a-time")
-TF_VERSION = re.compile(r"^2\.\d+\.\d+(\.post\d+)?$")
-MEMORY = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
 
 
-@dataclass(frozen=True, order=True)
-class Cell:
-    """One environment: TF version × device × recipe × determinism knobs × emulated hardware."""
-
-    tf: str
-    device: str
-    recipe: str = "pip"
-    onednn: bool = True
-    op_determinism: bool = False
-    intra_op_threads: int = 0
-    inter_op_threads: int = 0
-    cpus: int = 0  # cores the scenario processes may run on; 0: all the host offers
-    cpu_isa: str = "native"
+class _CellMethods:
+    """What a cell knows beyond its axis values (which scenarios/axes.py declares)."""
 
     @property
     def id(self) -> str:
         """Axes at their defaults are left out, so ids made before an axis existed stay valid."""
-        parts = [f"tf{self.tf}", self.device]
-        if self.recipe != "pip":
-            parts.append(self.recipe)
-        parts += [f"onednn{int(self.onednn)}", f"det{int(self.op_determinism)}"]
-        if self.intra_op_threads:
-            parts.append(f"intra{self.intra_op_threads}")
-        if self.inter_op_threads:
-            parts.append(f"inter{self.inter_op_threads}")
-        if self.cpus:
-            parts.append(f"cpus{self.cpus}")
-        if self.cpu_isa != "native":
-            parts.append(f"isa-{self.cpu_isa.replace('_', '')}")
-        return "-".join(parts)
+        return axes.cell_id(asdict(self))  # type: ignore[call-overload]
 
     @property
-    def environment(self) -> tuple[str, str, str]:
-        """Cells that differ only in knobs share one image or virtualenv."""
-        return (self.tf, self.device, self.recipe)
+    def environment(self) -> tuple[Any, ...]:
+        """Cells that differ only in run-time axes share one image or virtualenv."""
+        return tuple(getattr(self, a.name) for a in axes.AXES if not a.at_run_time)
 
     def params(self) -> dict[str, Any]:
-        return {"id": self.id, **asdict(self)}
+        return {"id": self.id, **asdict(self)}  # type: ignore[call-overload]
 
     @classmethod
-    def defaults(cls) -> dict[str, Any]:
-        """Axis values a record made before that axis existed stands for."""
-        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+    def from_record(cls, values: dict[str, Any]) -> Cell:
+        """The cell a record's `cell` names; axes the record predates take their defaults."""
+        return cls(**{**axes.defaults(), **{k: v for k, v in values.items() if k in axes.BY_NAME}})
 
 
-@dataclass(frozen=True)
-class DockerSettings:
-    base_image: str = "python:3.11-slim"
-    official_image: str = "tensorflow/tensorflow"
-    extra_ca: str = ""
-    index_url: str = ""
-    memory: str = "4g"
-    cpus: float = 2.0
-    pids: int = 512
+# One environment: a value of every axis (TF version × device × recipe × knobs × emulated hardware).
+Cell = make_dataclass(
+    "Cell",
+    [(a.name, a.kind) if a.default is None else (a.name, a.kind, field(default=a.default)) for a in axes.AXES],
+    bases=(_CellMethods,),
+    frozen=True,
+    order=True,
+)
+Cell.__module__ = __name__  # for pickling and repr; make_dataclass takes `module` only from Python 3.12
+
+
+# Where cells run: matrix.toml's [docker], as options.py declares it.
+DockerSettings = make_dataclass(
+    "DockerSettings",
+    [(o.name, type(o.default), field(default=o.default)) for o in options.in_table("docker")],
+    frozen=True,
+)
+DockerSettings.__module__ = __name__
 
 
 @dataclass(frozen=True)
@@ -119,79 +98,18 @@ class Matrix:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-# key: (type, allowed values or None, default)
-_AXES: dict[str, tuple[type, tuple[Any, ...] | None, list[Any]]] = {
-    "tf": (str, None, ["2.15.1", "2.16.2", "2.21.0"]),
-    "device": (str, DEVICES, ["cpu"]),
-    "recipe": (str, RECIPES, ["pip"]),
-    "onednn": (bool, (True, False), [True]),
-    "op_determinism": (bool, (True, False), [False]),
-    "intra_op_threads": (int, None, [0]),
-    "inter_op_threads": (int, None, [0]),
-    "cpus": (int, None, [0]),
-    "cpu_isa": (str, CPU_ISAS, ["native"]),
-}
-# How a person reads each axis and its values (the report's words).
-AXIS_LABELS = {
-    "tf": "TensorFlow",
-    "device": "device",
-    "recipe": "image recipe",
-    "onednn": "oneDNN",
-    "op_determinism": "op determinism",
-    "intra_op_threads": "intra-op threads",
-    "inter_op_threads": "inter-op threads",
-    "cpus": "cores",
-    "cpu_isa": "CPU instruction set",
-    "host": "host",  # not a planned axis: the machine the records come from
-}
-
-
 def value_label(axis: str, value: Any) -> str:
     """'all cores' rather than 0, 'on' rather than True, 'TF default' rather than 0 threads."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if axis == "cpus":
-        return "all cores" if value == 0 else f"{value} core{'s' if value != 1 else ''}"
-    if axis.endswith("_threads"):
-        return "TF default" if value == 0 else f"{value}"
-    if axis == "cpu_isa" and value == "native":
-        return "native (no cap)"
-    return str(value)
+    return axes.axis(axis).show(value)
 
 
 def value_order(axis: str, value: Any) -> tuple[int, Any]:
-    """Where a value sits on its axis, for pairing neighbours: versions and counts ascending, instruction
-    sets oldest first with no cap last (CPU_ISAS, reversed), every value the axis accepts."""
-    if axis == "cpu_isa" and value in CPU_ISAS:
-        return (0, len(CPU_ISAS) - CPU_ISAS.index(value))
-    if isinstance(value, bool):
-        return (0, int(value))
-    if isinstance(value, (int, float)):
-        return (0, value)
-    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)*(\.post\d+)?", value):
-        return (0, tuple(int(p) for p in re.findall(r"\d+", value)))
-    return (1, str(value))
+    """Where a value sits on its axis (the table's order), for pairing neighbours."""
+    return axes.axis(axis).order(value)
 
 
 # Keys of [matrix] that choose cells rather than name an axis.
 _DESIGN_KEYS = ("design", "crossed")
-_RUN: dict[str, tuple[type | tuple[type, ...], Any]] = {
-    "scenarios": (list, ["init", "seeded_init", "dropout_training", "cnn_training"]),
-    "repeats": (int, records.DEFAULT_REPEATS),
-    "seed": (int, records.DEFAULT_SEED),
-    "timeout": ((int, float), records.DEFAULT_TIMEOUT_S),
-    "isolation": (str, records.DEFAULT_ISOLATION),
-    "scenario_paths": (list, []),
-    "record_bytes": (int, records.DEFAULT_RECORD_BYTES),
-    "project": (str, ""),
-    "requirements": (list, []),
-}
-# Environment overrides, for settings that differ per machine rather than per matrix.
-_DOCKER_ENV = {
-    "base_image": "REPROMATRIX_BASE_IMAGE",
-    "extra_ca": "REPROMATRIX_EXTRA_CA",
-    "index_url": "REPROMATRIX_INDEX_URL",
-}
 
 
 def _fail(source: Path, key: str, value: Any, allowed: str) -> ConfigurationError:
@@ -217,24 +135,36 @@ def _check_keys(source: Path, table: str, given: dict[str, Any], allowed: list[s
 
 
 def _axis(source: Path, name: str, raw: Any) -> list[Any]:
-    kind, allowed, _ = _AXES[name]
     key = f"[matrix].{name}"
     values = raw if isinstance(raw, list) else [raw]
     if not values:
         raise _fail(source, key, raw, "give at least one value")
     for value in values:
-        if not _is(value, kind):
-            raise _fail(source, key, value, f"each value must be {_type_name(kind)}")
-        if allowed is not None and value not in allowed:
-            raise _fail(source, key, value, f"allowed: {', '.join(map(str, allowed))}")
-        if name == "tf" and not TF_VERSION.match(value):
-            raise _fail(source, key, value, 'write a full TensorFlow 2 release, e.g. "2.16.2"')
-        if name.endswith("_threads") and value < 0:
-            raise _fail(source, key, value, "0 (TensorFlow's default) or a positive thread count")
-        if name == "cpus" and value < 0:
-            raise _fail(source, key, value, "0 (every core the host offers) or a positive number of cores")
+        problem = axes.BY_NAME[name].problem(value)
+        if problem:
+            raise _fail(source, key, value, problem)
     if len(set(values)) != len(values):
         raise _fail(source, key, raw, "values must not repeat")
+    return values
+
+
+def _settings(source: Path, data: dict[str, Any], table: str) -> dict[str, Any]:
+    """One table of matrix.toml ([run] or [docker]) as options.py declares it: every key known, every value
+    of its type and allowed, the environment variable of a per-machine setting winning over the file."""
+    declared = options.in_table(table)
+    given = data.get(table, {})
+    _check_keys(source, table, given, [option.key.partition(".")[2] for option in declared])
+    values: dict[str, Any] = {}
+    for option in declared:
+        value = given.get(option.key.partition(".")[2], option.default)
+        if not _is(value, option.kind):
+            raise _fail(source, option.toml_key, value, f"it must be {_type_name(option.kind)}")
+        if option.env and option.env in os.environ:
+            value = os.environ[option.env]
+        problem = option.check(value)
+        if problem:
+            raise _fail(source, f"${option.env}" if option.env in os.environ else option.toml_key, value, problem)
+        values[option.name] = value
     return values
 
 
@@ -252,65 +182,29 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         if not isinstance(data.get(table, {}), dict):
             raise _fail(path, f"[{table}]", data[table], "it must be a table")
     axes_raw = dict(data.get("matrix", {}))
-    _check_keys(path, "matrix", axes_raw, [*_AXES, *_DESIGN_KEYS])
+    _check_keys(path, "matrix", axes_raw, [*axes.NAMES, *_DESIGN_KEYS])
     design = axes_raw.pop("design", "factorial")
     crossed = axes_raw.pop("crossed", [])
     if design not in DESIGNS:
         raise _fail(path, "[matrix].design", design, f"allowed: {', '.join(DESIGNS)}")
-    if not isinstance(crossed, list) or any(name not in _AXES for name in crossed):
-        bad = crossed if not isinstance(crossed, list) else [n for n in crossed if n not in _AXES]
-        raise _fail(path, "[matrix].crossed", bad, f"a list of axes from: {', '.join(_AXES)}")
+    if not isinstance(crossed, list) or any(name not in axes.BY_NAME for name in crossed):
+        bad = crossed if not isinstance(crossed, list) else [n for n in crossed if n not in axes.BY_NAME]
+        raise _fail(path, "[matrix].crossed", bad, f"a list of axes from: {', '.join(axes.NAMES)}")
     if crossed and design != "one-at-a-time":
         raise _fail(path, "[matrix].crossed", crossed, 'crossed axes only mean something with design = "one-at-a-time"')
-    axes = {name: _axis(path, name, axes_raw.get(name, spec[2])) for name, spec in _AXES.items()}
+    chosen_values = {a.name: _axis(path, a.name, axes_raw.get(a.name, list(a.planned))) for a in axes.AXES}
 
-    run_raw = data.get("run", {})
-    _check_keys(path, "run", run_raw, list(_RUN))
-    run = {}
-    for name, (kind, default) in _RUN.items():
-        value = run_raw.get(name, default)
-        if not _is(value, kind):
-            raise _fail(path, f"[run].{name}", value, f"it must be {_type_name(kind)}")
-        run[name] = value
-    if run["repeats"] < 1:
-        raise _fail(path, "[run].repeats", run["repeats"], "at least 1 (2 or more to test run-to-run)")
-    if run["isolation"] not in records.ISOLATIONS:
-        raise _fail(path, "[run].isolation", run["isolation"], f"allowed: {', '.join(records.ISOLATIONS)}")
-    if not all(isinstance(r, str) and r.strip() for r in run["requirements"]):
-        raise _fail(
-            path, "[run].requirements", run["requirements"], 'a list of requirement strings, e.g. ["einops==0.8.2"]'
-        )
+    run = _settings(path, data, "run")
+    if known_scenarios is not None:
+        check_scenarios(path, run["scenarios"], known_scenarios)
     project = None
     if run["project"]:
         project = (path.parent / Path(run["project"]).expanduser()).resolve()
         if not ((project / "pyproject.toml").is_file() or (project / "setup.py").is_file()):
             how = f"{project} has no pyproject.toml or setup.py; give the folder of a pip-installable project"
             raise _fail(path, "[run].project", run["project"], how)
-    if run["record_bytes"] < 0:
-        raise _fail(path, "[run].record_bytes", run["record_bytes"], "0 (sample every large array) or more bytes")
-    if run["timeout"] <= 0:
-        raise _fail(path, "[run].timeout", run["timeout"], "a positive number of seconds")
-    if not run["scenarios"] or not all(isinstance(s, str) for s in run["scenarios"]):
-        raise _fail(path, "[run].scenarios", run["scenarios"], "a non-empty list of scenario names")
-    if known_scenarios is not None:
-        check_scenarios(path, run["scenarios"], known_scenarios)
 
-    docker_raw = data.get("docker", {})
-    settings = {f.name: f for f in fields(DockerSettings)}
-    _check_keys(path, "docker", docker_raw, list(settings))
-    docker_values: dict[str, Any] = {}
-    for name, setting in settings.items():
-        value = docker_raw.get(name, setting.default)
-        kind: type | tuple[type, ...] = (int, float) if isinstance(setting.default, float) else type(setting.default)
-        if not _is(value, kind):
-            raise _fail(path, f"[docker].{name}", value, f"it must be {_type_name(kind)}")
-        docker_values[name] = os.environ.get(_DOCKER_ENV[name], value) if name in _DOCKER_ENV else value
-    if not MEMORY.match(str(docker_values["memory"])):
-        raise _fail(path, "[docker].memory", docker_values["memory"], 'a size such as "4g" or "512m"')
-    if docker_values["cpus"] <= 0 or docker_values["pids"] < 16:
-        raise _fail(path, "[docker].cpus/pids", (docker_values["cpus"], docker_values["pids"]), "cpus > 0, pids ≥ 16")
-
-    chosen = design_cells(axes, design, crossed)
+    chosen = design_cells(chosen_values, design, crossed)
     cells = tuple(chosen)
     return Matrix(
         cells=cells,
@@ -323,7 +217,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         project=project,
         requirements=tuple(r.strip() for r in run["requirements"]),
         scenario_paths=_scenario_paths(path, run["scenario_paths"]),
-        docker=DockerSettings(**docker_values),
+        docker=DockerSettings(**_settings(path, data, "docker")),
         source=path,
         design=design,
         reasons={cell.id: why for cell, why in chosen.items()},
@@ -348,7 +242,7 @@ def _scenario_paths(source: Path, raw: list[Any]) -> tuple[Path, ...]:
     return tuple(folders)
 
 
-def design_cells(axes: dict[str, list[Any]], design: str, crossed: list[str]) -> dict[Cell, str]:
+def design_cells(values: dict[str, list[Any]], design: str, crossed: list[str]) -> dict[Cell, str]:
     """The cells of the design, each with why it is there (insertion-ordered, no duplicates).
 
     factorial: every combination. one-at-a-time: a baseline (every axis at its first value)
@@ -356,26 +250,22 @@ def design_cells(axes: dict[str, list[Any]], design: str, crossed: list[str]) ->
     of their combinations gets its own baseline and single changes.
     """
     if design == "factorial":
-        return {Cell(**dict(zip(axes, combo, strict=True))): "factorial" for combo in itertools.product(*axes.values())}
-    baseline = {name: values[0] for name, values in axes.items()}
+        return {
+            Cell(**dict(zip(values, combo, strict=True))): "factorial" for combo in itertools.product(*values.values())
+        }
+    baseline = {name: axis_values[0] for name, axis_values in values.items()}
     chosen: dict[Cell, str] = {}
-    for combo in itertools.product(*(axes[name] for name in crossed)):
+    for combo in itertools.product(*(values[name] for name in crossed)):
         point = {**baseline, **dict(zip(crossed, combo, strict=True))}
-        where = ", ".join(f"{name}={_show(point[name])}" for name in crossed)
+        where = ", ".join(f"{name}={value_label(name, point[name])}" for name in crossed)
         chosen.setdefault(Cell(**point), f"baseline ({where})" if crossed else "baseline")
-        for name, values in axes.items():
+        for name, axis_values in values.items():
             if name in crossed:
                 continue
-            for value in values[1:]:
-                why = f"changes {name} to {_show(value)}" + (f" (at {where})" if crossed else "")
+            for value in axis_values[1:]:
+                why = f"changes {name} to {value_label(name, value)}" + (f" (at {where})" if crossed else "")
                 chosen.setdefault(Cell(**{**point, name: value}), why)
     return chosen
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
 
 
 def select(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from repromatrix.scenarios import records
+from repromatrix.scenarios import exchange
 
 _lock = threading.Lock()
 LOG_EVERY_S = 30.0
@@ -39,7 +39,7 @@ class Running:
     started: float
 
     def line(self) -> str:
-        summary = records.Summary.read(self.summary)
+        summary = exchange.Summary.read(self.summary)
         done = (summary.ok + summary.error + summary.skipped) if summary else 0
         elapsed = time.monotonic() - self.started
         left = ""

@@ -21,7 +21,8 @@ from typing import Any
 
 from repromatrix import cleanup
 from repromatrix.errors import ResultsBusyError
-from repromatrix.scenarios import records
+from repromatrix.scenarios import fileio, records
+from repromatrix.scenarios.layout import Layout, Manifest
 
 
 def ensure_writable(folder: Path) -> None:
@@ -38,7 +39,7 @@ def ensure_writable(folder: Path) -> None:
 
 
 @contextmanager
-def exclusive(layout: records.Layout, wait: bool = False, poll_s: float = 1.0) -> Iterator[None]:
+def exclusive(layout: Layout, wait: bool = False, poll_s: float = 1.0) -> Iterator[None]:
     """Hold the folder's lock for the whole run.
 
     flock is released by the kernel when its holder dies, so the lock of a
@@ -74,7 +75,7 @@ def exclusive(layout: records.Layout, wait: bool = False, poll_s: float = 1.0) -
         handle.close()
 
 
-def _from_records(layout: records.Layout, pick: Callable[[records.Record], Any]) -> Any:
+def _from_records(layout: Layout, pick: Callable[[records.Record], Any]) -> Any:
     """The first non-empty `pick(record)` among the folder's valid records, else None: what made a
     folder whose manifest is missing or damaged, since every measured record says it."""
     for _, path in layout.record_files():
@@ -109,10 +110,10 @@ def _how_long(holder: str) -> str:
     return text
 
 
-def check_host(layout: records.Layout, host: dict[str, Any]) -> None:
+def check_host(layout: Layout, host: dict[str, Any]) -> None:
     """A results folder holds one machine's records: another host's run goes to its own folder,
     and the report merges the folders (host is an axis there)."""
-    made_on = records.Manifest.read(layout.manifest).host or _from_records(layout, lambda r: r.host_id and r.host) or {}
+    made_on = Manifest.read(layout.manifest).host or _from_records(layout, lambda r: r.host_id and r.host) or {}
     if made_on.get("id") and made_on["id"] != host.get("id"):
         raise ResultsBusyError(
             f"--results {layout.root} holds records measured on host {made_on.get('label') or made_on['id']}, and "
@@ -121,9 +122,9 @@ def check_host(layout: records.Layout, host: dict[str, Any]) -> None:
         )
 
 
-def check_backend(layout: records.Layout, backend: str) -> None:
+def check_backend(layout: Layout, backend: str) -> None:
     """Records of one backend are never silently overwritten by another's, manifest or no manifest."""
-    made_by = records.Manifest.read(layout.manifest).backend or _from_records(layout, _backend) or ""
+    made_by = Manifest.read(layout.manifest).backend or _from_records(layout, _backend) or ""
     if made_by and made_by != backend:
         raise ResultsBusyError(
             f"--results {layout.root} holds records made by the {made_by} backend and this run uses {backend}; "
@@ -131,16 +132,16 @@ def check_backend(layout: records.Layout, backend: str) -> None:
         )
 
 
-def write_manifest(layout: records.Layout, backend: str, cells: list[str], variants: list[tuple[str, str]],
+def write_manifest(layout: Layout, backend: str, cells: list[str], variants: list[tuple[str, str]],
                    repeats: int, host: dict[str, Any] | None = None) -> None:  # fmt: skip
     """What made the folder; a run narrowed to some cells does not disown the others."""
-    before = records.Manifest.read(layout.manifest)
-    manifest = records.Manifest(backend, before.cells | set(cells), frozenset(variants), repeats,
+    before = Manifest.read(layout.manifest)
+    manifest = Manifest(backend, before.cells | set(cells), frozenset(variants), repeats,
                                 {key: (host or {}).get(key) for key in ("id", "label")})  # fmt: skip
-    records.write_json(layout.manifest, manifest.to_json())
+    fileio.write_json(layout.manifest, manifest.to_json())
 
 
-def remove_litter(layout: records.Layout) -> None:
+def remove_litter(layout: Layout) -> None:
     """What runs that died left in the folder: temporary files of atomic writes, and attempt folders.
 
     Called under the folder's lock, after the sweep of dead runs' containers: no other run of this

@@ -28,7 +28,8 @@ from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, HarnessRun, Prepared
 from repromatrix.errors import CellError, EngineLostError, FatalError
 from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import PlannedRepeat, Scenario, discover, hosts, plan, records, reuse_key
+from repromatrix.scenarios import PlannedRepeat, Scenario, axes, discover, exchange, hosts, plan, records, reuse_key
+from repromatrix.scenarios.layout import CellLayout, Layout
 
 # Grace on top of the per-repeat timeouts, for the harness (or its container) to start and stop.
 HARNESS_GRACE_S = 120.0
@@ -82,7 +83,7 @@ def repeat_key(environment_key: str, repeat: PlannedRepeat, matrix: Matrix) -> s
 
 
 def missing(
-    layout: records.CellLayout, repeats: list[PlannedRepeat], environment_key: str, matrix: Matrix, force: bool
+    layout: CellLayout, repeats: list[PlannedRepeat], environment_key: str, matrix: Matrix, force: bool
 ) -> list[PlannedRepeat]:
     if force:
         return list(repeats)
@@ -99,17 +100,8 @@ def missing(
 
 
 def knob_args(cell: Cell) -> list[str]:
-    args = [
-        "--onednn", "on" if cell.onednn else "off",
-        "--op-determinism", "on" if cell.op_determinism else "off",
-        "--intra-op-threads", str(cell.intra_op_threads),
-        "--inter-op-threads", str(cell.inter_op_threads),
-    ]  # fmt: skip
-    if cell.cpus:
-        args += ["--cpus", str(cell.cpus)]
-    if cell.cpu_isa != "native":
-        args += ["--cpu-isa", cell.cpu_isa]
-    return args
+    """The cell's run-time axes as the harness's flags, every one of them (the harness knows no cell)."""
+    return [part for a in axes.AT_RUN_TIME for part in (a.flag, a.to_text(getattr(cell, a.name)))]
 
 
 def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, verbose: bool,
@@ -127,7 +119,7 @@ def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, v
     ]  # fmt: skip
 
 
-def _fill(layout: records.CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: str, message: str,
+def _fill(layout: CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: str, message: str,
           detail: str, keep: set[str], host: dict[str, Any]) -> None:  # fmt: skip
     """Status records for the repeats that have no record worth keeping; measured ones are never replaced."""
     for repeat in repeats:
@@ -147,13 +139,14 @@ def ended(result: HarnessRun) -> str:
     if result.oom_killed:
         return "killed: out of memory (raise [docker].memory)"
     if result.returncode < 0 or result.returncode > 128:
+        # A local process killed by a signal ends with -N, a container's main process with 128+N: one end.
         signum = -result.returncode if result.returncode < 0 else result.returncode - 128
         with contextlib.suppress(ValueError):
-            return f"it was killed by {signal.Signals(signum).name}, exit code {result.returncode}"
+            return f"it was killed by {signal.Signals(signum).name}"
     return f"it ended early, exit code {result.returncode}"
 
 
-def _count(layout: records.CellLayout, repeats: list[PlannedRepeat]) -> dict[str, int]:
+def _count(layout: CellLayout, repeats: list[PlannedRepeat]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for repeat in repeats:
         record = records.read_if_valid(layout.record(repeat.name, repeat.variant, repeat.index))
@@ -165,7 +158,7 @@ def _count(layout: records.CellLayout, repeats: list[PlannedRepeat]) -> dict[str
 def run_cell(
     backend: Backend, matrix: Matrix, cell: Cell, repeats: list[PlannedRepeat], options: RunOptions
 ) -> CellOutcome:
-    layout = records.Layout(options.results).cell(cell.id)
+    layout = Layout(options.results).cell(cell.id)
     try:
         reason = backend.skip_reason(cell)
         if reason is not None:
@@ -189,7 +182,7 @@ def run_cell(
             return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
-        records.write_plan(
+        exchange.write_plan(
             layout.plan_file(attempt),
             [r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo],
         )
@@ -199,7 +192,7 @@ def run_cell(
             timeout = matrix.timeout * len(todo) + HARNESS_GRACE_S
             args = harness_args(matrix, cell, prepared, attempt, options.verbose, options.host)
             result = backend.run(cell, prepared, args, layout.root, timeout)
-            summary = records.Summary.read(layout.summary_file(attempt)) or records.Summary(attempt=attempt)
+            summary = exchange.Summary.read(layout.summary_file(attempt)) or exchange.Summary(attempt=attempt)
         finally:
             if options.monitor is not None:
                 options.monitor.done(cell.id)
@@ -259,7 +252,7 @@ def run_matrix(
     # Discovered once, here: parsing sources from several threads at once once crashed CPython's AST.
     found = found if found is not None else discover()
     repeats = planned_repeats(matrix, found)
-    layout = records.Layout(options.results)
+    layout = Layout(options.results)
     if not options.host:
         options = replace(options, host=hosts.fingerprint())
     with results.exclusive(layout, wait=options.wait):

@@ -23,12 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import records
+from . import axes, exchange, records
 
 SCENARIOS_DIR = Path(__file__).resolve().parent
-# Files every scenario process executes besides the scenario's own module: a
-# change to any of them can change the bits, so they are part of the reuse key.
-SHARED_SOURCES = ("common.py", "records.py", "worker.py", "__main__.py", "hosts.py")
 VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # What a comparison may be declared to show.
 OUTCOMES = ("identical", "differs", "any")
@@ -124,6 +121,22 @@ def is_scenario_module(path: Path) -> bool:
         return "VARIANTS" in path.read_text(errors="replace")
     except OSError:
         return False
+
+
+# Files every scenario process executes besides the scenario's own module (the package: harness,
+# worker, axes, records...): a change to any of them can change the bits, so they are part of the reuse key.
+SHARED_SOURCES = tuple(sorted(path.name for path in SCENARIOS_DIR.glob("*.py") if not is_scenario_module(path)))
+
+
+def process_env(pythonpath: str, knobs: dict[str, Any] | None = None) -> dict[str, str]:
+    """What every process started in a cell's environment gets, on either backend and from the harness:
+    the staged scenarios importable and no bytecode written beside them. With `knobs`, also what the
+    knobs set in the environment, as a shell in the cell needs it (a harness gets its knobs as flags
+    and sets them in each scenario process)."""
+    env = {"PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1"}
+    if knobs is not None:
+        env |= {"TF_CPP_MIN_LOG_LEVEL": "2", **axes.env(knobs)}
+    return env
 
 
 class ScenarioClash(ValueError):
@@ -242,8 +255,8 @@ class PlannedRepeat:
         return dict(self.scenario.expect.get(self.variant, {})) if self.scenario else {}
 
     def spec(self, reuse_key: str | None, isolation: str = "process",
-             record_bytes: int = records.DEFAULT_RECORD_BYTES) -> records.RepeatSpec:  # fmt: skip
-        return records.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
+             record_bytes: int = records.DEFAULT_RECORD_BYTES) -> exchange.RepeatSpec:  # fmt: skip
+        return exchange.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
                                   expect=self.expect, isolation=isolation, record_bytes=record_bytes,
                                   problem=self.problem)  # fmt: skip
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import SCENARIOS_DIR, discover, hosts, plan, records, reuse_key
+from . import SCENARIOS_DIR, axes, discover, exchange, hosts, plan, process_env, records, reuse_key
+from .layout import CellLayout
 from .worker import die_with_parent
 
 PACKAGE = __package__ or "scenarios"
@@ -35,19 +36,22 @@ PACKAGE = __package__ or "scenarios"
 WORKER = [sys.executable, "-P", "-m", f"{PACKAGE}.worker"]
 
 
-def _on_off(value: str) -> bool:
-    if value.lower() in ("1", "on", "true", "yes"):
-        return True
-    if value.lower() in ("0", "off", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
-
-
 def _non_negative(value: str) -> int:
     number = int(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
     return number
+
+
+def _parser_of(axis: axes.Axis) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return axis.from_text(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = axis.name  # argparse names the type in its message
+    return parse
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,12 +67,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"seed of the seeded variants (default: {records.DEFAULT_SEED})")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=records.DEFAULT_TIMEOUT_S,
                         help=f"seconds one repeat may take (default: {records.DEFAULT_TIMEOUT_S:g})")  # fmt: skip
-    parser.add_argument("--onednn", type=_on_off, help="TF_ENABLE_ONEDNN_OPTS on/off (default: TF's own)")
-    parser.add_argument("--op-determinism", type=_on_off, default=False, help="enable_op_determinism on/off")
-    parser.add_argument("--intra-op-threads", type=_non_negative, default=0, help="0: TF's default")
-    parser.add_argument("--inter-op-threads", type=_non_negative, default=0, help="0: TF's default")
-    parser.add_argument("--cpu-isa", default="", help="cap oneDNN's instruction set (ONEDNN_MAX_CPU_ISA), e.g. avx2")
-    parser.add_argument("--cpus", type=_non_negative, default=0, help="cores the scenario processes may use (0: all)")
+    for axis in axes.AT_RUN_TIME:  # not given: TensorFlow's own default
+        metavar = "on|off" if axis.kind is bool else "N" if axis.kind is int else axis.name.upper()
+        choices = f"; one of {', '.join(axis.values)}" if axis.values and axis.kind is not bool else ""
+        parser.add_argument(axis.flag, type=_parser_of(axis), metavar=metavar, help=f"{axis.help}{choices}")
     parser.add_argument("--record-bytes", type=_non_negative, default=records.DEFAULT_RECORD_BYTES,
                         help="array bytes a record keeps whole; past it, and for per-layer and per-epoch arrays, "
                         f"a fixed sample (default: {records.DEFAULT_RECORD_BYTES})")  # fmt: skip
@@ -118,10 +120,8 @@ class Outcome:
 
 
 def worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCENARIOS_DIR.parent), env.get("PYTHONPATH")]))
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
+    pythonpath = os.pathsep.join(filter(None, [str(SCENARIOS_DIR.parent), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **process_env(pythonpath)}
 
 
 def restrict_cores(count: int) -> str:
@@ -150,7 +150,7 @@ def probe_isa(knobs: dict[str, Any], timeout: float) -> str | None:
     return None
 
 
-def run_process(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
+def run_process(spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
     """One repeat in one fresh `python -m scenarios.worker` process."""
     env = worker_env()
     command = [*WORKER, json.dumps(spec.to_json())]
@@ -204,7 +204,7 @@ class ForkServer:
         line = self.process.stdout.readline()
         return json.loads(line) if line else {}
 
-    def _could_not_start(self, spec: records.RepeatSpec) -> Outcome:
+    def _could_not_start(self, spec: exchange.RepeatSpec) -> Outcome:
         """The error of a repeat whose parent died before forking it, with what the parent said."""
         try:
             detail = self.log.read_text(errors="replace")[-records.STDERR_TAIL_CHARS :]
@@ -214,7 +214,7 @@ class ForkServer:
             "error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}", detail
         )
 
-    def run(self, spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
+    def run(self, spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         server = self._start()
         label = f"{spec.scenario}-{spec.variant}-{spec.repeat}"
         out, err = self.scratch / f"{label}.out", self.scratch / f"{label}.err"
@@ -259,7 +259,7 @@ class ForkServer:
         self.log.unlink(missing_ok=True)
 
 
-def fork_order(specs: list[records.RepeatSpec]) -> list[records.RepeatSpec]:
+def fork_order(specs: list[exchange.RepeatSpec]) -> list[exchange.RepeatSpec]:
     """Repeat 0 of every variant, then repeat 1 of every variant...: one parent alive at a time."""
     return sorted(specs, key=lambda spec: spec.repeat)  # stable: the plan's order within one repeat index
 
@@ -274,7 +274,7 @@ def fork_runner(knobs: dict[str, Any], warm: list[str], scratch: Path) -> tuple[
     scratch.mkdir(parents=True, exist_ok=True)
     live: dict[int, ForkServer] = {}
 
-    def run(spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
+    def run(spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         if spec.repeat not in live:
             stop()
             live[spec.repeat] = ForkServer(knobs, warm, scratch)
@@ -313,21 +313,21 @@ def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None 
     return Outcome("ok", "", stderr)
 
 
-RunRepeat = Callable[[records.RepeatSpec, float, bool], Outcome]
+RunRepeat = Callable[[exchange.RepeatSpec, float, bool], Outcome]
 
 
-def _abandoned(layout: records.CellLayout, attempt: str | None) -> bool:
+def _abandoned(layout: CellLayout, attempt: str | None) -> bool:
     """The runner removes an attempt's folder when it ends, however it ends: a harness still running
     then (a container whose engine or orchestrator died) measures nothing more."""
     return bool(attempt) and not layout.plan_file(attempt).is_file()
 
 
 def execute(
-    specs: list[records.RepeatSpec], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
-) -> records.Summary:
-    layout = records.CellLayout(args.out)
+    specs: list[exchange.RepeatSpec], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
+) -> exchange.Summary:
+    layout = CellLayout(args.out)
     summary_path = layout.summary_file(args.attempt) if args.attempt else None
-    summary = records.Summary(attempt=args.attempt or "", planned=len(specs))
+    summary = exchange.Summary(attempt=args.attempt or "", planned=len(specs))
 
     def report() -> None:
         if not _abandoned(layout, args.attempt):  # writing would make the removed attempt folder again
@@ -391,18 +391,11 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
         "cell": json.loads(args.cell_json),
         "image": json.loads(args.image_json),
         "host": json.loads(args.host_json) if args.host_json else hosts.fingerprint(),
-        "knobs": {
-            "onednn": args.onednn,
-            "op_determinism": args.op_determinism,
-            "intra_op_threads": args.intra_op_threads,
-            "inter_op_threads": args.inter_op_threads,
-            "cpu_isa": args.cpu_isa,
-            "cpus": args.cpus,
-        },
+        "knobs": {axis.name: getattr(args, axis.name) for axis in axes.AT_RUN_TIME},
     }
     problem = restrict_cores(args.cpus) if args.cpus else ""
     if args.attempt:  # the runner's plan: exactly these repeats, with the runner's reuse keys
-        specs = records.read_plan(records.CellLayout(args.out).plan_file(args.attempt))
+        specs = exchange.read_plan(CellLayout(args.out).plan_file(args.attempt))
     else:
         specs = []
         for planned in plan(found, args.names, args.repeat, args.seed, args.variant):
@@ -413,9 +406,9 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
             specs.append(planned.spec(key, args.isolation, args.record_bytes))
     if problem:
         specs = [replace(spec, problem=problem) for spec in specs]
-    elif args.cpu_isa and any(not spec.problem for spec in specs) and run_repeat is run_process:
+    elif args.cpu_isa not in (None, "native") and any(not spec.problem for spec in specs) and run_repeat is run_process:
         context["knobs"]["onednn_isa"] = probe_isa(context["knobs"], min(args.timeout, 300.0))
-    scratch = records.CellLayout(args.out).attempt_dir(args.attempt or f"standalone-{os.getpid()}") / "fork"
+    scratch = CellLayout(args.out).attempt_dir(args.attempt or f"standalone-{os.getpid()}") / "fork"
     stop: Callable[[], None] = lambda: None  # noqa: E731
     if args.isolation == "fork" and run_repeat is run_process:
         warm = sorted({spec.scenario for spec in specs if not spec.problem})

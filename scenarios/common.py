@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +18,9 @@ import tensorflow as tf
 
 if __package__:
     from . import records
-else:  # run as a script from this folder
-    import records  # type: ignore[no-redef]
+else:  # run as a script (python scenarios/init.py): the package holding this file, by its one name
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+    from scenarios import records
 
 Outputs = dict[str, dict[str, np.ndarray]]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # ISA extensions that decide which CPU kernels oneDNN and Eigen pick.
-ISA_FLAGS = (
+DECIDING_FLAGS = (
     "sse4_1", "sse4_2", "fma", "f16c", "avx", "avx2", "avx_vnni", "avx512f", "avx512dq", "avx512cd",
     "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
 )  # fmt: skip
@@ -45,7 +45,7 @@ def cpuinfo(text: str | None = None) -> dict[str, Any]:
     return {
         "vendor": VENDORS.get(found.get("vendor_id", ""), found.get("vendor_id") or platform.machine() or "unknown"),
         "model": found.get("model name") or platform.processor() or None,
-        "isa": sorted(flag for flag in ISA_FLAGS if flag in flags),
+        "isa": sorted(flag for flag in DECIDING_FLAGS if flag in flags),
         "flags_sha256": hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest() if flags else None,
     }
 

@@ -4,9 +4,10 @@ One JSON file per (cell, scenario variant, repeat), next to an `.npz` holding
 the arrays. Both are written atomically (temp file + rename), the JSON last,
 so a JSON file that exists always has its arrays beside it.
 
-This module is the only owner of the record's field names, of the results
-folder's layout, of the seed rule and of the run defaults. Standard library
-and NumPy only: it runs inside any TensorFlow image.
+This module is the only owner of the record's field names, of the seed rule and
+of the run defaults; `layout` owns the folder a record sits in, `exchange` what the
+runner and the harness hand each other. Standard library and NumPy only: it runs
+inside any TensorFlow image.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+from .fileio import write_json, write_npz, write_text
+from .layout import CellLayout
 
 SCHEMA = 2  # 2: outputs may be kept as a sample (`kept`); schema 1 records are still read
 READABLE_SCHEMAS = (1, 2)
@@ -202,47 +203,6 @@ def bound(arrays: dict[str, Any], budget: int) -> dict[str, Output]:
 
 
 # -- files --------------------------------------------------------------------
-
-
-def _umask() -> int:
-    # Read once: os.umask can only be read by setting it, which is not thread-safe later on.
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-_UMASK = _umask()
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], Any], suffix: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    try:
-        # mkstemp makes 0600 files; a record is as readable as any file this user writes.
-        os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda handle: handle.write(text.encode()), ".tmp")
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def write_npz(path: Path, arrays: dict[str, Any]) -> None:
-    import numpy as np
-
-    # The temp name must end in .npz or numpy appends the suffix itself.
-    _atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays), ".tmp.npz")
 
 
 def load_arrays(path: Path) -> dict[str, Any]:
@@ -569,198 +529,3 @@ def is_reusable(path: Path, reuse_key: str | None, verifications: Verifications 
     except RecordError:
         return False
     return True
-
-
-# -- the folder layout --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What made a results folder: the backend, and the plan (cells accumulate across narrowed runs;
-    scenario variants and repeats are the latest run's), so the reporter counts only what is planned."""
-
-    backend: str = ""
-    cells: frozenset[str] = frozenset()
-    variants: frozenset[tuple[str, str]] = frozenset()
-    repeats: int = 0
-    host: dict[str, Any] = field(default_factory=dict, hash=False)  # the machine whose records these are
-
-    def plans(self, scenario: str, variant: str, repeat: int) -> bool:
-        """Whether the folder's last plan has this repeat (a folder without a plan plans everything)."""
-        return not self.repeats or ((scenario, variant) in self.variants and repeat < self.repeats)
-
-    def to_json(self) -> dict[str, Any]:
-        plan = {"cells": sorted(self.cells), "variants": sorted(self.variants), "repeats": self.repeats}
-        return {"backend": self.backend, "plan": plan, "host": self.host}
-
-    @classmethod
-    def read(cls, path: Path) -> Manifest:
-        """The manifest, or an empty one when the folder has none (or an unreadable one)."""
-        try:
-            raw = json.loads(path.read_text())
-            plan = raw.get("plan") or {}
-            return cls(
-                backend=str(raw.get("backend") or ""),
-                cells=frozenset(str(c) for c in plan.get("cells", [])),
-                variants=frozenset((str(s), str(v)) for s, v in plan.get("variants", [])),
-                repeats=int(plan.get("repeats", 0)),
-                host=raw.get("host") if isinstance(raw.get("host"), dict) else {},
-            )
-        except (OSError, ValueError, TypeError, AttributeError):
-            return cls()
-
-
-@dataclass(frozen=True)
-class CellLayout:
-    """One cell's folder: `<cell>/<scenario>-<variant>/<repeat>.{json,npz}`, plus the attempts' files.
-
-    The harness sees only this folder (a container mounts it as /results).
-    """
-
-    root: Path
-
-    def record(self, scenario: str, variant: str, repeat: int) -> Path:
-        return self.root / f"{scenario}-{variant}" / f"{repeat}.json"
-
-    @property
-    def verified_file(self) -> Path:
-        return self.root / ".verified.json"
-
-    def attempt_dir(self, attempt: str) -> Path:
-        # Hidden: the reporter and merges never read it.
-        return self.root / ".attempts" / attempt
-
-    def plan_file(self, attempt: str) -> Path:
-        return self.attempt_dir(attempt) / "plan.json"
-
-    def summary_file(self, attempt: str) -> Path:
-        return self.attempt_dir(attempt) / "summary.json"
-
-    def temporary_files(self) -> Iterator[Path]:
-        """Half-written files of the atomic writes (`.NAME.<random>.tmp`, `.tmp.npz`): a run that died left them."""
-        if not self.root.is_dir():
-            return
-        for folder in [self.root, *(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))]:
-            for path in folder.glob(".*.tmp*"):
-                if path.name.endswith((".tmp", ".tmp.npz")):
-                    yield path
-
-    def record_files(self) -> Iterator[Path]:
-        if not self.root.is_dir():
-            return
-        for variant_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for path in sorted(variant_dir.glob("*.json"), key=lambda p: (len(p.stem), p.stem)):
-                if not path.name.startswith("."):
-                    yield path
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A results folder: one subfolder per cell, named by the cell id."""
-
-    root: Path
-    MANIFEST = "repromatrix-results.json"
-    LOCK = ".repromatrix.lock"
-
-    def cell(self, cell_id: str) -> CellLayout:
-        return CellLayout(self.root / cell_id)
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / self.MANIFEST
-
-    @property
-    def lock(self) -> Path:
-        return self.root / self.LOCK
-
-    def cells(self) -> Iterator[tuple[str, CellLayout]]:
-        if not self.root.is_dir():
-            return
-        for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            yield path.name, CellLayout(path)
-
-    def record_files(self) -> Iterator[tuple[str, Path]]:
-        """(cell id from the folder name, record path) for every record file in the folder."""
-        for cell_id, cell in self.cells():
-            for path in cell.record_files():
-                yield cell_id, path
-
-
-# -- the runner ⇄ harness ⇄ scenario process exchange ----------------------------------
-
-
-@dataclass(frozen=True)
-class RepeatSpec:
-    """One repeat to measure: what the runner plans, and what the harness hands a scenario process.
-
-    Its first fields are the record's own, so a record (ok or error) is made from it directly.
-    """
-
-    scenario: str
-    variant: str
-    seed: int | None
-    repeat: int
-    cell: dict[str, Any] = field(default_factory=dict)
-    reuse_key: str | None = None
-    expect: dict[str, str] = field(default_factory=dict)
-    isolation: str = "process"
-    record_bytes: int = DEFAULT_RECORD_BYTES  # what the record may keep of its arrays whole
-    host: dict[str, Any] = field(default_factory=dict)  # the machine measuring it (scenarios/hosts.py)
-    problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
-    # Filled in by the harness for the scenario process:
-    record: str = ""  # where the record goes
-    knobs: dict[str, Any] = field(default_factory=dict)
-    image: dict[str, Any] = field(default_factory=dict)
-    fork_parent: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.scenario}-{self.variant} #{self.repeat}"
-
-    def record_fields(self) -> dict[str, Any]:
-        """What a record of this repeat says about it, whatever its outcome."""
-        names = ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect", "isolation", "host")
-        return {name: getattr(self, name) for name in names}
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> RepeatSpec:
-        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
-
-
-def write_plan(path: Path, specs: list[RepeatSpec]) -> None:
-    write_json(path, {"repeats": [spec.to_json() for spec in specs]})
-
-
-def read_plan(path: Path) -> list[RepeatSpec]:
-    return [RepeatSpec.from_json(raw) for raw in json.loads(path.read_text())["repeats"]]
-
-
-@dataclass
-class Summary:
-    """What one harness call did; written to the attempt folder after every repeat, for the runner."""
-
-    attempt: str = ""
-    planned: int = 0
-    started: int = 0
-    ok: int = 0
-    error: int = 0
-    skipped: int = 0
-    reused: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
-    done: list[str] = field(default_factory=list)  # labels of the repeats it wrote a record for
-    finished: bool = False
-
-    def write(self, path: Path | None) -> None:
-        if path is not None:
-            write_json(path, self.__dict__)
-
-    @classmethod
-    def read(cls, path: Path) -> Summary | None:
-        try:
-            raw = json.loads(path.read_text())
-            return cls(**{key: raw[key] for key in cls.__dataclass_fields__ if key in raw})
-        except (OSError, ValueError, TypeError):
-            return None

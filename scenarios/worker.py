@@ -22,44 +22,52 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from . import hosts, records  # noqa: E402
+from . import axes, exchange, hosts, records  # noqa: E402
 
 PACKAGE = __package__ or "scenarios"
-
-
-def env_knobs(knobs: dict[str, Any]) -> dict[str, str]:
-    """The environment variables the knobs set (also what `repromatrix shell` puts in a cell's environment)."""
-    env = {}
-    if knobs.get("onednn") is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if knobs["onednn"] else "0"
-    if knobs.get("cpu_isa") and knobs["cpu_isa"] != "native":
-        # oneDNN reads its dispatch cap once, when it first runs a kernel.
-        env["ONEDNN_MAX_CPU_ISA"] = str(knobs["cpu_isa"]).upper()
-    if knobs.get("op_determinism"):
-        # Read by TF before 2.8; later versions use enable_op_determinism() below.
-        env["TF_DETERMINISTIC_OPS"] = "1"
-    return env
 
 
 def apply_env_knobs(knobs: dict[str, Any]) -> None:
     """Knobs TF reads from the environment while it loads: must run before `import tensorflow`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.update(env_knobs(knobs))
+    os.environ.update(axes.env(knobs))
+
+
+def _intra_op_threads(tf: Any, count: int) -> None:
+    if count:  # 0: TF's own default, so nothing is called
+        tf.config.threading.set_intra_op_parallelism_threads(int(count))
+
+
+def _inter_op_threads(tf: Any, count: int) -> None:
+    if count:
+        tf.config.threading.set_inter_op_parallelism_threads(int(count))
+
+
+def _op_determinism(tf: Any, on: bool) -> None:
+    # TF before 2.8 has no such call; it reads TF_DETERMINISTIC_OPS, which the axis also sets.
+    if on and hasattr(tf.config.experimental, "enable_op_determinism"):
+        tf.config.experimental.enable_op_determinism()
+
+
+# The run-time axes that reach TF through a call (axes.TF_CALL), made after import and before TF
+# creates its runtime.
+TF_CALLS: dict[str, Callable[[Any, Any], None]] = {
+    "intra_op_threads": _intra_op_threads,
+    "inter_op_threads": _inter_op_threads,
+    "op_determinism": _op_determinism,
+}
 
 
 def configure_tf(tf: Any, knobs: dict[str, Any]) -> None:
-    """Knobs that must be set after import but before TF creates its runtime."""
-    if knobs.get("intra_op_threads"):
-        tf.config.threading.set_intra_op_parallelism_threads(int(knobs["intra_op_threads"]))
-    if knobs.get("inter_op_threads"):
-        tf.config.threading.set_inter_op_parallelism_threads(int(knobs["inter_op_threads"]))
-    if knobs.get("op_determinism") and hasattr(tf.config.experimental, "enable_op_determinism"):
-        tf.config.experimental.enable_op_determinism()
+    for name, call in TF_CALLS.items():
+        if knobs.get(name) is not None:
+            call(tf, knobs[name])
 
 
 def thread_pools() -> dict[str, int]:
@@ -159,7 +167,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def fingerprint(tf: Any, np: Any, spec: records.RepeatSpec) -> dict[str, Any]:
+def fingerprint(tf: Any, np: Any, spec: exchange.RepeatSpec) -> dict[str, Any]:
     # Where TF places a fresh variable is where the scenario's models were placed.
     placement = tf.Variable(0.0).device or ""
     keras_version = getattr(tf.keras, "__version__", None) or _version("keras")
@@ -218,7 +226,7 @@ def importable_helpers() -> None:
         sys.path.append(folder)
 
 
-def measure(spec: records.RepeatSpec, tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
+def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
     """Run one repeat in this process (TF already imported and configured) and write its record."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     importable_helpers()
@@ -309,7 +317,7 @@ def serve(knobs: dict[str, Any], warm: list[str]) -> int:
                 # A fresh process draws NumPy's legacy global state from the OS; a fork copies the
                 # parent's, so every child would share it. Python's `random` reseeds itself on fork.
                 np.random.seed()
-                spec = records.RepeatSpec.from_json(request["spec"])
+                spec = exchange.RepeatSpec.from_json(request["spec"])
                 measure(replace(spec, isolation="fork", fork_parent=parent), tf, np, 0.0, child_start)
                 code = 0
             except BaseException:
@@ -331,7 +339,7 @@ def main(argv: list[str]) -> int:
         return probe_isa(json.loads(argv[1]))
     if argv[:1] == ["--serve"]:
         return serve(json.loads(argv[1]), json.loads(argv[2]))
-    spec = records.RepeatSpec.from_json(json.loads(argv[0]))
+    spec = exchange.RepeatSpec.from_json(json.loads(argv[0]))
     tf, np, import_seconds = import_tf(spec.knobs)
     measure(spec, tf, np, import_seconds, _PROCESS_START)
     return 0

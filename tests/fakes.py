@@ -15,7 +15,7 @@ import numpy as np
 from repromatrix.backends import HarnessRun, Prepared
 from repromatrix.errors import CellError
 from repromatrix.matrix import Cell
-from repromatrix.scenarios import records
+from repromatrix.scenarios import exchange, records
 from repromatrix.scenarios.__main__ import TF_REFUSES_UNSEEDED, Outcome, judge_exit
 from repromatrix.scenarios.__main__ import main as harness_main
 
@@ -60,7 +60,7 @@ class FakeBackend:
             return HarnessRun(137, "", "Killed")
         return HarnessRun(code, "", "")
 
-    def _repeat(self, spec: records.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
+    def _repeat(self, spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         label = spec.label
         if label in self.lose_repeats:
             raise HarnessDied(label)

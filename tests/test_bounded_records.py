@@ -7,7 +7,8 @@ import json
 import numpy as np
 
 from repromatrix import reporting
-from repromatrix.scenarios import records
+from repromatrix.scenarios import fileio, records
+from repromatrix.scenarios.layout import CellLayout
 
 BIG = (16, 224, 224, 16)  # a (16, 224, 224, 16) float32 activation: 51 MB whole
 
@@ -28,7 +29,7 @@ def big_arrays(nudge: int | None = None) -> dict[str, np.ndarray]:
 
 
 def write(root, cell_id: str, repeat: int, arrays: dict[str, np.ndarray]) -> records.Record:
-    path = records.CellLayout(root / cell_id).record("seg", "seeded", repeat)
+    path = CellLayout(root / cell_id).record("seg", "seeded", repeat)
     record = records.Record.ok(arrays=arrays, in_process_identical=True, scenario="seg", variant="seeded", seed=42,
                                repeat=repeat, cell={"id": cell_id, "tf": cell_id.split("-")[0][2:], "device": "cpu",
                                      "onednn": "onednn1" in cell_id},
@@ -41,7 +42,7 @@ def test_a_large_output_gives_a_small_record_whose_digest_still_tells_one_ulp(tm
     off_sample = int(np.setdiff1d(np.arange(5000), records.sample_positions(int(np.prod(BIG))))[0])
     first = write(tmp_path, "tf2.21.0-cpu-onednn1-det0", 0, big_arrays())
     second = write(tmp_path, "tf2.21.0-cpu-onednn0-det0", 0, big_arrays(nudge=off_sample))
-    path = records.CellLayout(tmp_path / "tf2.21.0-cpu-onednn1-det0").record("seg", "seeded", 0)
+    path = CellLayout(tmp_path / "tf2.21.0-cpu-onednn1-det0").record("seg", "seeded", 0)
     size = path.stat().st_size + records.arrays_path(path).stat().st_size
     assert size <= 2 * 1024 * 1024, size
     # The one-ulp change sits where no sample looks; the whole-array digest still sees it.
@@ -83,12 +84,12 @@ def test_a_difference_outside_the_sample_is_said_to_lie_elsewhere(tmp_path):
 
 def test_a_tampered_sample_is_not_reused(tmp_path):
     record = write(tmp_path, "tf2.21.0-cpu-onednn1-det0", 0, big_arrays())
-    path = records.CellLayout(tmp_path / "tf2.21.0-cpu-onednn1-det0").record("seg", "seeded", 0)
+    path = CellLayout(tmp_path / "tf2.21.0-cpu-onednn1-det0").record("seg", "seeded", 0)
     assert records.is_reusable(path, "key")
     kept = records.load_arrays(records.arrays_path(path))
     kept["model1.predictions"] = kept["model1.predictions"].copy()
     kept["model1.predictions"][0] += 1
-    records.write_npz(records.arrays_path(path), kept)
+    fileio.write_npz(records.arrays_path(path), kept)
     assert not records.is_reusable(path, "key")
     assert record.outputs["model1.predictions"].sampled
 

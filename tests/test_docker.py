@@ -21,6 +21,7 @@ from repromatrix.backends.local import LocalBackend
 from repromatrix.errors import CellError
 from repromatrix.matrix import REPO_ROOT, Cell
 from repromatrix.scenarios import records
+from repromatrix.scenarios.layout import CellLayout, Layout
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.docker
@@ -74,12 +75,12 @@ def test_every_built_in_scenario_runs_inside_the_image_to_valid_records(docker_b
         (name, v) for name in ("dropout_training", "cnn_training") for v in ("unseeded", "seeded")
     ]:
         for repeat in range(2):
-            record = records.Record.read(records.CellLayout(tmp_path / CELL.id).record(scenario, variant, repeat))
+            record = records.Record.read(CellLayout(tmp_path / CELL.id).record(scenario, variant, repeat))
             assert record.status == "ok"
             assert record.environment["image"]["id"] == image.key
             assert record.environment["tensorflow"] == NEWEST_TF
             assert record.cell_id == CELL.id
-    layout = records.CellLayout(tmp_path / CELL.id)
+    layout = CellLayout(tmp_path / CELL.id)
     seeded = [records.Record.read(layout.record("dropout_training", "seeded", r)) for r in (0, 1)]
     assert seeded[0].outputs == seeded[1].outputs
     assert docker_backend.leftovers() == []
@@ -181,7 +182,7 @@ def test_ctrl_c_removes_the_containers_and_keeps_what_was_measured(docker_backen
     assert process.returncode == 130, stdout + stderr
     assert "interrupted" in stderr
     assert docker_backend.leftovers() == []
-    for _, path in records.Layout(results).record_files():
+    for _, path in Layout(results).record_files():
         record = records.Record.read(path)
         assert record.status == "ok", record.message  # no made-up errors for the containers we removed
 
@@ -197,7 +198,7 @@ def test_container_and_local_virtualenv_agree_bit_for_bit(docker_backend, image,
         [outcome] = runner.run_matrix(backend, loaded, [CELL], runner.RunOptions(tmp_path / folder))
         assert outcome.state == "ran", outcome
     docker_record, local_record = (
-        records.Record.read(records.CellLayout(tmp_path / folder / CELL.id).record("seeded_init", "seeded", 0))
+        records.Record.read(CellLayout(tmp_path / folder / CELL.id).record("seeded_init", "seeded", 0))
         for folder in ("docker", "local")
     )
     assert docker_record.environment["image"]["backend"] == "docker"
@@ -215,7 +216,7 @@ def test_cpus_axis_pins_the_container_to_that_many_cores(docker_backend, image, 
                              "docker": docker_backend.settings})  # fmt: skip
     [outcome] = runner.run_matrix(docker_backend, loaded, [cell], runner.RunOptions(tmp_path))
     assert outcome.state == "ran", outcome
-    record = records.Record.read(records.CellLayout(tmp_path / cell.id).record("seeded_init", "seeded", 0))
+    record = records.Record.read(CellLayout(tmp_path / cell.id).record("seeded_init", "seeded", 0))
     assert record.knobs["usable_cores"] == 1 and record.cell["cpus"] == 1
     assert docker_backend.leftovers() == []
 
@@ -354,7 +355,7 @@ def test_an_engine_that_stops_answering_is_exit_3_with_one_line_and_the_counts(d
                "--results", str(results)]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)  # fmt: skip
-    layout = records.Layout(results)
+    layout = Layout(results)
     deadline = time.monotonic() + 300
     while not any((r := records.read_if_valid(p)) and r.is_ok for _, p in layout.record_files()):
         assert process.poll() is None, process.communicate()
@@ -401,7 +402,7 @@ def test_sigterm_removes_the_containers_and_leaves_a_resumable_folder(docker_bac
     resumed = _start_run(docker_backend, results)
     stdout, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stdout + stderr
-    statuses = {records.Record.read(path).status for _, path in records.Layout(results).record_files()}
+    statuses = {records.Record.read(path).status for _, path in Layout(results).record_files()}
     assert statuses == {"ok"}
     assert_no_litter(results)
 
@@ -435,7 +436,7 @@ def test_sigkill_of_the_orchestrator_then_resume_loses_nothing_and_sweeps_it(doc
     results = tmp_path / "r"
     process = _start_run(docker_backend, results)
     deadline = time.monotonic() + 300
-    layout = records.Layout(results)
+    layout = Layout(results)
     while not any(records.Record.read(p).is_ok for _, p in layout.record_files() if records.read_if_valid(p)):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
@@ -475,7 +476,7 @@ def test_a_docker_run_into_a_local_folder_does_not_overwrite_it(docker_backend, 
     results = tmp_path / "r"
     local = repromatrix_cli("run", "--matrix", str(path), "--backend", "local", "--results", str(results))
     assert local.returncode == 0, local.stdout + local.stderr
-    layout = records.Layout(results)
+    layout = Layout(results)
     if manifest == "missing":
         layout.manifest.unlink()
     elif manifest == "garbage":
@@ -511,4 +512,64 @@ def test_ctrl_c_during_an_image_build_exits_at_once_and_starts_no_container(dock
     # It did not wait for the build (which installs TensorFlow): no image was finished when it left.
     assert docker_backend.api.images(name=docker_backend.image_tag(building)) == []
     assert docker_backend.leftovers() == []
-    assert list(records.Layout(tmp_path / "r").record_files()) == []
+    assert list(Layout(tmp_path / "r").record_files()) == []
+
+
+# -- both backends, one path ----------------------------------------------------------------------
+
+# A harness that writes an error record for the first planned repeat, says so in its summary, leaves
+# the rest undone and exits with the code it is given: what the runner makes of that must not depend
+# on where the harness ran.
+FAKE_HARNESS = """
+import sys
+from pathlib import Path
+from .exchange import Summary, read_plan
+from .layout import CellLayout
+from .records import Record
+
+argv = sys.argv
+out, attempt = CellLayout(Path(argv[argv.index("--out") + 1])), argv[argv.index("--attempt") + 1]
+first, *_ = specs = read_plan(out.plan_file(attempt))
+Record.failed("error", "the fake harness failed it", **first.record_fields()).write(
+    out.record(first.scenario, first.variant, first.repeat))
+Summary(attempt=attempt, planned=len(specs), started=1, error=1, done=[first.label]).write(out.summary_file(attempt))
+print("fake harness: leaving", len(specs) - 1, "repeats undone", file=sys.stderr)
+sys.exit(EXIT_CODE)
+"""
+
+
+@pytest.mark.parametrize("exit_code", [1, 3])
+def test_both_backends_make_the_same_records_of_the_same_failing_harness(
+    docker_backend, image, tmp_path, tf_python, monkeypatch, exit_code
+):
+    import shutil
+
+    from repromatrix.backends import container, local
+    from repromatrix.scenarios import SCENARIOS_DIR
+
+    fake = tmp_path / "code"
+    shutil.copytree(SCENARIOS_DIR, fake / "scenarios", ignore=shutil.ignore_patterns("__pycache__"))
+    (fake / "scenarios" / "__main__.py").write_text(FAKE_HARNESS.replace("EXIT_CODE", str(exit_code)))
+    for path in [fake, *fake.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the container's user
+    for module in (container, local):
+        monkeypatch.setattr(module, "code_root", lambda *args, **kwargs: fake)
+    tf_python(NEWEST_TF)
+    loaded = matrix.load()
+    loaded = type(loaded)(
+        **{**loaded.__dict__, "repeats": 2, "scenarios": ("seeded_init",), "docker": docker_backend.settings}
+    )
+    made = {}
+    for backend in (docker_backend, LocalBackend()):
+        [outcome] = runner.run_matrix(backend, loaded, [CELL], runner.RunOptions(tmp_path / backend.name))
+        assert outcome.state == "error", outcome
+        cell = CellLayout(tmp_path / backend.name / CELL.id)
+        made[backend.name] = [
+            (r.status, r.message, r.stderr_tail, r.repeat)
+            for r in (records.Record.read(cell.record("seeded_init", "seeded", i)) for i in range(2))
+        ]
+    assert made["docker"] == made["local"]
+    (first, second) = made["docker"]
+    assert first[:2] == ("error", "the fake harness failed it")
+    assert second[0] == "error" and "left no record" in second[1] and f"exit code {exit_code}" in second[1]
+    assert "fake harness: leaving 1 repeats undone" in second[2]

@@ -9,13 +9,14 @@ from repromatrix.backends import ISA_FLAGS, host_cpu_flags, isa_lacking, usable_
 from repromatrix.backends.local import LocalBackend
 from repromatrix.matrix import Cell, DockerSettings, Matrix
 from repromatrix.scenarios import records
+from repromatrix.scenarios.layout import CellLayout
 from tests.conftest import NEWEST_TF, harness
 
 pytestmark = pytest.mark.tf
 
 
 def read(out, scenario, variant, repeat=0) -> records.Record:
-    return records.Record.read(records.CellLayout(out).record(scenario, variant, repeat))
+    return records.Record.read(CellLayout(out).record(scenario, variant, repeat))
 
 
 @pytest.fixture(scope="module")

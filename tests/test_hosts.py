@@ -12,6 +12,7 @@ from repromatrix import reporting, runner
 from repromatrix.errors import ResultsBusyError
 from repromatrix.reporting import text
 from repromatrix.scenarios import hosts, records
+from repromatrix.scenarios.layout import CellLayout, Layout
 from tests.fakes import FakeBackend
 from tests.test_runner_logic import CELL, matrix
 
@@ -28,7 +29,7 @@ def make(root: Path, machine: dict, cell_id: str, repeat: int, values: list[floa
     arrays = {f"{m}.{n}": np.asarray(values, dtype=np.float32) for m in ("model1", "model2")
               for n in ("predictions", "weights")}  # fmt: skip
     cell = {"id": cell_id, "tf": "2.21.0", "device": "cpu", "onednn": "onednn1" in cell_id}
-    path = records.CellLayout(root / cell_id).record("seeded_init", "seeded", repeat)
+    path = CellLayout(root / cell_id).record("seeded_init", "seeded", repeat)
     records.Record.ok(arrays=arrays, in_process_identical=True, scenario="seeded_init", variant="seeded", seed=42,
                       repeat=repeat, cell=cell, reuse_key="k", host=machine).write(path, arrays)  # fmt: skip
 
@@ -81,11 +82,11 @@ def test_one_host_is_named_in_the_headline_and_the_drift_says_when_the_baseline_
 
 def test_a_run_into_another_hosts_folder_is_refused(tmp_path):
     runner.run_matrix(FakeBackend(), matrix(), [CELL], runner.RunOptions(tmp_path, host=host(EPYC)))
-    before = {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()}
+    before = {p: p.read_bytes() for _, p in Layout(tmp_path).record_files()}
     with pytest.raises(ResultsBusyError, match=r"holds records measured on host amd-epyc.*this is host intel-xeon"):
         runner.run_matrix(FakeBackend(), matrix(), [CELL], runner.RunOptions(tmp_path, host=host(XEON)))
-    assert {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()} == before
-    statuses = {records.Record.read(p).host["label"] for _, p in records.Layout(tmp_path).record_files()}
+    assert {p: p.read_bytes() for _, p in Layout(tmp_path).record_files()} == before
+    statuses = {records.Record.read(p).host["label"] for _, p in Layout(tmp_path).record_files()}
     assert statuses == {host(EPYC)["label"]}
 
 

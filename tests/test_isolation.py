@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from repromatrix.scenarios import records
+from repromatrix.scenarios.layout import CellLayout
 from tests.conftest import HANGING, NEWEST_TF, RAISING, REPEATS, harness, write_scenario
 
 pytestmark = pytest.mark.tf
@@ -18,7 +19,7 @@ BUILT_IN = [("init", "unseeded"), ("seeded_init", "seeded")] + [
 
 
 def read(out, scenario, variant, repeat) -> records.Record:
-    return records.Record.read(records.CellLayout(out).record(scenario, variant, repeat))
+    return records.Record.read(CellLayout(out).record(scenario, variant, repeat))
 
 
 @pytest.fixture(scope="session")

@@ -98,8 +98,8 @@ def test_one_at_a_time_is_a_baseline_plus_every_single_change(tmp_path):
         "tf2.21.0-cpu-onednn1-det0": "baseline",
         "tf2.15.1-cpu-onednn1-det0": "changes tf to 2.15.1",
         "tf2.21.0-cpu-onednn0-det0": "changes onednn to off",
-        "tf2.21.0-cpu-onednn1-det0-cpus1": "changes cpus to 1",
-        "tf2.21.0-cpu-onednn1-det0-cpus2": "changes cpus to 2",
+        "tf2.21.0-cpu-onednn1-det0-cpus1": "changes cpus to 1 core",
+        "tf2.21.0-cpu-onednn1-det0-cpus2": "changes cpus to 2 cores",
         "tf2.21.0-cpu-onednn1-det0-isa-avx": "changes cpu_isa to avx",
     }
 
@@ -117,14 +117,17 @@ def test_one_at_a_time_with_crossed_axes_varies_the_others_at_every_crossed_poin
         base = f"tf{tf}-cpu-onednn{onednn}-det0"
         expected += [base, f"{base}-cpus1", f"{base}-cpus2", f"{base}-isa-avx"]
     assert ids == expected
-    assert loaded.reasons["tf2.15.1-cpu-onednn0-det0-cpus1"] == "changes cpus to 1 (at tf=2.15.1, onednn=off)"
+    assert loaded.reasons["tf2.15.1-cpu-onednn0-det0-cpus1"] == "changes cpus to 1 core (at tf=2.15.1, onednn=off)"
     assert loaded.reasons["tf2.15.1-cpu-onednn0-det0"] == "baseline (tf=2.15.1, onednn=off)"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[matrix]\ncpu_isa = ["native", "avx3"]\n', "[matrix].cpu_isa = 'avx3' is not valid; allowed: native,"),
+        (
+            '[matrix]\ncpu_isa = ["native", "avx3"]\n',
+            "[matrix].cpu_isa = 'avx3' is not valid; allowed: sse41, avx, avx2,",
+        ),
         ("[matrix]\ncpus = [0, -1]\n", "[matrix].cpus = -1 is not valid; 0 (every core the host offers)"),
         ('[matrix]\ndesign = "latin-square"\n', "[matrix].design = 'latin-square' is not valid; allowed: factorial"),
         (
@@ -175,27 +178,30 @@ def test_what_a_host_lacks_is_read_from_its_flags():
     assert isa_lacking({"sse4_1", "avx", "avx2", "avx_vnni"}) == "avx512_core"
 
 
-def test_every_knob_axis_the_planner_accepts_reaches_the_harness_with_its_value():
-    """The axes are spelled in matrix.py, the runner's flags and the harness's parser: they must agree."""
-    from repromatrix import runner
-    from repromatrix.scenarios.__main__ import parse_args
-
-    environment = {"tf", "device", "recipe"}  # these choose the image or virtualenv, not a knob
-    changed = {"onednn": False, "op_determinism": True, "intra_op_threads": 3, "inter_op_threads": 2, "cpus": 1,
-               "cpu_isa": "avx2"}  # fmt: skip
-    assert set(matrix._AXES) - environment == set(changed)  # a new axis must be added here, and below
-    cell = matrix.Cell("2.21.0", "cpu", **changed)
-    parsed = parse_args([*runner.knob_args(cell), "--out", "x"])
-    for axis, value in changed.items():
-        assert getattr(parsed, axis) == value, axis
-    default = parse_args([*runner.knob_args(matrix.Cell("2.21.0", "cpu")), "--out", "x"])
-    for axis, (_, _, values) in matrix._AXES.items():
-        if axis not in environment:
-            assert getattr(default, axis) in (values[0], "" if axis == "cpu_isa" else values[0]), axis
-
-
 def test_every_command_the_parser_declares_is_dispatched_by_the_table():
     from repromatrix import cli
 
     [commands] = [a for a in cli.parser()._actions if a.__class__.__name__ == "_SubParsersAction"]
     assert sorted(commands.choices) == sorted(cli.COMMANDS)
+
+
+def test_the_documented_matrix_names_every_axis_and_setting_and_loads():
+    """docs/matrix.md's example is the reference: it names every key the table declares, and it is valid."""
+    import tomllib
+
+    from repromatrix import options
+    from repromatrix.scenarios import axes
+
+    doc = (matrix.REPO_ROOT / "docs" / "matrix.md").read_text()
+    example = tomllib.loads(doc.split("```toml\n", 1)[1].split("```", 1)[0])
+    assert set(example["matrix"]) - {"design", "crossed"} == set(axes.NAMES)
+    for table in ("run", "docker"):
+        assert set(example[table]) == {option.toml_key.split(".", 1)[1] for option in options.in_table(table)}
+
+
+def test_a_command_line_override_is_checked_like_the_key_it_overrides(tmp_path, capsys):
+    from repromatrix import cli
+
+    code = cli.main(["run", "--matrix", str(matrix.PACKAGED_MATRIX), "--repeats", "0", "--results", str(tmp_path)])
+    assert code == 2
+    assert "--repeats 0: not valid; at least 1 (2 or more to test run-to-run)" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from repromatrix.scenarios import discover, records
+from repromatrix.scenarios.layout import Layout
 from tests.conftest import IN_CI, NEWEST_TF
 
 pytestmark = pytest.mark.tf
@@ -98,7 +99,7 @@ def test_a_scenario_folder_outside_the_repository_runs_on_both_backends(project,
     [finding] = [f for f in report["findings"] if f["severity"] == "finding"]
     assert finding["scenario"] == "seeded_once_demo-seeded_wrong" and "declared in EXPECT" in finding["text"]
     record = records.Record.read(
-        records.Layout(project / "results" / "matrix")
+        Layout(project / "results" / "matrix")
         .cell(f"tf{NEWEST_TF}-cpu-onednn1-det0")
         .record("seeded_once_demo", "seeded_once", 0)
     )
@@ -166,7 +167,7 @@ def test_repeats_seed_and_scenario_flags_override_the_matrix_for_one_run(project
                           "--tf", NEWEST_TF, "--cell", f"tf{NEWEST_TF}-cpu-onednn1-det0", "--scenario", "seeded_init",
                           "--repeats", "1", "--seed", "7", "--results", str(results))  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    paths = [p for _, p in records.Layout(results).record_files()]
+    paths = [p for _, p in Layout(results).record_files()]
     assert [p.parent.name for p in paths] == ["seeded_init-seeded"] and len(paths) == 1
     assert records.Record.read(paths[0]).seed == 7
     again = repromatrix_in(project, "run", "--backend", "local", "--matrix", repository_matrix,

@@ -13,6 +13,7 @@ import pytest
 
 from repromatrix.matrix import REPO_ROOT
 from repromatrix.scenarios import records
+from repromatrix.scenarios.layout import Layout
 from tests.conftest import NEWEST_TF, OLDEST_TF
 
 pytestmark = pytest.mark.tf
@@ -125,7 +126,7 @@ def test_a_project_with_a_package_a_dependency_helpers_and_data_runs_in_every_ce
     cwd = REPO_ROOT if where == "checkout" else project
     done = run_matrix(cwd, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    paths = [p for _, p in records.Layout(tmp_path / "r").record_files()]
+    paths = [p for _, p in Layout(tmp_path / "r").record_files()]
     assert len(paths) == 4
     for path in paths:
         record = records.Record.read(path)
@@ -159,7 +160,7 @@ def test_a_requirement_that_cannot_live_beside_one_cells_tf_fails_that_cell_alon
     errors = [line for line in done.stdout.splitlines() if line.startswith(f"error: tf{OLDEST_TF}")]
     assert errors and "cannot be installed beside TensorFlow 2.12.1" in errors[0], done.stdout[-3000:]
     by_cell = {}
-    for cell_id, path in records.Layout(tmp_path / "r").record_files():
+    for cell_id, path in Layout(tmp_path / "r").record_files():
         by_cell.setdefault(cell_id, set()).add(records.Record.read(path).status)
     assert by_cell == {f"tf{OLDEST_TF}-cpu-onednn1-det0": {"error"}, f"tf{NEWEST_TF}-cpu-onednn1-det0": {"ok"}}
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from repromatrix import reporting
-from repromatrix.reporting import analysis, text
+from repromatrix.matrix import Cell
+from repromatrix.reporting import analysis, distances, text
 from repromatrix.reporting.load import load
-from repromatrix.scenarios import records
+from repromatrix.scenarios import axes, records
+from repromatrix.scenarios.layout import CellLayout
 
 ONE = np.float32(1.0)
 
@@ -39,7 +41,7 @@ def make(
     """One record and its npz, as the worker writes them (forked from `fork_parent` when one is given)."""
     tf = tf or cell_id.split("-")[0].removeprefix("tf")
     cell = {"id": cell_id, "tf": tf, "device": device, **(cell or {})}
-    path = records.CellLayout(root / cell_id).record(scenario, variant, repeat)
+    path = CellLayout(root / cell_id).record(scenario, variant, repeat)
     fields = dict(scenario=scenario, variant=variant, seed=records.seed_for(variant, 42), repeat=repeat, cell=cell,
                   expect=expect or {})  # fmt: skip
     if status != "ok":
@@ -146,10 +148,10 @@ def test_distances_in_abs_and_ulp(tmp_path):
 
 def test_ulp_distance_across_zero_and_float64():
     tiny = np.float32(np.finfo(np.float32).smallest_subnormal)
-    assert analysis.ulp_distance(np.array([-tiny]), np.array([tiny])) == 2
-    assert analysis.ulp_distance(np.array([-0.0], np.float32), np.array([0.0], np.float32)) == 0
+    assert distances.ulp_distance(np.array([-tiny]), np.array([tiny])) == 2
+    assert distances.ulp_distance(np.array([-0.0], np.float32), np.array([0.0], np.float32)) == 0
     big = np.array([1.0])
-    assert analysis.ulp_distance(big, np.nextafter(big, 2)) == 1
+    assert distances.ulp_distance(big, np.nextafter(big, 2)) == 1
 
 
 def test_findings_put_seeded_variation_first(tmp_path):
@@ -328,7 +330,7 @@ def test_the_headline_names_the_outputs_an_axis_never_changes(tmp_path):
         for tf in ("2.16.2", "2.21.0"):
             cell_id, cell = cell_of(tf, onednn)
             for repeat in range(2):
-                path = records.CellLayout(tmp_path / cell_id).record("seeded_init", "seeded", repeat)
+                path = CellLayout(tmp_path / cell_id).record("seeded_init", "seeded", repeat)
                 arrays = {f"{m}.{n}": np.asarray([1.0 + (bump if n == "predictions" else 0.0)], dtype=np.float32)
                           for m in ("model1", "model2") for n in ("predictions", "weights")}  # fmt: skip
                 records.Record.ok(arrays=arrays, in_process_identical=True, scenario="seeded_init", variant="seeded",
@@ -367,7 +369,7 @@ def test_huge_ulp_counts_show_relative_error_and_near_zero_gaps_are_explained(tm
     table = next(t for t in report.tables if t.output == "model1.predictions")
     by_pair = {(p.a, p.b): p.distance for p in table.pairs}
     signs = by_pair[("A", "C")] if table.by_cell["tf2.21.0-cpu-onednn0-det0"] == "C" else by_pair[("A", "B")]
-    assert signs.max_ulp > analysis.HUGE_ULP and signs.ulp_cell().startswith("rel ")
+    assert signs.max_ulp > distances.HUGE_ULP and signs.ulp_cell().startswith("rel ")
     assert "relative 2" in signs.brief()
     tiny = next(d for d in by_pair.values() if d.max_abs is not None and d.max_abs < 1e-6)
     assert tiny.near_zero and tiny.ulp_cell().endswith(" *")
@@ -386,7 +388,7 @@ def test_tolerance_view_groups_classes_within_a_few_ulp(tmp_path):
     far = table.by_cell["tf2.16.2-cpu-onednn1-det0"]
     assert sorted(map(sorted, table.tolerance_groups)) == sorted([sorted([on, off]), [far]])
     assert table.tolerance_text() == (
-        f"Within {analysis.TOLERANCE_ULP} ULP of each other (numerically the same, not bit-identical): "
+        f"Within {distances.TOLERANCE_ULP} ULP of each other (numerically the same, not bit-identical): "
         f"{min(on, off)}≈{max(on, off)}."
     )
 
@@ -495,21 +497,6 @@ def test_run_to_run_is_judged_across_independent_identities_only(tmp_path):
     assert entry["identities"] == 1 and entry["run_to_run"] == "untested"
 
 
-def test_attribution_pairs_neighbours_in_the_axis_tables_order_for_every_isa(tmp_path):
-    from repromatrix.matrix import CPU_ISAS, Cell, value_label
-
-    # Every value cpu_isa accepts, each cell one bit pattern: neighbours must pair, oldest first.
-    for index, isa in enumerate(CPU_ISAS):
-        cell = Cell("2.21.0", "cpu", cpu_isa=isa)
-        seeded(tmp_path, cell.id, [[float(index)], [float(index)]], cell={"cpu_isa": isa}, tf="2.21.0")
-    report = reporting.build([tmp_path])
-    oldest_first = list(reversed(CPU_ISAS))
-    expected = [f"{value_label('cpu_isa', a)}→{value_label('cpu_isa', b)}" for a, b in pairwise(oldest_first)]
-    found = [a.transition for a in report.attribution if a.axis == "cpu_isa" and a.output == "model1.predictions"]
-    assert found == expected
-    assert expected[0] == "sse41→avx" and expected[-1] == "avx512_core_amx→native (no cap)"
-
-
 def test_distances_say_a_shared_first_divergence_once_and_list_the_farthest_pairs(tmp_path):
     # 14 classes, all differing from initialisation on: 91 pairs, one sentence.
     for index in range(14):
@@ -552,17 +539,44 @@ def test_the_published_site_keeps_a_history_and_shows_the_drift(tmp_path):
     assert [row[3] for row in history.rows(second.timeline)] == ["1 changed, 1 new", "first run"]
 
 
-@pytest.mark.parametrize(("axis", "values"), [("cpus", [0, 1, 2, 4]), ("intra_op_threads", [0, 1, 2, 8]),
-                                              ("tf", ["2.12.1", "2.9.3", "2.21.0", "2.16.2"])])  # fmt: skip
-def test_every_ordered_axis_pairs_neighbours_in_order(tmp_path, axis, values):
-    from repromatrix.matrix import value_label, value_order
+# Axes whose values are open (any count, any release): values given out of order, and the order expected.
+OPEN_AXES = {
+    "tf": (["2.12.1", "2.9.3", "2.21.0", "2.16.2"], ["2.9.3", "2.12.1", "2.16.2", "2.21.0"]),
+    "intra_op_threads": ([2, 0, 8, 1], [0, 1, 2, 8]),
+    "inter_op_threads": ([2, 0, 8, 1], [0, 1, 2, 8]),
+    "cpus": ([4, 1, 0, 2], [0, 1, 2, 4]),
+}
 
-    for index, value in enumerate(values):
-        tf = value if axis == "tf" else "2.21.0"
-        cell_id = f"cell-{axis}-{index}"
-        seeded(tmp_path, cell_id, [[float(index)], [float(index)]], cell={axis: value}, tf=tf)
-    ordered = sorted(values, key=lambda v: value_order(axis, v))
-    expected = [f"{value_label(axis, a)}→{value_label(axis, b)}" for a, b in pairwise(ordered)]
+
+@pytest.mark.parametrize("axis", axes.AXES, ids=lambda a: a.name)
+def test_attribution_pairs_every_value_of_every_axis_with_its_neighbours_in_the_tables_order(tmp_path, axis):
+    # Each value its own bit pattern: every neighbour pair differs, in order (the table's, for a closed axis).
+    given, ordered = OPEN_AXES[axis.name] if not axis.values else (list(reversed(axis.values)), list(axis.values))
+    for index, value in enumerate(given):
+        tf = value if axis.name == "tf" else "2.21.0"
+        seeded(tmp_path, f"cell-{axis.name}-{index}", [[float(index)], [float(index)]], cell={axis.name: value}, tf=tf)
+    expected = [f"{axis.show(a)}→{axis.show(b)}" for a, b in pairwise(ordered)]
     found = [a.transition for a in reporting.build([tmp_path]).attribution
-             if a.axis == axis and a.output == "model1.predictions"]  # fmt: skip
+             if a.axis == axis.name and a.output == "model1.predictions"]  # fmt: skip
     assert found == expected
+    if axis.name == "cpu_isa":  # every value matrix.toml accepts, oldest first, no cap last
+        assert expected[0] == "sse41→avx" and expected[-1] == "avx512_core_amx→native (no cap)"
+    if axis.name == "cpus":
+        assert expected[0] == "all cores→1 core"
+
+
+def test_every_planned_axis_is_known_to_the_harness_and_recorded_by_the_cell():
+    """One table: what the planner accepts is what the runner passes, the harness parses and a record names."""
+    from repromatrix.runner import knob_args
+    from repromatrix.scenarios.__main__ import parse_args
+
+    cell = Cell("2.21.0", "cpu", recipe="official", onednn=False, op_determinism=True, intra_op_threads=3,
+                inter_op_threads=2, cpus=1, cpu_isa="avx2")  # fmt: skip
+    args = parse_args([*knob_args(cell), "--out", "x"])
+    assert {a.name: getattr(args, a.name) for a in axes.AT_RUN_TIME} == {
+        a.name: getattr(cell, a.name) for a in axes.AT_RUN_TIME
+    }
+    assert Cell.from_record(cell.params()) == cell  # a record's cell rebuilds the cell
+    assert Cell.from_record({"id": "old", "tf": "2.12.1", "device": "cpu"}) == Cell("2.12.1", "cpu")
+    assert cell.id == "tf2.21.0-cpu-official-onednn0-det1-intra3-inter2-cpus1-isa-avx2"
+    assert set(cell.params()) == {"id", *axes.NAMES}

@@ -15,6 +15,7 @@ from repromatrix import matrix, runner
 from repromatrix.backends.local import LocalBackend
 from repromatrix.matrix import REPO_ROOT
 from repromatrix.scenarios import records
+from repromatrix.scenarios.layout import Layout
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.tf
@@ -39,7 +40,7 @@ def small_matrix(tmp_path, tf_python) -> Path:
 
 
 def records_of(results: Path) -> list[Path]:
-    return sorted(path for _, path in records.Layout(results).record_files())
+    return sorted(path for _, path in Layout(results).record_files())
 
 
 def test_second_run_with_nothing_changed_starts_no_process(small_matrix, tmp_path):

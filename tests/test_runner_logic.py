@@ -13,7 +13,8 @@ from repromatrix.errors import EngineUnavailableError, ResultsBusyError
 from repromatrix.matrix import Cell, DockerSettings, Matrix
 from repromatrix.reporting.load import load
 from repromatrix.results import exclusive
-from repromatrix.scenarios import records
+from repromatrix.scenarios import exchange, fileio, records
+from repromatrix.scenarios.layout import Layout, Manifest
 from tests.fakes import FakeBackend
 
 CELL = Cell("2.21.0", "cpu")
@@ -32,7 +33,7 @@ def run(backend: FakeBackend, results: Path, cells=(CELL,), **options) -> list[r
 
 
 def record(results: Path, cell: Cell, name: str, variant: str, repeat: int) -> records.Record:
-    return records.Record.read(records.Layout(results).cell(cell.id).record(name, variant, repeat))
+    return records.Record.read(Layout(results).cell(cell.id).record(name, variant, repeat))
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +47,7 @@ def test_resume_runs_only_what_is_missing_and_a_second_run_nothing(tmp_path):
     backend = FakeBackend()
     [first] = run(backend, tmp_path)
     assert (first.state, first.started, first.counts) == ("ran", 4, {"ok": 4})
-    records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 1).unlink()
+    Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 1).unlink()
 
     again = FakeBackend()
     [second] = run(again, tmp_path)
@@ -67,15 +68,15 @@ def test_a_new_environment_reruns_everything(tmp_path):
 def test_failed_and_lost_repeats_get_error_records_and_measured_ones_stay(tmp_path):
     run(FakeBackend(), tmp_path)
     before = record(tmp_path, CELL, "seeded_init", "seeded", 0)
-    records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0).unlink()
-    records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 1).unlink()
+    Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0).unlink()
+    Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 1).unlink()
     broken = FakeBackend(error_repeats={"init-unseeded #0"}, lose_repeats={"init-unseeded #1"})
     [outcome] = run(broken, tmp_path)
     assert outcome.state == "error" and outcome.counts == {"ok": 2, "error": 2}
     failed = record(tmp_path, CELL, "init", "unseeded", 0)
     assert failed.status == "error" and "RuntimeError: boom" in failed.message
     lost = record(tmp_path, CELL, "init", "unseeded", 1)
-    assert lost.status == "error" and "left no record" in lost.message and "exit code 137" in lost.message
+    assert lost.status == "error" and "left no record" in lost.message and "killed by SIGKILL" in lost.message
     assert record(tmp_path, CELL, "seeded_init", "seeded", 0) == before  # measured, untouched
 
 
@@ -91,7 +92,7 @@ def test_skipped_cells_say_why_and_unchanged_skips_are_not_rewritten(tmp_path):
     backend = FakeBackend(skip={CELL.id: "no NVIDIA GPU on this host"})
     [outcome] = run(backend, tmp_path)
     assert outcome.state == "skipped" and outcome.counts == {"skipped": 4}
-    path = records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
+    path = Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
     assert records.Record.read(path).message == "no NVIDIA GPU on this host"
     os.utime(path, (1, 1))
     run(backend, tmp_path)
@@ -103,12 +104,12 @@ def test_interrupted_run_starts_nothing_and_writes_no_made_up_errors(tmp_path):
     backend = FakeBackend()
     [outcome] = run(backend, tmp_path)
     assert outcome.state == "interrupted" and backend.started == []
-    assert list(records.Layout(tmp_path).record_files()) == []
+    assert list(Layout(tmp_path).record_files()) == []
 
 
 def test_damaged_arrays_are_measured_again_and_left_out_of_the_report(tmp_path):
     run(FakeBackend(), tmp_path)
-    layout = records.Layout(tmp_path).cell(CELL.id)
+    layout = Layout(tmp_path).cell(CELL.id)
     npz = records.arrays_path(layout.record("seeded_init", "seeded", 0))
     npz.write_bytes(npz.read_bytes()[:50])  # truncated
     empty = records.arrays_path(layout.record("seeded_init", "seeded", 1))
@@ -124,10 +125,10 @@ def test_damaged_arrays_are_measured_again_and_left_out_of_the_report(tmp_path):
 
 def test_arrays_that_do_not_match_their_digests_are_not_reused(tmp_path):
     run(FakeBackend(), tmp_path)
-    path = records.Layout(tmp_path).cell(CELL.id).record("seeded_init", "seeded", 0)
+    path = Layout(tmp_path).cell(CELL.id).record("seeded_init", "seeded", 0)
     arrays = records.load_arrays(records.arrays_path(path))
     arrays["model1.predictions"] = np.zeros(4, np.float32)
-    records.write_npz(records.arrays_path(path), arrays)
+    fileio.write_npz(records.arrays_path(path), arrays)
     rerun = FakeBackend()
     run(rerun, tmp_path)
     assert rerun.started == ["seeded_init-seeded #0"]
@@ -147,7 +148,7 @@ def test_malformed_but_parseable_records_are_warnings(tmp_path, mutation, proble
     import json
 
     run(FakeBackend(), tmp_path)
-    path = records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
+    path = Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
     raw = json.loads(path.read_text())
     raw.update(mutation)
     path.write_text(json.dumps(raw))
@@ -165,7 +166,7 @@ def test_records_outside_the_plan_are_left_out_and_counted(tmp_path):
 
 
 def test_a_second_run_into_the_same_folder_is_refused_naming_the_holder(tmp_path):
-    with exclusive(records.Layout(tmp_path)), pytest.raises(ResultsBusyError, match=r"is in use by pid \d+ .*--wait"):
+    with exclusive(Layout(tmp_path)), pytest.raises(ResultsBusyError, match=r"is in use by pid \d+ .*--wait"):
         run(FakeBackend(), tmp_path)
     [outcome] = run(FakeBackend(), tmp_path)  # released
     assert outcome.state == "ran"
@@ -173,16 +174,16 @@ def test_a_second_run_into_the_same_folder_is_refused_naming_the_holder(tmp_path
 
 def test_records_of_another_backend_are_not_overwritten(tmp_path):
     run(FakeBackend(name="docker"), tmp_path)
-    before = {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()}
+    before = {p: p.read_bytes() for _, p in Layout(tmp_path).record_files()}
     with pytest.raises(ResultsBusyError, match="made by the docker backend and this run uses local"):
         run(FakeBackend(name="local"), tmp_path)
-    assert {p: p.read_bytes() for _, p in records.Layout(tmp_path).record_files()} == before
+    assert {p: p.read_bytes() for _, p in Layout(tmp_path).record_files()} == before
 
 
 @pytest.mark.parametrize("manifest", ["missing", "garbage"])
 def test_without_a_readable_manifest_the_records_still_name_their_backend(tmp_path, manifest):
     run(FakeBackend(name="local"), tmp_path)
-    layout = records.Layout(tmp_path)
+    layout = Layout(tmp_path)
     if manifest == "missing":
         layout.manifest.unlink()
     else:
@@ -192,12 +193,12 @@ def test_without_a_readable_manifest_the_records_still_name_their_backend(tmp_pa
         run(FakeBackend(name="docker"), tmp_path)
     assert {p: p.read_bytes() for _, p in layout.record_files()} == before
     [outcome] = run(FakeBackend(name="local"), tmp_path)  # the same backend goes on, and the manifest is rewritten
-    assert outcome.state == "up to date" and records.Manifest.read(layout.manifest).backend == "local"
+    assert outcome.state == "up to date" and Manifest.read(layout.manifest).backend == "local"
 
 
 def test_a_run_removes_what_dead_runs_left_in_the_folder(tmp_path):
     run(FakeBackend(), tmp_path)
-    cell = records.Layout(tmp_path).cell(CELL.id)
+    cell = Layout(tmp_path).cell(CELL.id)
     litter = [
         cell.root / "init-unseeded" / ".0.npz.k2j3h4.tmp.npz",  # a half-written npz
         cell.root / "init-unseeded" / ".1.json.x8y7z6.tmp",
@@ -252,7 +253,7 @@ def test_records_get_the_umask_permissions(tmp_path):
         run(FakeBackend(), tmp_path)
     finally:
         os.umask(previous)
-    path = records.Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
+    path = Layout(tmp_path).cell(CELL.id).record("init", "unseeded", 0)
     assert path.stat().st_mode & 0o777 == 0o644
     assert records.arrays_path(path).stat().st_mode & 0o777 == 0o644
     assert (tmp_path / CELL.id).stat().st_mode & 0o002 == 0  # not world-writable
@@ -262,7 +263,7 @@ def test_progress_comes_from_the_harness_summary_file(tmp_path):
     from repromatrix import progress
 
     summary = tmp_path / "summary.json"
-    records.Summary(planned=6, ok=2, error=1).write(summary)
+    exchange.Summary(planned=6, ok=2, error=1).write(summary)
     monitor = progress.Monitor(live=False)
     monitor.track(CELL.id, summary, planned=6)
     [line] = monitor._lines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from repromatrix.scenarios import discover, records
+from repromatrix.scenarios.layout import CellLayout
 from tests.conftest import HANGING, NEWEST_TF, OLDEST_TF, RAISING, REPEATS, harness, write_scenario
 
 pytestmark = pytest.mark.tf
@@ -20,7 +22,7 @@ BUILT_IN = [("init", "unseeded"), ("seeded_init", "seeded")] + [
 
 
 def read_all(out: Path, scenario: str, variant: str) -> list[records.Record]:
-    return [records.Record.read(records.CellLayout(out).record(scenario, variant, i)) for i in range(REPEATS)]
+    return [records.Record.read(CellLayout(out).record(scenario, variant, i)) for i in range(REPEATS)]
 
 
 def predictions(made: list[records.Record]) -> set[str]:
@@ -92,7 +94,7 @@ def test_onednn_setting_is_recorded_as_in_force(version, tf_python, tmp_path):
         out = tmp_path / state
         done = harness(tf_python(version), "seeded_init", "--repeat", "1", "--onednn", state, "--out", str(out))
         assert done.returncode == 0, done.stderr[-2000:]
-        knobs = records.Record.read(records.CellLayout(out).record("seeded_init", "seeded", 0)).knobs
+        knobs = records.Record.read(CellLayout(out).record("seeded_init", "seeded", 0)).knobs
         assert knobs["onednn"] is expected
         assert knobs["TF_ENABLE_ONEDNN_OPTS"] == ("1" if expected else "0")
 
@@ -100,7 +102,7 @@ def test_onednn_setting_is_recorded_as_in_force(version, tf_python, tmp_path):
 def test_seed_zero_is_a_seed(tf_python, tmp_path):
     done = harness(tf_python(NEWEST_TF), "seeded_init", "--repeat", "2", "--seed", "0", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
-    made = [records.Record.read(records.CellLayout(tmp_path).record("seeded_init", "seeded", i)) for i in range(2)]
+    made = [records.Record.read(CellLayout(tmp_path).record("seeded_init", "seeded", i)) for i in range(2)]
     assert {r.seed for r in made} == {0}
     assert len(predictions(made)) == 1
 
@@ -150,7 +152,7 @@ def test_unknown_scenario_gives_an_error_record_and_exit_code(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "unknown scenario (available: cnn_training, dropout_training" in errors[0]
     for repeat in range(2):
-        record = records.Record.read(records.CellLayout(tmp_path).record("no_such_scenario", "unknown", repeat))
+        record = records.Record.read(CellLayout(tmp_path).record("no_such_scenario", "unknown", repeat))
         assert record.status == "error" and "unknown scenario" in record.message
 
 
@@ -166,16 +168,16 @@ def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp
         cwd=scenarios_copy,
     )  # fmt: skip
     assert done.returncode == 1
-    raised = records.Record.read(records.CellLayout(out).record("user_raises", "seeded", 0))
+    raised = records.Record.read(CellLayout(out).record("user_raises", "seeded", 0))
     assert raised.status == "error"
     assert "RuntimeError: boom from a user scenario" in raised.message
     assert "Traceback" in raised.stderr_tail
-    hung = records.Record.read(records.CellLayout(out).record("user_hangs", "seeded", 0))
+    hung = records.Record.read(CellLayout(out).record("user_hangs", "seeded", 0))
     assert hung.status == "error" and "timed out after 25 s" in hung.message
-    broken = records.Record.read(records.CellLayout(out).record("user_no_run", "seeded", 0))
+    broken = records.Record.read(CellLayout(out).record("user_no_run", "seeded", 0))
     assert broken.status == "error" and "run(variant, seed)" in broken.message
     # The well-behaved scenario after them still ran.
-    assert records.Record.read(records.CellLayout(out).record("seeded_init", "seeded", 0)).status == "ok"
+    assert records.Record.read(CellLayout(out).record("seeded_init", "seeded", 0)).status == "ok"
     assert len([line for line in done.stderr.splitlines() if line.startswith("error:")]) == 3
 
 
@@ -185,18 +187,35 @@ def test_user_scenario_is_discovered_and_run_like_the_built_ins(scenarios_copy, 
     assert found["wide_seeded"].variants == ("seeded",) and found["wide_seeded"].problem is None
     done = harness(tf_python(NEWEST_TF), "--repeat", "1", "--out", str(tmp_path), cwd=scenarios_copy)
     assert done.returncode == 0, done.stderr[-2000:]
-    record = records.Record.read(records.CellLayout(tmp_path).record("wide_seeded", "seeded", 0))
+    record = records.Record.read(CellLayout(tmp_path).record("wide_seeded", "seeded", 0))
     assert record.in_process_identical is True
     assert record.outputs["model1.weights"].shape == (2 * 32 + 32 + 32 + 1,)
 
 
-def test_determinism_and_thread_knobs_are_recorded_as_in_force(tf_python, tmp_path):
-    done = harness(
-        tf_python(NEWEST_TF), "seeded_init", "--repeat", "1", "--op-determinism", "on",
-        "--intra-op-threads", "1", "--inter-op-threads", "1", "--out", str(tmp_path),
-    )  # fmt: skip
+# What a record says is in force for each run-time axis at the value the test gives it. One entry per
+# axis of the table: a new axis fails this test until it says how its effect is seen.
+IN_FORCE = {
+    "onednn": (False, lambda k: k["onednn"] is False and k["TF_ENABLE_ONEDNN_OPTS"] == "0"),
+    "op_determinism": (True, lambda k: k["op_determinism"] is True),
+    "intra_op_threads": (3, lambda k: k["intra_op_threads"] == 3),
+    "inter_op_threads": (2, lambda k: k["inter_op_threads"] == 2),
+    "cpus": (1, lambda k: k["usable_cores"] == 1),
+    "cpu_isa": ("avx2", lambda k: k["ONEDNN_MAX_CPU_ISA"] == "AVX2"),
+}
+
+
+def test_every_axis_the_planner_accepts_is_applied_in_the_cell_and_recorded(tf_python, tmp_path):
+    from repromatrix.matrix import Cell
+    from repromatrix.runner import knob_args
+    from repromatrix.scenarios import axes
+
+    assert set(IN_FORCE) == {a.name for a in axes.AT_RUN_TIME}
+    cell = Cell(NEWEST_TF, "cpu", **{name: value for name, (value, _) in IN_FORCE.items()})
+    done = harness(tf_python(NEWEST_TF), "seeded_init", "--repeat", "1", *knob_args(cell),
+                   "--cell-json", json.dumps(cell.params()), "--out", str(tmp_path))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    knobs = records.Record.read(records.CellLayout(tmp_path).record("seeded_init", "seeded", 0)).knobs
-    assert knobs["op_determinism"] is True
-    assert (knobs["intra_op_threads"], knobs["inter_op_threads"]) == (1, 1)
-    assert knobs["requested"]["op_determinism"] is True
+    record = records.Record.read(CellLayout(tmp_path).record("seeded_init", "seeded", 0))
+    for name, (value, seen) in IN_FORCE.items():
+        assert record.knobs["requested"][name] == value, name
+        assert seen(record.knobs), (name, record.knobs)
+    assert Cell.from_record(record.cell) == cell  # the environment axes too: the record names the whole cell

@@ -11,13 +11,14 @@ import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from repromatrix.errors import FatalError
 from repromatrix.matrix import Cell
-from repromatrix.scenarios import staged_files
+from repromatrix.scenarios import process_env, staged_files
+from repromatrix.scenarios.axes import ISA_FLAGS
 
 
 def cache_dir() -> Path:
@@ -57,20 +58,6 @@ def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = ()) -
     return root
 
 
-# The CPU flags (/proc/cpuinfo) an instruction-set cap needs from the host: a cap above what
-# the CPU has cannot emulate anything, so such a cell is skipped rather than silently uncapped.
-ISA_FLAGS: dict[str, tuple[str, ...]] = {
-    "sse41": ("sse4_1",),
-    "avx": ("avx",),
-    "avx2": ("avx2",),
-    "avx2_vnni": ("avx2", "avx_vnni"),
-    "avx512_core": ("avx512f", "avx512bw", "avx512vl", "avx512dq"),
-    "avx512_core_vnni": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"),
-    "avx512_core_bf16": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"),
-    "avx512_core_amx": ("avx512f", "avx512bw", "avx512vl", "avx512dq", "amx_tile", "amx_bf16", "amx_int8"),
-}
-
-
 def host_cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -104,12 +91,10 @@ def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = N
     return None
 
 
-def cell_env(cell: Cell) -> dict[str, str]:
-    """What a process in the cell's environment has set: the knobs read from the environment."""
-    from repromatrix.scenarios.worker import env_knobs
-
-    knobs = {"onednn": cell.onednn, "op_determinism": cell.op_determinism, "cpu_isa": cell.cpu_isa}
-    return {"TF_CPP_MIN_LOG_LEVEL": "2", **env_knobs(knobs)}
+def cell_env(cell: Cell, pythonpath: str, knobs: bool = False) -> dict[str, str]:
+    """The variables a process in the cell's environment gets, on either backend (scenarios.process_env);
+    with `knobs`, the cell's knobs too (a shell: the harness applies them itself, from its flags)."""
+    return process_env(pythonpath, asdict(cell) if knobs else None)
 
 
 def usable_cores() -> int:

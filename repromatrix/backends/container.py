@@ -307,7 +307,7 @@ class DockerBackend:
             )
         with tempfile.TemporaryDirectory(prefix="repromatrix-shell-") as scratch:
             result = self.execute(cell, prepared.handle, command, Path(scratch), timeout=self.engine.timeout,
-                                  workdir=workdir, environment=cell_env(cell))  # fmt: skip
+                                  workdir=workdir, knobs=True)  # fmt: skip
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.returncode
@@ -320,7 +320,7 @@ class DockerBackend:
         out_dir: Path,
         timeout: float,
         workdir: Path | None = None,
-        environment: dict[str, str] | None = None,
+        knobs: bool = False,
     ) -> HarnessRun:
         """Run `command` in a hardened container whose only writable mount is `out_dir`."""
         import requests
@@ -366,12 +366,7 @@ class DockerBackend:
                 image=image,
                 command=command,
                 user=user,
-                environment={
-                    "HOME": "/tmp",
-                    "PYTHONPATH": CONTAINER_CODE,
-                    "PYTHONDONTWRITEBYTECODE": "1",
-                    **(environment or {}),
-                },
+                environment={"HOME": "/tmp", **cell_env(cell, CONTAINER_CODE, knobs)},
                 host_config=host_config,
                 working_dir=CONTAINER_WORK if workdir else "/tmp",
                 network_disabled=True,

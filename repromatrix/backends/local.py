@@ -192,9 +192,9 @@ class LocalBackend:
     def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
         prepared = self.prepare(cell, verbose=False)
         bin_dir = Path(prepared.handle).parent
-        env = {**os.environ, **cell_env(cell), "VIRTUAL_ENV": str(bin_dir.parent),
-               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-               "PYTHONPATH": str(code_root(self.cache, self.scenario_dirs))}  # fmt: skip
+        code = str(code_root(self.cache, self.scenario_dirs))
+        path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        env = {**os.environ, **cell_env(cell, code, knobs=True), "VIRTUAL_ENV": str(bin_dir.parent), "PATH": path}
         cores = sorted(os.sched_getaffinity(0))[: cell.cpus] if cell.cpus else None
         process = subprocess.Popen(command, cwd=workdir, env=env)
         if cores:
@@ -203,9 +203,7 @@ class LocalBackend:
             return process.wait()
 
     def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(code_root(self.cache, self.scenario_dirs))
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env = {**os.environ, **cell_env(cell, str(code_root(self.cache, self.scenario_dirs)))}
         # -P and the cell's folder as working directory: a checkout's own scenarios/ (the folder this
         # was started from, say) never shadows the staged one.
         out_dir = out_dir.resolve()
