@@ -435,14 +435,6 @@ def _tolerance_groups(letters: list[str], pairs: list[ClassPair]) -> list[list[s
 # -- attribution ----------------------------------------------------------------------
 
 
-def _axis_value_key(axis: str, value: Any) -> tuple[int, Any]:
-    return axes.axis(axis).order(value)
-
-
-def _show(axis: str, value: Any) -> str:
-    return axes.axis(axis).show(value)
-
-
 @dataclass
 class Attribution:
     """One axis × value transition × scenario variant × output: how often that change alone flips the bits."""
@@ -461,7 +453,7 @@ class Attribution:
 
     @property
     def transition(self) -> str:
-        return f"{_show(self.axis, self.from_value)}→{_show(self.axis, self.to_value)}"
+        return f"{axes.axis(self.axis).show(self.from_value)}→{axes.axis(self.axis).show(self.to_value)}"
 
     def to_json(self) -> dict[str, Any]:
         return {"axis": self.axis, "from": self.from_value, "to": self.to_value, "scenario": self.scenario,
@@ -496,11 +488,11 @@ def attribution(all_variants: list[Variant], arrays: Arrays) -> list[Attribution
                 others = {k: val for k, val in v.cell.items() if k not in ("id", axis)}
                 rest[json.dumps(others, sort_keys=True, default=str)].append(v)
             for members in rest.values():
-                members.sort(key=lambda v: _axis_value_key(axis, v.cell.get(axis)))
+                members.sort(key=lambda v: axes.axis(axis).order(v.cell.get(axis)))
                 for left, right in pairwise(members):
                     for output in outputs:
                         _count_pair(found, axis, scenario, output, left, right, arrays)
-    return sorted(found.values(), key=lambda a: (a.axis, _axis_value_key(a.axis, a.from_value), a.scenario,
+    return sorted(found.values(), key=lambda a: (a.axis, axes.axis(a.axis).order(a.from_value), a.scenario,
                                                  output_order(a.output)))  # fmt: skip
 
 

@@ -98,34 +98,12 @@ class Matrix:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-def value_label(axis: str, value: Any) -> str:
-    """'all cores' rather than 0, 'on' rather than True, 'TF default' rather than 0 threads."""
-    return axes.axis(axis).show(value)
-
-
-def value_order(axis: str, value: Any) -> tuple[int, Any]:
-    """Where a value sits on its axis (the table's order), for pairing neighbours."""
-    return axes.axis(axis).order(value)
-
-
 # Keys of [matrix] that choose cells rather than name an axis.
 _DESIGN_KEYS = ("design", "crossed")
 
 
 def _fail(source: Path, key: str, value: Any, allowed: str) -> ConfigurationError:
     return ConfigurationError(f"{source.name}: {key} = {value!r} is not valid; {allowed}")
-
-
-def _type_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int in Python; in a config file true is not 1.
-    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
 
 
 def _check_keys(source: Path, table: str, given: dict[str, Any], allowed: list[str]) -> None:
@@ -153,12 +131,12 @@ def _settings(source: Path, data: dict[str, Any], table: str) -> dict[str, Any]:
     of its type and allowed, the environment variable of a per-machine setting winning over the file."""
     declared = options.in_table(table)
     given = data.get(table, {})
-    _check_keys(source, table, given, [option.key.partition(".")[2] for option in declared])
+    _check_keys(source, table, given, [option.key_name for option in declared])
     values: dict[str, Any] = {}
     for option in declared:
-        value = given.get(option.key.partition(".")[2], option.default)
-        if not _is(value, option.kind):
-            raise _fail(source, option.toml_key, value, f"it must be {_type_name(option.kind)}")
+        value = given.get(option.key_name, option.default)
+        if not axes.is_of(value, option.kind):
+            raise _fail(source, option.toml_key, value, f"it must be {axes.type_name(option.kind)}")
         if option.env and option.env in os.environ:
             value = os.environ[option.env]
         problem = option.check(value)
@@ -257,13 +235,13 @@ def design_cells(values: dict[str, list[Any]], design: str, crossed: list[str]) 
     chosen: dict[Cell, str] = {}
     for combo in itertools.product(*(values[name] for name in crossed)):
         point = {**baseline, **dict(zip(crossed, combo, strict=True))}
-        where = ", ".join(f"{name}={value_label(name, point[name])}" for name in crossed)
+        where = ", ".join(f"{name}={axes.BY_NAME[name].show(point[name])}" for name in crossed)
         chosen.setdefault(Cell(**point), f"baseline ({where})" if crossed else "baseline")
         for name, axis_values in values.items():
             if name in crossed:
                 continue
             for value in axis_values[1:]:
-                why = f"changes {name} to {value_label(name, value)}" + (f" (at {where})" if crossed else "")
+                why = f"changes {name} to {axes.BY_NAME[name].show(value)}" + (f" (at {where})" if crossed else "")
                 chosen.setdefault(Cell(**{**point, name: value}), why)
     return chosen
 

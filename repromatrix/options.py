@@ -62,8 +62,13 @@ class Option:
         return self.key.partition(".")[0]
 
     @property
+    def key_name(self) -> str:
+        """The key within its table."""
+        return self.key.partition(".")[2]
+
+    @property
     def toml_key(self) -> str:
-        return f"[{self.table}].{self.key.partition('.')[2]}"
+        return f"[{self.table}].{self.key_name}"
 
     def where(self) -> str:
         """What a person types to set it: the flag, the matrix.toml key, the variable."""

@@ -40,6 +40,18 @@ ISA_FLAGS: dict[str, tuple[str, ...]] = {
 _VERSION = re.compile(r"^\d+(\.\d+)*(\.post\d+)?$")
 
 
+def is_of(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """`isinstance`, except that true is not 1: bool is an int in Python, not in a config file."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+def type_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
 def _on_off(value: bool) -> str:
     return "on" if value else "off"
 
@@ -109,10 +121,8 @@ class Axis:
 
     def problem(self, value: Any) -> str:
         """Why `value` is not allowed on this axis, or ""."""
-        kinds = (self.kind,)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and self.kind is not bool):
-            names = {bool: "true/false", int: "an integer", str: "a string"}
-            return f"each value must be {names.get(self.kind, self.kind.__name__)}"
+        if not is_of(value, self.kind):
+            return f"each value must be {type_name(self.kind)}"
         if self.values and value not in self.values:
             return f"allowed: {', '.join(map(str, self.values))}"
         return self.check(value)
