@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from repromatrix.errors import ReportInputError
+from repromatrix.harness import fileio
 from repromatrix.reporting import figure, html, text
 from repromatrix.reporting.history import timeline
 from repromatrix.reporting.history import write as write_history
 from repromatrix.reporting.model import Report, build
-from repromatrix.scenarios import fileio
 
 __all__ = ["Report", "build", "render_all"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from itertools import combinations, pairwise
 from typing import Any
 
+from repromatrix.harness import axes, records
 from repromatrix.reporting.distances import TOLERANCE_ULP, Arrays, Distance
 from repromatrix.reporting.load import Loaded, Published
-from repromatrix.scenarios import axes, records
 
 REPORT_SCHEMA = 2
 VARIES = "~"
@@ -220,8 +220,8 @@ def hosts_of(loaded: list[Loaded]) -> list[dict[str, Any]]:
     labels = host_labels(loaded)
     found: dict[str, dict[str, Any]] = {}
     for item in loaded:
-        entry = found.setdefault(item.record.host_id, {**item.record.host, "label": labels[item.record.host_id],
-                                                       "records": 0})  # fmt: skip
+        host = {**item.record.host.to_json(), "label": labels[item.record.host_id], "records": 0}
+        entry = found.setdefault(item.record.host_id, host)
         entry["records"] += 1
     return sorted(found.values(), key=lambda h: h["label"])
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from repromatrix.harness import records
 from repromatrix.reporting.load import Loaded
-from repromatrix.scenarios import records
 
 # "Numerically the same, not bit-identical": classes this close are grouped in the tolerance view.
 TOLERANCE_ULP = 16

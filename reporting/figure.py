@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from html import escape
 
+from repromatrix.harness import axes
 from repromatrix.reporting import analysis, distances
 from repromatrix.reporting.model import Report
-from repromatrix.scenarios import axes
 
 ROW_H = 30
 COL_W = 132

@@ -8,9 +8,9 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from repromatrix.harness import axes
 from repromatrix.reporting.analysis import Attribution, Finding, Variant, is_compared, output_order
 from repromatrix.reporting.distances import Distance
-from repromatrix.scenarios import axes
 
 
 def _join(items: list[str]) -> str:
@@ -170,13 +170,13 @@ def against_published(all_variants: list[Variant]) -> list[str]:
 
 def hosts_line(hosts: list[dict[str, Any]]) -> str:
     """The headline's word on where it was measured (a published report's host is marked as such)."""
-    from repromatrix.scenarios.hosts import describe
+    from repromatrix.harness.hosts import Host, describe
 
     if not hosts or (len(hosts) == 1 and not hosts[0].get("id")):
         return ""  # records made before hosts were recorded say nothing about theirs
 
     def named(host: dict[str, Any]) -> str:
-        return describe(host) + (" — from the published report" if host.get("published") else "")
+        return describe(Host.from_json(host)) + (" — from the published report" if host.get("published") else "")
 
     if len(hosts) == 1:
         return f"Measured on one host: {named(hosts[0])}."

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from repromatrix.harness import fileio
 from repromatrix.reporting.model import Report
-from repromatrix.scenarios import fileio
 
 FILE = "history.json"
 FOLDER = "history"

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repromatrix.scenarios import default_expectation, records
-from repromatrix.scenarios.layout import Layout, Manifest
+from repromatrix.harness import records
+from repromatrix.harness.catalog import default_expectation
+from repromatrix.harness.layout import Layout, Manifest
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from repromatrix.harness import axes
 from repromatrix.reporting import analysis, distances, drift
 from repromatrix.reporting.history import rows as history_rows
 from repromatrix.reporting.model import Report
-from repromatrix.scenarios import axes
 
 # GitHub refuses a step summary over 1 MiB; leave room for what other steps add.
 MARKDOWN_LIMIT = 900 * 1024

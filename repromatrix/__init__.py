@@ -1,38 +1,15 @@
 """repromatrix: which TensorFlow environments give bit-identical outputs.
 
-Data flow: matrix.toml → runner (this package) → docker/ recipes → scenarios/
-→ results → reporting/.
+Data flow: matrix.toml → plan (`matrix`), build and run (`backends`, `runner`) → docker/ recipes →
+inside every cell the harness (`harness`) runs the scenarios (`scenarios`) → records → `reporting`.
 
-`scenarios/` and `reporting/` are this package's `repromatrix.scenarios` and
-`repromatrix.reporting`: pyproject.toml's package-dir installs them so (and an
-editable install maps them). A checkout imported without installing it — the
-noxfile does, to name its per-cell sessions — gets the same mapping here.
+The top-level scenarios/ and reporting/ folders of a checkout are this package's `repromatrix.scenarios`
+and `repromatrix.reporting` (pyproject.toml's package-dir). An editable install lays the whole package
+out as the wheel does, as a tree of links (setup.py makes it a strict one); `extend_path` lets the
+checkout's own folder, first on the path when Python starts there, find the rest in that tree.
 """
 
-from __future__ import annotations
+from pkgutil import extend_path
 
-import sys
-from importlib.machinery import ModuleSpec
-from importlib.util import spec_from_file_location
-from pathlib import Path
-
+__path__ = extend_path(__path__, __name__)
 __version__ = "0.1.0"
-
-_CHECKOUT = Path(__file__).resolve().parent.parent
-_FOLDERS = {"repromatrix.scenarios": "scenarios", "repromatrix.reporting": "reporting"}  # = pyproject's package-dir
-
-
-class _CheckoutFinder:
-    """Finds repromatrix.scenarios and repromatrix.reporting in a checkout's top-level folders."""
-
-    @classmethod
-    def find_spec(cls, fullname: str, path: object = None, target: object = None) -> ModuleSpec | None:
-        folder = _FOLDERS.get(fullname)
-        if folder is None:
-            return None
-        return spec_from_file_location(fullname, _CHECKOUT / folder / "__init__.py",
-                                       submodule_search_locations=[str(_CHECKOUT / folder)])  # fmt: skip
-
-
-if (_CHECKOUT / "scenarios" / "records.py").is_file() and not (Path(__file__).parent / "scenarios").exists():
-    sys.meta_path.append(_CheckoutFinder())

@@ -23,9 +23,11 @@ from tabulate import tabulate
 
 from repromatrix import runner
 from repromatrix.backends import Backend
-from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import discover, records
-from repromatrix.scenarios.layout import Layout
+from repromatrix.harness import records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.catalog import discover
+from repromatrix.harness.layout import Layout
+from repromatrix.matrix import Matrix
 
 
 def _timed(action) -> tuple[float, object]:

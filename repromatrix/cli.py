@@ -28,8 +28,11 @@ from repromatrix.errors import (
     LockError,
 )
 from repromatrix.extras import Extras
-from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import SCENARIOS_DIR, Scenario, ScenarioClash, discover, hosts, staged_files
+from repromatrix.harness import hosts
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.catalog import Scenario, ScenarioClash, builtin_dir, discover, staged_files
+from repromatrix.harness.hosts import Host
+from repromatrix.matrix import Matrix
 from repromatrix.session import EXIT_CODE_FILE
 
 # Each command, its help, and the option groups (options.py) whose flags it takes.
@@ -81,7 +84,7 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
             raise ConfigurationError(f"--scenarios {folder}: no such folder; give a folder of scenario modules")
         folders.append(folder.resolve())
     try:
-        found = discover(SCENARIOS_DIR, *folders)
+        found = discover(builtin_dir(), *folders)
         staged_files(folders)  # what every cell will hold: no clash, not too large
     except ScenarioClash as exc:
         raise ConfigurationError(str(exc)) from None
@@ -146,12 +149,12 @@ def fan_out(loaded: Matrix, cells: list[Cell], runners: list[str]) -> list[dict[
     return jobs
 
 
-def this_host(label: str | None) -> dict[str, Any]:
+def this_host(label: str | None) -> Host:
     """This machine's fingerprint, labelled by --host, $REPROMATRIX_HOST or its CPU; a bad label is exit 2."""
     host = hosts.fingerprint(label=label)
-    problem = hosts.check_label(host["label"])
+    problem = hosts.check_label(host.label)
     if problem:
-        given = f"--host {label}" if label else f"${hosts.HOST_ENV}={host['label']}"
+        given = f"--host {label}" if label else f"${hosts.HOST_ENV}={host.label}"
         raise ConfigurationError(f"{given}: not a usable host label; {problem}")
     return host
 
@@ -174,7 +177,8 @@ def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
     )
     outcomes = runner.run_matrix(backend, loaded, cells, options, found)
     started = sum(outcome.started for outcome in outcomes)
-    states = {state: sum(o.state == state for o in outcomes) for state in ("ran", "up to date", "skipped", "error")}
+    shown = (runner.CellState.RAN, runner.CellState.UP_TO_DATE, runner.CellState.SKIPPED, runner.CellState.ERROR)
+    states = {state: sum(o.state == state for o in outcomes) for state in shown}
     progress.say(f"scenario processes started: {started}; cells: " + ", ".join(f"{n} {s}" for s, n in states.items()))
     return outcomes
 
@@ -200,7 +204,7 @@ def _broken(count: int) -> None:
 
 
 def _failed(outcomes: list[runner.CellOutcome]) -> None:
-    failed = [o for o in outcomes if o.state == "error"]
+    failed = [o for o in outcomes if o.state == runner.CellState.ERROR]
     if failed:
         names = ", ".join(o.cell.id for o in failed)
         raise CellsFailedError(f"{len(failed)} of {len(outcomes)} cells had errors ({names}); see the lines above")

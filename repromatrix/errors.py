@@ -12,7 +12,7 @@ runner measures that repeat again.
 
 from __future__ import annotations
 
-from repromatrix.scenarios.records import RecordError
+from repromatrix.harness.records import RecordError
 
 __all__ = [
     "CellError",

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from repromatrix import locks
 from repromatrix.errors import CellError
-from repromatrix.matrix import Cell
-from repromatrix.scenarios import SKIPPED_DIRS, fileio, records
+from repromatrix.harness import fileio, records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.catalog import SKIPPED_DIRS
 
 PINS_FILE = records.EXTRAS_PINS_FILE
 # Inside an image build: where the wheels of the build context land.

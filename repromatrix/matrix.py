@@ -9,13 +9,15 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, make_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from repromatrix import options
 from repromatrix.errors import ConfigurationError
-from repromatrix.scenarios import axes, records
+from repromatrix.harness import axes, records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.records import Isolation
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
@@ -34,46 +36,17 @@ def default_matrix() -> Path:
 DESIGNS = ("factorial", "one-at-a-time")
 
 
-class _CellMethods:
-    """What a cell knows beyond its axis values (which scenarios/axes.py declares)."""
+@dataclass(frozen=True)
+class DockerSettings:
+    """Where cells run: matrix.toml's [docker] (options.py declares each key; a test holds the two together)."""
 
-    @property
-    def id(self) -> str:
-        """Axes at their defaults are left out, so ids made before an axis existed stay valid."""
-        return axes.cell_id(asdict(self))  # type: ignore[call-overload]
-
-    @property
-    def environment(self) -> tuple[Any, ...]:
-        """Cells that differ only in run-time axes share one image or virtualenv."""
-        return tuple(getattr(self, a.name) for a in axes.AXES if not a.at_run_time)
-
-    def params(self) -> dict[str, Any]:
-        return {"id": self.id, **asdict(self)}  # type: ignore[call-overload]
-
-    @classmethod
-    def from_record(cls, values: dict[str, Any]) -> Cell:
-        """The cell a record's `cell` names; axes the record predates take their defaults."""
-        return cls(**{**axes.defaults(), **{k: v for k, v in values.items() if k in axes.BY_NAME}})
-
-
-# One environment: a value of every axis (TF version × device × recipe × knobs × emulated hardware).
-Cell = make_dataclass(
-    "Cell",
-    [(a.name, a.kind) if a.default is None else (a.name, a.kind, field(default=a.default)) for a in axes.AXES],
-    bases=(_CellMethods,),
-    frozen=True,
-    order=True,
-)
-Cell.__module__ = __name__  # for pickling and repr; make_dataclass takes `module` only from Python 3.12
-
-
-# Where cells run: matrix.toml's [docker], as options.py declares it.
-DockerSettings = make_dataclass(
-    "DockerSettings",
-    [(o.name, type(o.default), field(default=o.default)) for o in options.in_table("docker")],
-    frozen=True,
-)
-DockerSettings.__module__ = __name__
+    base_image: str = "python:3.11-slim"
+    official_image: str = "tensorflow/tensorflow"
+    extra_ca: str = ""
+    index_url: str = ""
+    memory: str = "4g"
+    cpus: float = 2.0
+    pids: int = 512
 
 
 @dataclass(frozen=True)
@@ -86,7 +59,7 @@ class Matrix:
     docker: DockerSettings
     source: Path
     design: str = "factorial"
-    isolation: str = records.DEFAULT_ISOLATION
+    isolation: Isolation = records.DEFAULT_ISOLATION
     # Array bytes a record keeps whole (past it, and per-layer/per-epoch arrays: a fixed sample).
     record_bytes: int = records.DEFAULT_RECORD_BYTES
     # The user's pip-installable project and extra requirements, installed in every cell on top of its lock.
@@ -190,7 +163,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         repeats=run["repeats"],
         seed=run["seed"],
         timeout=float(run["timeout"]),
-        isolation=run["isolation"],
+        isolation=Isolation(run["isolation"]),
         record_bytes=run["record_bytes"],
         project=project,
         requirements=tuple(r.strip() for r in run["requirements"]),

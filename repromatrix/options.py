@@ -9,13 +9,14 @@ per matrix, overrides in turn. Standard library only: the noxfile's module impor
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repromatrix.scenarios import hosts, records
+from repromatrix.harness import hosts, records
 
 DEFAULT_SCENARIOS = ("init", "seeded_init", "dropout_training", "cnn_training")
 DEFAULT_RESULTS = Path("results/matrix")
@@ -28,10 +29,13 @@ def csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _jobs() -> int:
-    from repromatrix.runner import default_jobs
-
-    return default_jobs()
+def default_jobs() -> int:
+    """One cell per core, but no more than one per 4 GiB of memory (a TF process peaks near 1 GiB)."""
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gib = 4.0
+    return max(1, min(hosts.usable_cores(), int(memory_gib // 4)))
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ OPTIONS: tuple[Option, ...] = (
            action="store_true"),
     # -- the run itself
     Option("results", "the results folder", ("running", "bench"), ("--results",), default=DEFAULT_RESULTS, type=Path),
-    Option("jobs", "cells at once", ("running", "bench"), ("--jobs",), default=_jobs, type=int),
+    Option("jobs", "cells at once", ("running", "bench"), ("--jobs",), default=default_jobs, type=int),
     Option("force", "rerun repeats whose records could be reused", ("running",), ("--force",), action="store_true"),
     Option("wait", "wait for another run that holds --results to end", ("running",), ("--wait",),
            action="store_true"),

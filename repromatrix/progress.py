@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from repromatrix.scenarios import exchange
+from repromatrix.harness import exchange
 
 _lock = threading.Lock()
 LOG_EVERY_S = 30.0

@@ -21,8 +21,9 @@ from typing import Any
 
 from repromatrix import cleanup
 from repromatrix.errors import ResultsBusyError
-from repromatrix.scenarios import fileio, records
-from repromatrix.scenarios.layout import Layout, Manifest
+from repromatrix.harness import fileio, records
+from repromatrix.harness.hosts import Host
+from repromatrix.harness.layout import Layout, Manifest
 
 
 def ensure_writable(folder: Path) -> None:
@@ -110,14 +111,15 @@ def _how_long(holder: str) -> str:
     return text
 
 
-def check_host(layout: Layout, host: dict[str, Any]) -> None:
+def check_host(layout: Layout, host: Host) -> None:
     """A results folder holds one machine's records: another host's run goes to its own folder,
     and the report merges the folders (host is an axis there)."""
-    made_on = Manifest.read(layout.manifest).host or _from_records(layout, lambda r: r.host_id and r.host) or {}
-    if made_on.get("id") and made_on["id"] != host.get("id"):
+    recorded = _from_records(layout, lambda r: r.host_id and r.host.to_json())
+    made_on = Manifest.read(layout.manifest).host or recorded or {}
+    if made_on.get("id") and made_on["id"] != host.id:
         raise ResultsBusyError(
             f"--results {layout.root} holds records measured on host {made_on.get('label') or made_on['id']}, and "
-            f"this is host {host.get('label')}; pass another --results folder (e.g. {layout.root}-{host.get('label')}) "
+            f"this is host {host.label}; pass another --results folder (e.g. {layout.root}-{host.label}) "
             "and give both folders to `repromatrix report` to compare the hosts"
         )
 
@@ -133,11 +135,11 @@ def check_backend(layout: Layout, backend: str) -> None:
 
 
 def write_manifest(layout: Layout, backend: str, cells: list[str], variants: list[tuple[str, str]],
-                   repeats: int, host: dict[str, Any] | None = None) -> None:  # fmt: skip
+                   repeats: int, host: Host | None = None) -> None:  # fmt: skip
     """What made the folder; a run narrowed to some cells does not disown the others."""
     before = Manifest.read(layout.manifest)
     manifest = Manifest(backend, before.cells | set(cells), frozenset(variants), repeats,
-                                {key: (host or {}).get(key) for key in ("id", "label")})  # fmt: skip
+                        {"id": host.id, "label": host.label} if host else {})  # fmt: skip
     fileio.write_json(layout.manifest, manifest.to_json())
 
 

@@ -12,8 +12,6 @@ runner writes the plan of one attempt, the harness writes its summary.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import shutil
 import signal
 import time
@@ -21,34 +19,38 @@ import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from repromatrix import cleanup, progress, results
-from repromatrix.backends import Backend, HarnessRun, Prepared
+from repromatrix.backends import Backend, HarnessRun
 from repromatrix.errors import CellError, EngineLostError, FatalError
-from repromatrix.matrix import Cell, Matrix
-from repromatrix.scenarios import PlannedRepeat, Scenario, axes, discover, exchange, hosts, plan, records, reuse_key
-from repromatrix.scenarios.layout import CellLayout, Layout
+from repromatrix.harness import exchange, hosts, records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.catalog import PlannedRepeat, Scenario, discover, plan, reuse_key
+from repromatrix.harness.hosts import Host
+from repromatrix.harness.layout import CellLayout, Layout
+from repromatrix.harness.records import Status
+from repromatrix.matrix import Matrix
 
 # Grace on top of the per-repeat timeouts, for the harness (or its container) to start and stop.
 HARNESS_GRACE_S = 120.0
 
 
-def default_jobs() -> int:
-    """One cell per core, but no more than one per 4 GiB of memory (a TF process peaks near 1 GiB)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        memory_gib = 4.0
-    return max(1, min(cores, int(memory_gib // 4)))
+class CellState(StrEnum):
+    """How a cell ended in this run."""
+
+    UP_TO_DATE = "up to date"  # every repeat reused
+    RAN = "ran"
+    SKIPPED = "skipped"  # it cannot run here (the records say why)
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass
 class CellOutcome:
     cell: Cell
-    state: str  # "up to date", "ran", "skipped", "error", "interrupted"
+    state: CellState
     started: int = 0  # scenario processes started
     counts: dict[str, int] = field(default_factory=dict)
     message: str = ""
@@ -63,16 +65,16 @@ class RunOptions:
     verbose: bool = False
     wait: bool = False  # for the results folder's lock
     monitor: progress.Monitor | None = None  # per-repeat progress of the running cells
-    host: dict[str, Any] = field(default_factory=dict)  # this machine (scenarios/hosts.py); read when empty
+    host: Host | None = None  # this machine (harness/hosts.py); read when None
 
 
 def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
     return plan(found, matrix.scenarios, matrix.repeats, matrix.seed)
 
 
-def cell_key(environment_key: str, cell: Cell, host: dict[str, Any]) -> str:
+def cell_key(environment_key: str, cell: Cell, host: Host) -> str:
     """The environment, the cell's knobs and the machine: what a record's bits depend on besides the scenario."""
-    return f"{environment_key}|{cell.id}|host:{host.get('id', '')}"
+    return f"{environment_key}|{cell.id}|host:{host.id}"
 
 
 def repeat_key(environment_key: str, repeat: PlannedRepeat, matrix: Matrix) -> str | None:
@@ -99,28 +101,8 @@ def missing(
     return todo
 
 
-def knob_args(cell: Cell) -> list[str]:
-    """The cell's run-time axes as the harness's flags, every one of them (the harness knows no cell)."""
-    return [part for a in axes.AT_RUN_TIME for part in (a.flag, a.to_text(getattr(cell, a.name)))]
-
-
-def harness_args(matrix: Matrix, cell: Cell, prepared: Prepared, attempt: str, verbose: bool,
-                 host: dict[str, Any]) -> list[str]:  # fmt: skip
-    """Everything but --out, which only the backend knows (a container sees its own path)."""
-    return [
-        "--timeout", f"{matrix.timeout:g}",
-        *knob_args(cell),
-        "--cell-json", json.dumps(cell.params(), sort_keys=True),
-        "--image-json", json.dumps(prepared.description, sort_keys=True),
-        "--host-json", json.dumps(host, sort_keys=True),
-        "--attempt", attempt,
-        "--isolation", matrix.isolation,
-        *(["--verbose"] if verbose else []),
-    ]  # fmt: skip
-
-
-def _fill(layout: CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: str, message: str,
-          detail: str, keep: set[str], host: dict[str, Any]) -> None:  # fmt: skip
+def _fill(layout: CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: Status, message: str,
+          detail: str, keep: set[str], host: Host) -> None:  # fmt: skip
     """Status records for the repeats that have no record worth keeping; measured ones are never replaced."""
     for repeat in repeats:
         path = layout.record(repeat.name, repeat.variant, repeat.index)
@@ -159,39 +141,40 @@ def run_cell(
     backend: Backend, matrix: Matrix, cell: Cell, repeats: list[PlannedRepeat], options: RunOptions
 ) -> CellOutcome:
     layout = Layout(options.results).cell(cell.id)
+    host = options.host or hosts.fingerprint()
     try:
         reason = backend.skip_reason(cell)
         if reason is not None:
-            _fill(layout, cell, repeats, "skipped", reason, "", keep=set(), host=options.host)
-            return CellOutcome(cell, "skipped", counts=_count(layout, repeats), message=reason)
-        expected = cell_key(backend.environment_key(cell), cell, options.host)
+            _fill(layout, cell, repeats, Status.SKIPPED, reason, "", keep=set(), host=host)
+            return CellOutcome(cell, CellState.SKIPPED, counts=_count(layout, repeats), message=reason)
+        expected = cell_key(backend.environment_key(cell), cell, host)
         todo = missing(layout, repeats, expected, matrix, options.force)
         if not todo:
-            return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
+            return CellOutcome(cell, CellState.UP_TO_DATE, counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
-            return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
+            return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
         prepared = backend.prepare(cell, options.verbose)
         # The key of the environment as built (an image id), which is what the records carry; checked
         # again only when building changed it (an image that did not exist yet).
-        key = cell_key(prepared.key, cell, options.host)
+        key = cell_key(prepared.key, cell, host)
         if key != expected:
             todo = missing(layout, repeats, key, matrix, options.force)
         if not todo:
-            return CellOutcome(cell, "up to date", counts={"reused": len(repeats)})
+            return CellOutcome(cell, CellState.UP_TO_DATE, counts={"reused": len(repeats)})
         if cleanup.stopping.is_set():
-            return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
+            return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
-        exchange.write_plan(
-            layout.plan_file(attempt),
-            [r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo],
-        )
+        exchange.Plan(
+            repeats=tuple(r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo),
+            cell=cell.params(), knobs=cell.knobs, image=prepared.description, host=host,
+            isolation=matrix.isolation, timeout=matrix.timeout, verbose=options.verbose,
+        ).write(layout.plan_file(attempt))  # fmt: skip
         if options.monitor is not None:
             options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
         try:
             timeout = matrix.timeout * len(todo) + HARNESS_GRACE_S
-            args = harness_args(matrix, cell, prepared, attempt, options.verbose, options.host)
-            result = backend.run(cell, prepared, args, layout.root, timeout)
+            result = backend.run(cell, prepared, attempt, layout.root, timeout)
             summary = exchange.Summary.read(layout.summary_file(attempt)) or exchange.Summary(attempt=attempt)
         finally:
             if options.monitor is not None:
@@ -200,20 +183,20 @@ def run_cell(
             with contextlib.suppress(OSError):
                 layout.attempt_dir(attempt).parent.rmdir()  # .attempts itself, once no attempt is in it
         if cleanup.stopping.is_set():
-            return CellOutcome(cell, "interrupted", started=summary.started, counts=_count(layout, repeats))
+            return CellOutcome(cell, CellState.INTERRUPTED, started=summary.started, counts=_count(layout, repeats))
         for error in summary.errors:
             progress.say(f"error: {cell.id}: {error['repeat']}: {error['message']}")
         lost = "the harness left no record for this repeat" + ("" if summary.finished else f" ({ended(result)})")
-        _fill(layout, cell, todo, "error", lost, result.stderr, keep=set(summary.done), host=options.host)
+        _fill(layout, cell, todo, Status.ERROR, lost, result.stderr, keep=set(summary.done), host=host)
         counts = _count(layout, repeats)
-        state = "error" if counts.get("error") or counts.get("missing") else "ran"
+        state = CellState.ERROR if counts.get(Status.ERROR) or counts.get("missing") else CellState.RAN
         return CellOutcome(cell, state, summary.started, counts)
     except CellError as exc:
         if cleanup.stopping.is_set():
-            return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
+            return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
         progress.say(f"error: {exc.message}")
-        _fill(layout, cell, repeats, "error", exc.reason, exc.detail, keep=set(), host=options.host)
-        return CellOutcome(cell, "error", message=exc.reason, counts=_count(layout, repeats))
+        _fill(layout, cell, repeats, Status.ERROR, exc.reason, exc.detail, keep=set(), host=host)
+        return CellOutcome(cell, CellState.ERROR, message=exc.reason, counts=_count(layout, repeats))
 
 
 def _timed(
@@ -230,7 +213,7 @@ def _timed(
             raise lost from exc
         progress.say(f"error: {cell.id}: unexpected {type(exc).__name__}: {exc}")
         progress.warn("".join(traceback.format_exception(exc)).rstrip())
-        outcome = CellOutcome(cell, "error", message=f"{type(exc).__name__}: {exc}")
+        outcome = CellOutcome(cell, CellState.ERROR, message=f"{type(exc).__name__}: {exc}")
     outcome.seconds = time.perf_counter() - clock
     return outcome
 
@@ -253,8 +236,9 @@ def run_matrix(
     found = found if found is not None else discover()
     repeats = planned_repeats(matrix, found)
     layout = Layout(options.results)
-    if not options.host:
+    if options.host is None:
         options = replace(options, host=hosts.fingerprint())
+    assert options.host is not None
     with results.exclusive(layout, wait=options.wait):
         results.check_backend(layout, backend.name)
         results.check_host(layout, options.host)
@@ -273,7 +257,7 @@ def run_matrix(
                 for status, n in _count(layout.cell(cell.id), repeats).items():
                     counts[status] = counts.get(status, 0) + n
             raise EngineLostError(
-                f"{exc.message}: {counts.get('ok', 0)} of {len(cells) * len(repeats)} repeats measured; "
+                f"{exc.message}: {counts.get(Status.OK, 0)} of {len(cells) * len(repeats)} repeats measured; "
                 "start the engine again and rerun to resume"
             ) from None
 

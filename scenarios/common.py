@@ -1,7 +1,7 @@
 """What scenarios share: fixed data, seeding, and reading a model's outputs layer by layer and epoch by epoch.
 
 TensorFlow, NumPy and the standard library only, so scenarios run in any TF image.
-Import it as `from scenarios import common` (a user's scenario folder runs
+Import it as `from repromatrix.scenarios import common` (a user's scenario folder runs
 beside this package inside every cell).
 """
 
@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-if __package__:
-    from . import records
-else:  # run as a script (python scenarios/init.py): the package holding this file, by its one name
+if not __package__:  # run as a script (python scenarios/init.py) from a checkout: its package, by its one name
     sys.path.append(str(Path(__file__).resolve().parent.parent))
-    from scenarios import records
+from repromatrix.harness import records  # noqa: E402  (the seed rule and the run's defaults)
 
 Outputs = dict[str, dict[str, np.ndarray]]
 

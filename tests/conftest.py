@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from repromatrix.backends import code_root
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
-from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings
+from repromatrix.harness import exchange, records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.catalog import discover, plan
+from repromatrix.harness.layout import CellLayout
+from repromatrix.harness.records import Isolation
+from repromatrix.matrix import REPO_ROOT, DockerSettings
 
 OLDEST_TF = "2.12.1"
 NEWEST_TF = "2.21.0"
@@ -33,12 +39,27 @@ def tf_python():
     return get
 
 
-def harness(python: str, *args: str, cwd: Path = REPO_ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
-    """`python -m scenarios ARGS` as a user runs it, from `cwd` (the folder holding scenarios/)."""
-    env = {**os.environ, "PYTHONPATH": str(cwd)}
-    return subprocess.run(
-        [python, "-m", "scenarios", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+def harness(
+    python: str, *args: str, scenarios: Path | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:  # noqa: E501
+    """`python -m repromatrix.harness ARGS` as a cell runs it: from the staged code (the built-ins, and
+    the scenario folder `scenarios` beside them), with nothing else importable."""
+    root = code_root(scenario_dirs=(scenarios,) if scenarios else ())
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([python, "-P", "-m", "repromatrix.harness", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def harness_plan(python: str, cell: Cell, out: Path, scenario: str, repeats: int = 1,
+                 isolation: Isolation = Isolation.PROCESS) -> subprocess.CompletedProcess:  # fmt: skip
+    """The harness as the runner starts it: a plan file for `cell` in `out`'s attempt folder, and --attempt."""
+    found = discover()
+    specs = tuple(r.spec(None, isolation) for r in plan(found, [scenario], repeats, records.DEFAULT_SEED))
+    attempt = "test"
+    exchange.Plan(specs, cell=cell.params(), knobs=cell.knobs, isolation=isolation).write(
+        CellLayout(out).plan_file(attempt)
     )
+    return harness(python, "--attempt", attempt, "--out", str(out))
 
 
 def repromatrix_cli(*args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -115,14 +136,14 @@ def run_all(request, tf_python, tmp_path_factory):
 
 @pytest.fixture
 def scenarios_copy(tmp_path):
-    """The scenarios package copied aside, so tests can add broken user scenarios to it."""
-    root = tmp_path / "code"
-    shutil.copytree(REPO_ROOT / "scenarios", root / "scenarios")
+    """A user's scenario folder, staged beside the built-ins, so tests can add broken scenarios to it."""
+    root = tmp_path / "user_scenarios"
+    root.mkdir()
     return root
 
 
 def write_scenario(root: Path, name: str, body: str) -> None:
-    (root / "scenarios" / f"{name}.py").write_text(body)
+    (root / f"{name}.py").write_text(body)
 
 
 # Scenarios that fail in the ways a user's can: the harness must turn each into an error record.

@@ -1,27 +1,29 @@
-"""A backend without TensorFlow or Docker: the real harness code, with a fake scenario process.
+"""A backend without TensorFlow or Docker: the real harness and launchers, with a fake worker module.
 
-The runner's plan/reuse/fill/resume logic and the harness's records are the
-real ones; only the worker process (import TF, run the model) is replaced by
-a function that writes a record with made-up arrays.
+The runner's plan/reuse/fill/resume logic, the harness (a real process of its own, as on either
+backend), its launchers (fresh processes, or fork parents one per repeat index) and the records are
+the real ones; only the worker module (import TF, run the model) is replaced by `tests.fake_worker`,
+which writes a record with made-up arrays — or fails, is refused, kills the harness, or ends the run,
+as the test asks.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from repromatrix.backends import HarnessRun, Prepared
 from repromatrix.errors import CellError
-from repromatrix.matrix import Cell
-from repromatrix.scenarios import exchange, records
-from repromatrix.scenarios.__main__ import TF_REFUSES_UNSEEDED, Outcome, judge_exit
-from repromatrix.scenarios.__main__ import main as harness_main
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.launch import CODE_ROOT
 
-
-class HarnessDied(Exception):
-    """The harness process ends mid-cell (killed), leaving the rest of its plan undone."""
+# The file the fake worker reads what to do from (and appends what it started to).
+BEHAVIOUR_ENV = "REPROMATRIX_FAKE_BEHAVIOUR"
 
 
 @dataclass
@@ -32,12 +34,17 @@ class FakeBackend:
     raise_in_run: Exception | None = None
     error_repeats: set[str] = field(default_factory=set)  # labels whose process "fails"
     refused_repeats: set[str] = field(default_factory=set)  # labels TensorFlow "refuses" (a measured skip)
-    lose_repeats: set[str] = field(default_factory=set)  # labels the harness "dies" on, writing nothing
+    lose_repeats: set[str] = field(default_factory=set)  # labels on which the harness is killed, writing nothing
     abandon_after: str = ""  # label after which the runner "ends" (removes the attempt) while the harness runs on
     name: str = "fake"
-    started: list[str] = field(default_factory=list)
     prepared: list[str] = field(default_factory=list)
     swept: int = 0
+    _log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="fake-started-")[1]))
+
+    @property
+    def started(self) -> list[str]:
+        """The labels of the repeats whose (fake) scenario process ran, in order."""
+        return [line for line in self._log.read_text().splitlines() if line]
 
     def environment_key(self, cell: Cell) -> str:
         return self.key
@@ -51,39 +58,20 @@ class FakeBackend:
         self.prepared.append(cell.id)
         return Prepared(key=self.key, description={"backend": self.name}, handle="fake")
 
-    def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
+    def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
         if self.raise_in_run is not None:
             raise self.raise_in_run
-        try:
-            code = harness_main([*harness_args, "--out", str(out_dir)], run_repeat=self._repeat)
-        except HarnessDied:
-            return HarnessRun(137, "", "Killed")
-        return HarnessRun(code, "", "")
-
-    def _repeat(self, spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
-        label = spec.label
-        if label in self.lose_repeats:
-            raise HarnessDied(label)
-        self.started.append(label)
-        if self.abandon_after and label != self.abandon_after and self.abandon_after in self.started:
-            return Outcome("error", "exited with code 1: no output")  # what an orphaned container's repeats said
-        if label == self.abandon_after:
-            import shutil
-
-            shutil.rmtree(Path(spec.record).parents[1] / ".attempts")
-        if label in self.refused_repeats:
-            return judge_exit(1, f"RuntimeError: {TF_REFUSES_UNSEEDED}.", Path(spec.record))
-        if label in self.error_repeats:
-            return Outcome("error", "exited with code 1: RuntimeError: boom", "Traceback ...\nRuntimeError: boom")
-        # Seeded variants give the same bits every time; unseeded ones new bits per process.
-        rng = np.random.default_rng(spec.seed)
-        first = rng.random(4).astype(np.float32)
-        arrays = {"model1.predictions": first, "model1.weights": first * 2,
-                  "model2.predictions": first, "model2.weights": first * 2}  # fmt: skip
-        record = records.Record.ok(arrays=arrays, in_process_identical=True, environment={"image": spec.image},
-                                   **spec.record_fields())  # fmt: skip
-        record.write(Path(spec.record), arrays)
-        return Outcome("ok")
+        behaviour = {"error": sorted(self.error_repeats), "refused": sorted(self.refused_repeats),
+                     "lose": sorted(self.lose_repeats), "abandon_after": self.abandon_after,
+                     "started_log": str(self._log)}  # fmt: skip
+        env = {
+            **os.environ,
+            BEHAVIOUR_ENV: json.dumps(behaviour),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        command = [sys.executable, "-m", "tests.fake_worker", "--harness", "--attempt", attempt, "--out", str(out_dir)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        return HarnessRun(done.returncode, done.stdout, done.stderr)
 
     def build_cold(self, cell: Cell) -> float:
         return 0.0
@@ -93,3 +81,6 @@ class FakeBackend:
 
     def lost(self, exc: Exception, cell: Cell) -> None:
         return None
+
+    def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
+        return subprocess.run(command, cwd=workdir, check=False).returncode

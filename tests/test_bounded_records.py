@@ -7,8 +7,8 @@ import json
 import numpy as np
 
 from repromatrix import reporting
-from repromatrix.scenarios import fileio, records
-from repromatrix.scenarios.layout import CellLayout
+from repromatrix.harness import fileio, records
+from repromatrix.harness.layout import CellLayout
 
 BIG = (16, 224, 224, 16)  # a (16, 224, 224, 16) float32 activation: 51 MB whole
 

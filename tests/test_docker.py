@@ -19,9 +19,10 @@ from repromatrix import matrix, runner
 from repromatrix.backends.container import CONTAINER_RESULTS
 from repromatrix.backends.local import LocalBackend
 from repromatrix.errors import CellError
-from repromatrix.matrix import REPO_ROOT, Cell
-from repromatrix.scenarios import records
-from repromatrix.scenarios.layout import CellLayout, Layout
+from repromatrix.harness import records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.layout import CellLayout, Layout
+from repromatrix.matrix import REPO_ROOT
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.docker
@@ -545,7 +546,7 @@ def test_both_backends_make_the_same_records_of_the_same_failing_harness(
     import shutil
 
     from repromatrix.backends import container, local
-    from repromatrix.scenarios import SCENARIOS_DIR
+    from repromatrix.harness import SCENARIOS_DIR
 
     fake = tmp_path / "code"
     shutil.copytree(SCENARIOS_DIR, fake / "scenarios", ignore=shutil.ignore_patterns("__pycache__"))

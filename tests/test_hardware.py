@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from repromatrix import runner
-from repromatrix.backends import ISA_FLAGS, host_cpu_flags, isa_lacking, usable_cores
+from repromatrix.backends import ISA_FLAGS, host_cpu_flags, isa_lacking
 from repromatrix.backends.local import LocalBackend
-from repromatrix.matrix import Cell, DockerSettings, Matrix
-from repromatrix.scenarios import records
-from repromatrix.scenarios.layout import CellLayout
+from repromatrix.harness import records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.hosts import usable_cores
+from repromatrix.harness.layout import CellLayout
+from repromatrix.matrix import DockerSettings, Matrix
 from tests.conftest import NEWEST_TF, harness
 
 pytestmark = pytest.mark.tf

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from repromatrix.scenarios import records
-from repromatrix.scenarios.layout import CellLayout
+from repromatrix.harness import records
+from repromatrix.harness.layout import CellLayout
 from tests.conftest import HANGING, NEWEST_TF, RAISING, REPEATS, harness, write_scenario
 
 pytestmark = pytest.mark.tf
@@ -88,7 +88,7 @@ def test_a_result_that_follows_the_hash_seed_varies_in_fork_mode_as_in_process_m
 
     write_scenario(scenarios_copy, "hash_seeded", HASH_SEEDED)
     done = harness(tf_python(NEWEST_TF), "hash_seeded", "--repeat", "4", "--isolation", isolation,
-                   "--out", str(tmp_path), cwd=scenarios_copy)  # fmt: skip
+                   "--out", str(tmp_path), scenarios=scenarios_copy)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     digests = {read(tmp_path, "hash_seeded", "unseeded", r).outputs["model1.predictions"].sha256 for r in range(4)}
     assert len(digests) >= 2  # one parent per repeat: no two repeats share a hash seed
@@ -168,7 +168,7 @@ def test_a_child_that_raises_hangs_or_dies_fails_alone_and_leaves_no_process(sce
         write_scenario(scenarios_copy, name, body)
     done = harness(
         tf_python(NEWEST_TF), "child_raises", "child_hangs", "child_dies", "seeded_init",
-        "--repeat", "2", "--timeout", "20", "--isolation", "fork", "--out", str(tmp_path), cwd=scenarios_copy,
+        "--repeat", "2", "--timeout", "20", "--isolation", "fork", "--out", str(tmp_path), scenarios=scenarios_copy,
     )  # fmt: skip
     assert done.returncode == 1
     raised = read(tmp_path, "child_raises", "seeded", 0)

@@ -190,7 +190,7 @@ def test_the_documented_matrix_names_every_axis_and_setting_and_loads():
     import tomllib
 
     from repromatrix import options
-    from repromatrix.scenarios import axes
+    from repromatrix.harness import axes
 
     doc = (matrix.REPO_ROOT / "docs" / "matrix.md").read_text()
     example = tomllib.loads(doc.split("```toml\n", 1)[1].split("```", 1)[0])

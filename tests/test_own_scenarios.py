@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from repromatrix.scenarios import discover, records
-from repromatrix.scenarios.layout import Layout
+from repromatrix.harness import records
+from repromatrix.harness.catalog import discover
+from repromatrix.harness.layout import Layout
 from tests.conftest import IN_CI, NEWEST_TF
 
 pytestmark = pytest.mark.tf
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.tf
 SEEDED_ONCE = '''"""Seeding once before two builds: the builds differ, yet every process gives the same bits."""
 import tensorflow as tf
 
-from scenarios import common
+from repromatrix.scenarios import common
 
 VARIANTS = ("seeded_once", "seeded_wrong")
 # seeded_wrong behaves the same, but declares (wrongly) that its builds are identical in-process.
@@ -126,7 +127,7 @@ def test_a_malformed_declaration_is_broken_in_the_listing(tmp_path):
 
 def test_fixed_data_takes_any_shape_and_makes_labels_from_its_own_generator(tf_python):
     code = (
-        "import numpy as np\nfrom scenarios import common\n"
+        "import numpy as np\nfrom repromatrix.scenarios import common\n"
         "np.random.seed(1); a = common.fixed_data(2, 4, 4, 3); np.random.seed(2); b = common.fixed_data(2, 4, 4, 3)\n"
         "labels = common.fixed_data(50, stream=4, classes=10)\n"
         "print(a.shape, a.dtype, (a == b).all(), labels.dtype, labels.min() >= 0, labels.max() < 10)\n"

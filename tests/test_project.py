@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from repromatrix.harness import records
+from repromatrix.harness.layout import Layout
 from repromatrix.matrix import REPO_ROOT
-from repromatrix.scenarios import records
-from repromatrix.scenarios.layout import Layout
 from tests.conftest import NEWEST_TF, OLDEST_TF
 
 pytestmark = pytest.mark.tf
@@ -54,7 +54,7 @@ import numpy as np
 {import_peer}
 from mypkg.model import build, flat
 
-from scenarios import common
+from repromatrix.scenarios import common
 
 VARIANTS = ("seeded",)
 INPUTS = np.load(Path(__file__).parent / "data" / "inputs.npy")

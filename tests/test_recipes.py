@@ -6,7 +6,8 @@ import pytest
 
 from repromatrix.backends.container import DockerBackend
 from repromatrix.errors import CellError
-from repromatrix.matrix import Cell, DockerSettings
+from repromatrix.harness.axes import Cell
+from repromatrix.matrix import DockerSettings
 
 
 def tag(cell: Cell, **settings: str) -> str:

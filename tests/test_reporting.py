@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from repromatrix import reporting
-from repromatrix.matrix import Cell
+from repromatrix.harness import axes, records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.layout import CellLayout
 from repromatrix.reporting import analysis, distances, text
 from repromatrix.reporting.load import load
-from repromatrix.scenarios import axes, records
-from repromatrix.scenarios.layout import CellLayout
 
 ONE = np.float32(1.0)
 
@@ -567,15 +567,17 @@ def test_attribution_pairs_every_value_of_every_axis_with_its_neighbours_in_the_
 
 def test_every_planned_axis_is_known_to_the_harness_and_recorded_by_the_cell():
     """One table: what the planner accepts is what the runner passes, the harness parses and a record names."""
-    from repromatrix.runner import knob_args
-    from repromatrix.scenarios.__main__ import parse_args
+    from repromatrix.harness import exchange
+    from repromatrix.harness.__main__ import parse_args, plan_by_hand
 
     cell = Cell("2.21.0", "cpu", recipe="official", onednn=False, op_determinism=True, intra_op_threads=3,
                 inter_op_threads=2, cpus=1, cpu_isa="avx2")  # fmt: skip
-    args = parse_args([*knob_args(cell), "--out", "x"])
-    assert {a.name: getattr(args, a.name) for a in axes.AT_RUN_TIME} == {
-        a.name: getattr(cell, a.name) for a in axes.AT_RUN_TIME
-    }
+    # By hand, the harness's flags build the knobs the runner's plan carries.
+    flags = [part for a in axes.AT_RUN_TIME for part in (a.flag, a.to_text(getattr(cell, a.name)))]
+    assert plan_by_hand(parse_args([*flags, "seeded_init", "--out", "x"])).knobs == cell.knobs
+    assert cell.knobs.given() == {a.name: getattr(cell, a.name) for a in axes.AT_RUN_TIME}
+    written = exchange.Plan((), cell=cell.params(), knobs=cell.knobs)
+    assert exchange.Plan.from_json(written.to_json()) == written
     assert Cell.from_record(cell.params()) == cell  # a record's cell rebuilds the cell
     assert Cell.from_record({"id": "old", "tf": "2.12.1", "device": "cpu"}) == Cell("2.12.1", "cpu")
     assert cell.id == "tf2.21.0-cpu-official-onednn0-det1-intra3-inter2-cpus1-isa-avx2"

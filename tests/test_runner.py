@@ -13,9 +13,9 @@ import pytest
 
 from repromatrix import matrix, runner
 from repromatrix.backends.local import LocalBackend
+from repromatrix.harness import records
+from repromatrix.harness.layout import Layout
 from repromatrix.matrix import REPO_ROOT
-from repromatrix.scenarios import records
-from repromatrix.scenarios.layout import Layout
 from tests.conftest import NEWEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.tf

@@ -10,11 +10,12 @@ import pytest
 
 from repromatrix import cleanup, runner
 from repromatrix.errors import EngineUnavailableError, ResultsBusyError
-from repromatrix.matrix import Cell, DockerSettings, Matrix
+from repromatrix.harness import exchange, fileio, records
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.layout import Layout, Manifest
+from repromatrix.matrix import DockerSettings, Matrix
 from repromatrix.reporting.load import load
 from repromatrix.results import exclusive
-from repromatrix.scenarios import exchange, fileio, records
-from repromatrix.scenarios.layout import Layout, Manifest
 from tests.fakes import FakeBackend
 
 CELL = Cell("2.21.0", "cpu")
@@ -273,7 +274,7 @@ def test_progress_comes_from_the_harness_summary_file(tmp_path):
 
 
 def test_tensorflows_refusal_of_unseeded_ops_under_op_determinism_is_a_skip_with_its_reason(tmp_path):
-    from repromatrix.scenarios.__main__ import judge_exit
+    from repromatrix.harness.launch import judge_exit
 
     stderr = "Traceback ...\nRuntimeError: Random ops require a seed to be set when determinism is enabled. ..."
     outcome = judge_exit(1, stderr, tmp_path / "0.json")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from repromatrix.scenarios import discover, records
-from repromatrix.scenarios.layout import CellLayout
-from tests.conftest import HANGING, NEWEST_TF, OLDEST_TF, RAISING, REPEATS, harness, write_scenario
+from repromatrix.harness import records
+from repromatrix.harness.catalog import discover
+from repromatrix.harness.layout import CellLayout
+from tests.conftest import HANGING, NEWEST_TF, OLDEST_TF, RAISING, REPEATS, harness, harness_plan, write_scenario
 
 pytestmark = pytest.mark.tf
 
@@ -128,7 +128,7 @@ NO_RUN = '''"""Forgot run()."""
 VARIANTS = ("seeded",)
 '''
 USER_SCENARIO = '''"""A user scenario: a wider model, seeded, as in docs/scenarios.md."""
-from scenarios import common
+from repromatrix.scenarios import common
 
 VARIANTS = ("seeded",)
 
@@ -165,7 +165,7 @@ def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp
         tf_python(NEWEST_TF),
         "user_raises", "user_hangs", "user_no_run", "seeded_init",
         "--repeat", "1", "--timeout", "25", "--out", str(out),
-        cwd=scenarios_copy,
+        scenarios=scenarios_copy,
     )  # fmt: skip
     assert done.returncode == 1
     raised = records.Record.read(CellLayout(out).record("user_raises", "seeded", 0))
@@ -183,9 +183,9 @@ def test_raising_and_hanging_scenarios_fail_alone(scenarios_copy, tf_python, tmp
 
 def test_user_scenario_is_discovered_and_run_like_the_built_ins(scenarios_copy, tf_python, tmp_path):
     write_scenario(scenarios_copy, "wide_seeded", USER_SCENARIO)
-    found = discover(scenarios_copy / "scenarios")
+    found = discover(scenarios_copy)
     assert found["wide_seeded"].variants == ("seeded",) and found["wide_seeded"].problem is None
-    done = harness(tf_python(NEWEST_TF), "--repeat", "1", "--out", str(tmp_path), cwd=scenarios_copy)
+    done = harness(tf_python(NEWEST_TF), "--repeat", "1", "--out", str(tmp_path), scenarios=scenarios_copy)
     assert done.returncode == 0, done.stderr[-2000:]
     record = records.Record.read(CellLayout(tmp_path).record("wide_seeded", "seeded", 0))
     assert record.in_process_identical is True
@@ -205,14 +205,12 @@ IN_FORCE = {
 
 
 def test_every_axis_the_planner_accepts_is_applied_in_the_cell_and_recorded(tf_python, tmp_path):
-    from repromatrix.matrix import Cell
-    from repromatrix.runner import knob_args
-    from repromatrix.scenarios import axes
+    from repromatrix.harness import axes
+    from repromatrix.harness.axes import Cell
 
     assert set(IN_FORCE) == {a.name for a in axes.AT_RUN_TIME}
     cell = Cell(NEWEST_TF, "cpu", **{name: value for name, (value, _) in IN_FORCE.items()})
-    done = harness(tf_python(NEWEST_TF), "seeded_init", "--repeat", "1", *knob_args(cell),
-                   "--cell-json", json.dumps(cell.params()), "--out", str(tmp_path))  # fmt: skip
+    done = harness_plan(tf_python(NEWEST_TF), cell, tmp_path, "seeded_init")  # as the runner starts it
     assert done.returncode == 0, done.stderr[-2000:]
     record = records.Record.read(CellLayout(tmp_path).record("seeded_init", "seeded", 0))
     for name, (value, seen) in IN_FORCE.items():

@@ -11,14 +11,14 @@ import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from repromatrix.errors import FatalError
-from repromatrix.matrix import Cell
-from repromatrix.scenarios import process_env, staged_files
-from repromatrix.scenarios.axes import ISA_FLAGS
+from repromatrix.harness.axes import ISA_FLAGS, NO_ISA_CAP, Cell
+from repromatrix.harness.catalog import staged_files
+from repromatrix.harness.launch import process_env
 
 
 def cache_dir() -> Path:
@@ -29,24 +29,24 @@ def cache_dir() -> Path:
 
 
 def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = ()) -> Path:
-    """A folder whose only content is the package `scenarios`: the built-ins, and every file of the
-    user's scenario folders (scenarios, helper modules, subpackages, small data files) beside them,
-    as every cell runs them (a container mounts it read-only).
+    """A folder whose only content is the package `repromatrix` as a cell holds it: the harness, the
+    built-in scenarios, and every file of the user's scenario folders (scenarios, helper modules,
+    subpackages, small data files) beside them (a container mounts it read-only).
 
     Content-addressed, so concurrent runs share it and an edit — to a helper or a data file too —
-    makes a new one. Staged rather than pointing into this package, which is installed as
-    `repromatrix.scenarios` beside modules that must not be importable inside a cell.
+    makes a new one. Staged rather than pointing into this package, whose other modules (the
+    runner, the reporter) have no business inside a cell.
     """
     files = staged_files(scenario_dirs)
     sha = hashlib.sha256()
     for name, path in sorted(files.items()):
         sha.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     root = (cache or cache_dir()) / "code" / sha.hexdigest()[:16]
-    if not (root / "scenarios").is_dir():
+    if not (root / PACKAGE).is_dir():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root.parent))
         for name, path in files.items():
-            target = staging / "scenarios" / name
+            target = staging / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
         for path in [staging, *staging.rglob("*")]:
@@ -83,7 +83,7 @@ def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = N
     """Why this host cannot emulate the cell's hardware, or None. Never capped silently."""
     if cell.cpus > host_cores:
         return f"needs {cell.cpus} cores, this host has {host_cores}"
-    if cell.cpu_isa != "native":
+    if cell.cpu_isa != NO_ISA_CAP:
         flags = host_cpu_flags() if flags is None else flags
         lacking = [flag for flag in ISA_FLAGS[cell.cpu_isa] if flag not in flags]
         if lacking:
@@ -92,13 +92,19 @@ def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = N
 
 
 def cell_env(cell: Cell, pythonpath: str, knobs: bool = False) -> dict[str, str]:
-    """The variables a process in the cell's environment gets, on either backend (scenarios.process_env);
-    with `knobs`, the cell's knobs too (a shell: the harness applies them itself, from its flags)."""
-    return process_env(pythonpath, asdict(cell) if knobs else None)
+    """The variables a process in the cell's environment gets, on either backend (launch.process_env);
+    with `knobs`, the cell's knobs too (a shell: the harness applies them itself, from its plan)."""
+    return process_env(pythonpath, cell.knobs if knobs else None)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# The staged package's name in a cell, and the harness a cell runs: `python -P -m repromatrix.harness`.
+PACKAGE = "repromatrix"
+HARNESS_MODULE = f"{PACKAGE}.harness"
+
+
+def harness_args(attempt: str, out: str) -> list[str]:
+    """What either backend passes the harness: the attempt (its plan file is in `out`) and the folder."""
+    return ["-P", "-m", HARNESS_MODULE, "--attempt", attempt, "--out", out]
 
 
 @dataclass(frozen=True)
@@ -133,8 +139,9 @@ class Backend(Protocol):
         """Build the image or virtualenv if missing; raises CellError."""
         ...
 
-    def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
-        """Run the harness once for the cell; raises CellError if it could not run at all."""
+    def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
+        """Run the harness once for the cell, on the plan of `attempt` in `out_dir`; raises CellError if it
+        could not run at all."""
         ...
 
     def build_cold(self, cell: Cell) -> float:

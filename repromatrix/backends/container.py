@@ -23,10 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix import cleanup, locks, progress
-from repromatrix.backends import HarnessRun, Prepared, cache_dir, cell_env, code_root, hardware_skip_reason
+from repromatrix.backends import (
+    PACKAGE,
+    HarnessRun,
+    Prepared,
+    cache_dir,
+    cell_env,
+    code_root,
+    hardware_skip_reason,
+    harness_args,
+)
 from repromatrix.errors import CellError, EngineLostError, EngineUnavailableError, LockError
 from repromatrix.extras import Extras, resolve
-from repromatrix.matrix import RECIPES_DIR, Cell, DockerSettings
+from repromatrix.harness.axes import Cell
+from repromatrix.matrix import RECIPES_DIR, DockerSettings
 
 LABEL = "org.repromatrix"
 MANAGED = {f"{LABEL}.managed": "true"}
@@ -292,8 +302,8 @@ class DockerBackend:
             with contextlib.suppress(Exception):
                 remove()
 
-    def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
-        command = ["python3", "-P", "-m", "scenarios", *harness_args, "--out", CONTAINER_RESULTS]
+    def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
+        command = ["python3", *harness_args(attempt, CONTAINER_RESULTS)]
         # Its exit code is judged by the runner, for both backends alike.
         return self.execute(cell, prepared.handle, command, out_dir, timeout)
 
@@ -335,10 +345,10 @@ class DockerBackend:
             uid, gid = (int(part) for part in NOBODY.split(":"))
             for path in [out_dir, *out_dir.rglob("*")]:
                 os.chown(path, uid, gid, follow_symlinks=False)
-        code = code_root(self.cache, self.scenario_dirs) / "scenarios"
+        code = code_root(self.cache, self.scenario_dirs) / PACKAGE
         host_config = self.api.create_host_config(
             binds={
-                str(code): {"bind": f"{CONTAINER_CODE}/scenarios", "mode": "ro"},
+                str(code): {"bind": f"{CONTAINER_CODE}/{PACKAGE}", "mode": "ro"},
                 str(out_dir.resolve()): {"bind": CONTAINER_RESULTS, "mode": "rw"},
                 **({str(workdir.resolve()): {"bind": CONTAINER_WORK, "mode": "ro"}} if workdir else {}),
             },

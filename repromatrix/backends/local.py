@@ -31,11 +31,12 @@ from repromatrix.backends import (
     cell_env,
     code_root,
     hardware_skip_reason,
-    usable_cores,
+    harness_args,
 )
 from repromatrix.errors import CellError, LockError
 from repromatrix.extras import PINS_FILE, Extras, Resolved, resolve
-from repromatrix.matrix import Cell
+from repromatrix.harness.axes import Cell
+from repromatrix.harness.hosts import first_cores, usable_cores
 
 COMPLETE = ".repromatrix-complete"
 _thread_locks: dict[Path, threading.Lock] = {}
@@ -195,19 +196,19 @@ class LocalBackend:
         code = str(code_root(self.cache, self.scenario_dirs))
         path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**os.environ, **cell_env(cell, code, knobs=True), "VIRTUAL_ENV": str(bin_dir.parent), "PATH": path}
-        cores = sorted(os.sched_getaffinity(0))[: cell.cpus] if cell.cpus else None
+        cores = first_cores(cell.cpus) if cell.cpus else None
         process = subprocess.Popen(command, cwd=workdir, env=env)
         if cores:
             os.sched_setaffinity(process.pid, cores)  # the cpus axis, as the harness applies it
         with cleanup.registered(process.kill):
             return process.wait()
 
-    def run(self, cell: Cell, prepared: Prepared, harness_args: list[str], out_dir: Path, timeout: float) -> HarnessRun:
+    def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
         env = {**os.environ, **cell_env(cell, str(code_root(self.cache, self.scenario_dirs)))}
         # -P and the cell's folder as working directory: a checkout's own scenarios/ (the folder this
         # was started from, say) never shadows the staged one.
         out_dir = out_dir.resolve()
-        command = [prepared.handle, "-P", "-m", "scenarios", *harness_args, "--out", str(out_dir)]
+        command = [prepared.handle, *harness_args(attempt, str(out_dir))]
         # Its own process group: stopping it stops the scenario process it started too.
         process = subprocess.Popen(
             command, env=env, cwd=out_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

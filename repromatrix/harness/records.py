@@ -18,16 +18,34 @@ import json
 import math
 import uuid
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from .fileio import write_json, write_npz, write_text
+from .hosts import Host
 from .layout import CellLayout
 
 SCHEMA = 2  # 2: outputs may be kept as a sample (`kept`); schema 1 records are still read
 READABLE_SCHEMAS = (1, 2)
-STATUSES = ("ok", "error", "skipped")
-ISOLATIONS = ("process", "fork")
+
+
+class Status(StrEnum):
+    """What became of a repeat: measured, failed (with the reason), or not run here (with the reason)."""
+
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class Isolation(StrEnum):
+    """How a repeat gets its own process identity: a fresh interpreter, or a fork of a parent per repeat index."""
+
+    PROCESS = "process"
+    FORK = "fork"
+
+
+ISOLATIONS = tuple(Isolation)
 # How much of a failing process's stderr a record keeps: enough for a traceback.
 STDERR_TAIL_CHARS = 4000
 
@@ -36,7 +54,7 @@ DEFAULT_REPEATS = 3
 DEFAULT_SEED = 42
 DEFAULT_TIMEOUT_S = 600.0
 # Fork mode measures the same bits as fresh processes (tests/test_isolation.py proves it per TF line).
-DEFAULT_ISOLATION = "fork"
+DEFAULT_ISOLATION = Isolation.FORK
 # Bytes of array data a record keeps whole at most (predictions and final weights first); past
 # it, and for every per-layer and per-epoch array, a fixed sample. 256 KiB keeps the default
 # matrix's 252 records near 20 MB (docs/benchmarks.md) and a CNN's weights (20k float32) whole.
@@ -242,7 +260,7 @@ class Record:
     scenario: str
     variant: str
     repeat: int
-    status: str
+    status: Status
     cell: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     outputs: dict[str, Output] = field(default_factory=dict)
@@ -255,11 +273,11 @@ class Record:
     reuse_key: str | None = None
     process_id: str | None = None
     started_at: str | None = None
-    isolation: str = "process"
+    isolation: Isolation = Isolation.PROCESS
     # What the scenario declared of this variant (run_to_run, in_process); empty: the defaults.
     expect: dict[str, str] = field(default_factory=dict)
-    # The real machine it was measured on (scenarios/hosts.py): id, label, CPU, cores, GPUs, kernel.
-    host: dict[str, Any] = field(default_factory=dict)
+    # The real machine it was measured on (hosts.py): id, label, CPU, cores, GPUs, kernel.
+    host: Host = field(default_factory=Host)
     # Extra facts a run attaches (e.g. the fork parent); kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -270,13 +288,13 @@ class Record:
            **fields: Any) -> Record:  # fmt: skip
         """A measured repeat: every array digested whole, kept whole or sampled within `record_bytes`."""
         outputs = bound(arrays, record_bytes)
-        return cls(status="ok", outputs=outputs, in_process_identical=in_process_identical,
+        return cls(status=Status.OK, outputs=outputs, in_process_identical=in_process_identical,
                    process_id=fields.pop("process_id", None) or uuid.uuid4().hex, **fields)  # fmt: skip
 
     @classmethod
-    def failed(cls, status: str, message: str, *, stderr: str = "", **fields: Any) -> Record:
+    def failed(cls, status: Status, message: str, *, stderr: str = "", **fields: Any) -> Record:
         """A repeat that produced no outputs: error or skipped, with the reason."""
-        if status not in ("error", "skipped"):
+        if status not in (Status.ERROR, Status.SKIPPED):
             raise ValueError(f"a failed record is error or skipped, not {status!r}")
         return cls(status=status, message=message, stderr_tail=stderr[-STDERR_TAIL_CHARS:], **fields)
 
@@ -284,7 +302,7 @@ class Record:
 
     @property
     def is_ok(self) -> bool:
-        return self.status == "ok"
+        return self.status == Status.OK
 
     @property
     def cell_id(self) -> str:
@@ -298,11 +316,11 @@ class Record:
     @property
     def host_id(self) -> str:
         """The machine's id ('' for records made before hosts were recorded)."""
-        return str(self.host.get("id") or "")
+        return self.host.id
 
     @property
     def host_label(self) -> str:
-        return str(self.host.get("label") or self.host_id or "")
+        return self.host.label or self.host.id
 
     @property
     def ran_on(self) -> str:
@@ -341,8 +359,8 @@ class Record:
         }
         if self.expect:
             payload["expect"] = self.expect
-        if self.host:
-            payload["host"] = self.host
+        if self.host != Host():
+            payload["host"] = self.host.to_json()
         if self.process_id:
             payload["process_id"] = self.process_id
         if self.started_at:
@@ -359,7 +377,7 @@ class Record:
         if missing:
             raise RecordError(f"record lacks {', '.join(missing)}")
         status = raw["status"]
-        if status not in STATUSES:
+        if status not in tuple(Status):
             raise RecordError(f"unknown status {status!r}")
         for key in ("scenario", "variant"):
             if not isinstance(raw[key], str) or not raw[key]:
@@ -369,7 +387,7 @@ class Record:
         if seed is not None:
             seed = _int(seed, "seed")
         outputs_raw = raw.get("outputs")
-        if status == "ok" and (not isinstance(outputs_raw, dict) or not outputs_raw):
+        if status == Status.OK and (not isinstance(outputs_raw, dict) or not outputs_raw):
             raise RecordError("status ok but it names no outputs")
         outputs = {name: Output.from_json(name, value) for name, value in _dict(outputs_raw, "outputs").items()}
         error = _dict(raw.get("error"), "error")
@@ -386,7 +404,7 @@ class Record:
             scenario=raw["scenario"],
             variant=raw["variant"],
             repeat=repeat,
-            status=status,
+            status=Status(status),
             cell=_dict(raw.get("cell"), "cell"),
             seed=seed,
             outputs=outputs,
@@ -399,9 +417,9 @@ class Record:
             reuse_key=raw.get("reuse_key") if isinstance(raw.get("reuse_key"), str) else None,
             process_id=raw.get("process_id"),
             started_at=raw.get("started_at"),
-            isolation=isolation,
+            isolation=Isolation(isolation),
             expect={str(k): str(v) for k, v in _dict(raw.get("expect"), "expect").items()},
-            host=_dict(raw.get("host"), "host"),
+            host=Host.from_json(_dict(raw.get("host"), "host")),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -518,9 +536,9 @@ def is_reusable(path: Path, reuse_key: str | None, verifications: Verifications 
         return False
     try:
         record = Record.read(path)
-        if record.reuse_key != reuse_key or record.status == "error":
+        if record.reuse_key != reuse_key or record.status == Status.ERROR:
             return False
-        if record.status == "skipped":
+        if record.status == Status.SKIPPED:
             return True
         if verifications is not None:
             verifications.check(record, path)

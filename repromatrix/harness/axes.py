@@ -1,9 +1,10 @@
 """The axes of the matrix: one table, read by everything that plans, applies, records or reports a cell.
 
-The planner validates matrix.toml against it and builds `Cell` from it; the runner turns a cell into
-harness flags with it; the harness parses those flags with it; the worker and a shell in a cell set
-the environment variables it names; the reporter takes its labels and value order from it. Adding
-an axis means a row here and the code that applies it (a TF call in the worker, a container setting).
+The planner validates matrix.toml against it; `Cell` holds a value of each; the runner hands the
+harness a cell's run-time values as `Knobs`; the harness parses its own flags with it; the worker
+and a shell in a cell set the environment variables it names and make the TF calls it names; the
+reporter takes its labels and value order from it. Each row says how it reaches a cell (`Reach`) and
+carries the hook that applies it there, so adding an axis is a row here (plus its `Cell` field).
 
 Standard library only: imported inside every cell as well as on the host.
 """
@@ -12,18 +13,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from typing import Any
 
-# How an axis reaches a cell.
-IMAGE = "image"  # the environment is built for it (an image or virtualenv per value)
-ENV = "environment variable"  # set before TensorFlow loads
-TF_CALL = "TF call"  # made after import, before TF creates its runtime
-AFFINITY = "CPU affinity"  # the harness, and so every scenario process, runs on that many cores
+from . import hosts
 
-# The highest instruction set oneDNN may dispatch to (ONEDNN_MAX_CPU_ISA), oldest first; "native": no cap.
+
+class Reach(StrEnum):
+    """How an axis reaches a cell."""
+
+    IMAGE = "image"  # the environment is built for it (an image or virtualenv per value)
+    ENV = "environment variable"  # set before TensorFlow loads
+    TF_CALL = "TF call"  # made after import, before TF creates its runtime
+    AFFINITY = "CPU affinity"  # the harness, and so every scenario process, runs on that many cores
+
+
+# The cpu_isa value that caps nothing: oneDNN dispatches to whatever the CPU has.
+NO_ISA_CAP = "native"
+# The highest instruction set oneDNN may dispatch to (ONEDNN_MAX_CPU_ISA), oldest first; no cap last.
 CPU_ISAS = ("sse41", "avx", "avx2", "avx2_vnni", "avx512_core", "avx512_core_vnni", "avx512_core_bf16",
-            "avx512_core_amx", "native")  # fmt: skip
+            "avx512_core_amx", NO_ISA_CAP)  # fmt: skip
 # The CPU flags (/proc/cpuinfo) each cap needs from the host: a cap above what the CPU has cannot
 # emulate anything, so such a cell is skipped rather than silently uncapped.
 _AVX512 = ("avx512f", "avx512bw", "avx512vl", "avx512dq")
@@ -56,6 +66,14 @@ def _on_off(value: bool) -> str:
     return "on" if value else "off"
 
 
+def _no_env(value: Any) -> dict[str, str]:
+    return {}
+
+
+def _allowed(value: Any) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class Axis:
     """One axis: what values it takes, in which order, how it is named and how it reaches a cell."""
@@ -63,21 +81,26 @@ class Axis:
     name: str
     kind: type  # of each value: str, bool or int
     label: str  # how a person reads the axis
-    reaches: str  # IMAGE, ENV, TF_CALL, AFFINITY, or several joined by " + "
+    reaches: frozenset[Reach]
     help: str
     # Allowed values in their order (oldest, fewest, off first); () : any value `check` accepts, in
     # numeric or version order.
     values: tuple[Any, ...] = ()
     default: Any = None  # what a cell has when matrix.toml does not say; None: matrix.toml must say
     planned: tuple[Any, ...] = ()  # what matrix.toml gets when it leaves the axis out
-    check: Callable[[Any], str] = lambda value: ""  # why a value is not allowed, or ""
+    check: Callable[[Any], str] = _allowed  # why a value is not allowed, or ""
     # How the value appears in a cell id; None: left out (at its default, so ids made before the
     # axis existed stay valid).
     in_id: Callable[[Any], str | None] = str
     # How the value reads in a report.
     show: Callable[[Any], str] = str
-    # The environment variables the value sets (ENV axes).
-    env: Callable[[Any], dict[str, str]] = lambda value: {}
+    # Reach.ENV: the environment variables the value sets, before TensorFlow loads.
+    env: Callable[[Any], dict[str, str]] = _no_env
+    # Reach.TF_CALL: the call made with (tf, value) after import, before TF creates its runtime.
+    tf_call: Callable[[Any, Any], None] | None = None
+    # Reach.AFFINITY: applied to the harness's own process (so to every process it starts) before any
+    # starts; returns why it cannot be, or "".
+    in_harness: Callable[[Any], str] | None = None
 
     @property
     def flag(self) -> str:
@@ -86,8 +109,8 @@ class Axis:
 
     @property
     def at_run_time(self) -> bool:
-        """Applied by the harness from its flags (cells differing only in it share an environment)."""
-        return IMAGE not in self.reaches
+        """Applied by the harness (cells differing only in it share an environment)."""
+        return Reach.IMAGE not in self.reaches
 
     def order(self, value: Any) -> tuple[int, Any]:
         """Where a value sits on the axis, for pairing neighbours and ordering tables."""
@@ -140,6 +163,34 @@ def _cores(value: int) -> str:
     return "all cores" if value == 0 else f"{value} core{'s' if value != 1 else ''}"
 
 
+def _intra_op_threads(tf: Any, count: int) -> None:
+    if count:  # 0: TF's own default, so nothing is called
+        tf.config.threading.set_intra_op_parallelism_threads(int(count))
+
+
+def _inter_op_threads(tf: Any, count: int) -> None:
+    if count:
+        tf.config.threading.set_inter_op_parallelism_threads(int(count))
+
+
+def _op_determinism(tf: Any, on: bool) -> None:
+    # TF before 2.8 has no such call; it reads TF_DETERMINISTIC_OPS, which the axis also sets.
+    if on and hasattr(tf.config.experimental, "enable_op_determinism"):
+        tf.config.experimental.enable_op_determinism()
+
+
+def _restrict_cores(count: int) -> str:
+    return hosts.restrict_cores(count) if count else ""
+
+
+def _isa_env(value: str) -> dict[str, str]:
+    # oneDNN reads its dispatch cap once, when it first runs a kernel.
+    return {} if value == NO_ISA_CAP else {"ONEDNN_MAX_CPU_ISA": value.upper()}
+
+
+IMAGE, ENV, TF_CALL, AFFINITY = (frozenset({reach}) for reach in Reach)
+
+
 AXES: tuple[Axis, ...] = (
     Axis("tf", str, "TensorFlow", IMAGE, "TensorFlow release the cell's environment is built with",
          planned=("2.15.1", "2.16.2", "2.21.0"), check=_tf_version, in_id=lambda v: f"tf{v}"),
@@ -151,41 +202,39 @@ AXES: tuple[Axis, ...] = (
     Axis("onednn", bool, "oneDNN", ENV, "oneDNN's optimised CPU kernels (TF_ENABLE_ONEDNN_OPTS)",
          values=(False, True), default=True, planned=(True,), in_id=lambda v: f"onednn{int(v)}", show=_on_off,
          env=lambda v: {"TF_ENABLE_ONEDNN_OPTS": "1" if v else "0"}),
-    Axis("op_determinism", bool, "op determinism", f"{ENV} + {TF_CALL}",
+    Axis("op_determinism", bool, "op determinism", ENV | TF_CALL,
          "tf.config.experimental.enable_op_determinism (and TF_DETERMINISTIC_OPS, which TF before 2.8 reads)",
          values=(False, True), default=False, planned=(False,), in_id=lambda v: f"det{int(v)}", show=_on_off,
-         env=lambda v: {"TF_DETERMINISTIC_OPS": "1"} if v else {}),
+         env=lambda v: {"TF_DETERMINISTIC_OPS": "1"} if v else {}, tf_call=_op_determinism),
     Axis("intra_op_threads", int, "intra-op threads", TF_CALL,
          "tf.config.threading.set_intra_op_parallelism_threads (0: TF's default)",
          default=0, planned=(0,), check=_count("TF's default"), in_id=lambda v: f"intra{v}" if v else None,
-         show=lambda v: "TF default" if v == 0 else str(v)),
+         show=lambda v: "TF default" if v == 0 else str(v), tf_call=_intra_op_threads),
     Axis("inter_op_threads", int, "inter-op threads", TF_CALL,
          "tf.config.threading.set_inter_op_parallelism_threads (0: TF's default)",
          default=0, planned=(0,), check=_count("TF's default"), in_id=lambda v: f"inter{v}" if v else None,
-         show=lambda v: "TF default" if v == 0 else str(v)),
+         show=lambda v: "TF default" if v == 0 else str(v), tf_call=_inter_op_threads),
     Axis("cpus", int, "cores", AFFINITY, "cores the scenario processes may run on (0: every core the host offers)",
          default=0, planned=(0,), check=_count("every core the host offers"),
-         in_id=lambda v: f"cpus{v}" if v else None, show=_cores),
+         in_id=lambda v: f"cpus{v}" if v else None, show=_cores, in_harness=_restrict_cores),
     Axis("cpu_isa", str, "CPU instruction set", ENV,
          "the newest instruction set oneDNN may dispatch to (ONEDNN_MAX_CPU_ISA); native: no cap",
-         values=CPU_ISAS, default="native", planned=("native",),
-         in_id=lambda v: None if v == "native" else f"isa-{v.replace('_', '')}",
-         show=lambda v: "native (no cap)" if v == "native" else v,
-         # oneDNN reads its dispatch cap once, when it first runs a kernel.
-         env=lambda v: {} if v == "native" else {"ONEDNN_MAX_CPU_ISA": v.upper()}),
+         values=CPU_ISAS, default=NO_ISA_CAP, planned=(NO_ISA_CAP,),
+         in_id=lambda v: None if v == NO_ISA_CAP else f"isa-{v.replace('_', '')}",
+         show=lambda v: "native (no cap)" if v == NO_ISA_CAP else v, env=_isa_env),
 )  # fmt: skip
 BY_NAME: dict[str, Axis] = {axis.name: axis for axis in AXES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 AT_RUN_TIME: tuple[Axis, ...] = tuple(axis for axis in AXES if axis.at_run_time)
 # Not planned: the machine the records come from, an axis of the report when several meet in one.
-HOST = Axis("host", str, "host", "the machine", "the machine the records come from")
+HOST = Axis("host", str, "host", frozenset(), "the machine the records come from")
 
 
 def axis(name: str) -> Axis:
     """The axis of that name (the host too); an unknown name, from a newer record, reads as itself."""
     if name == HOST.name:
         return HOST
-    return BY_NAME.get(name) or Axis(name, str, name, "", "")
+    return BY_NAME.get(name) or Axis(name, str, name, frozenset(), "")
 
 
 def defaults() -> dict[str, Any]:
@@ -197,10 +246,87 @@ def cell_id(values: dict[str, Any]) -> str:
     return "-".join(part for a in AXES if (part := a.in_id(values[a.name])) is not None)
 
 
-def env(knobs: dict[str, Any]) -> dict[str, str]:
-    """The environment variables the run-time axes set; a knob given as None is TF's own default."""
-    found: dict[str, str] = {}
-    for a in AT_RUN_TIME:
-        if knobs.get(a.name) is not None:
-            found.update(a.env(knobs[a.name]))
-    return found
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One environment: a value of every axis (TF version × device × recipe × knobs × emulated hardware).
+
+    Its fields are the table's names with the table's defaults (a test holds them to it)."""
+
+    tf: str
+    device: str
+    recipe: str = "pip"
+    onednn: bool = True
+    op_determinism: bool = False
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    cpus: int = 0
+    cpu_isa: str = NO_ISA_CAP
+
+    @property
+    def id(self) -> str:
+        """Axes at their defaults are left out, so ids made before an axis existed stay valid."""
+        return cell_id(asdict(self))
+
+    @property
+    def environment(self) -> tuple[Any, ...]:
+        """Cells that differ only in run-time axes share one image or virtualenv."""
+        return tuple(getattr(self, a.name) for a in AXES if not a.at_run_time)
+
+    @property
+    def knobs(self) -> Knobs:
+        return Knobs(**{a.name: getattr(self, a.name) for a in AT_RUN_TIME})
+
+    def params(self) -> dict[str, Any]:
+        """As a record's `cell` says it: the id and every axis value."""
+        return {"id": self.id, **asdict(self)}
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any]) -> Cell:
+        """The cell a record's `cell` names; axes the record predates take their defaults."""
+        return cls(**{**defaults(), **{k: v for k, v in values.items() if k in BY_NAME}})
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The run-time axes' values a harness applies (None: TensorFlow's own default, as when the harness
+    is run by hand without the flag). Its fields are the run-time axes' names (a test holds them to it)."""
+
+    onednn: bool | None = None
+    op_determinism: bool | None = None
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
+    cpus: int | None = None
+    cpu_isa: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The values set, by axis name."""
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+    def env(self) -> dict[str, str]:
+        """The environment variables the set values put in force (before TensorFlow loads)."""
+        found: dict[str, str] = {}
+        for name, value in self.given().items():
+            found.update(BY_NAME[name].env(value))
+        return found
+
+    def configure(self, tf: Any) -> None:
+        """The TF calls the set values make, after import and before TF creates its runtime."""
+        for name, value in self.given().items():
+            call = BY_NAME[name].tf_call
+            if call is not None:
+                call(tf, value)
+
+    def restrict_harness(self) -> str:
+        """What applies to the harness's own process (its cores): why it cannot be, or ''."""
+        for name, value in self.given().items():
+            hook = BY_NAME[name].in_harness
+            if hook is not None and (problem := hook(value)):
+                return problem
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        return self.given()
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Knobs:
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})

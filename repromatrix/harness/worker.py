@@ -18,56 +18,22 @@ import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
-import signal  # noqa: E402
 import sys  # noqa: E402
-import traceback  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from . import axes, exchange, hosts, records  # noqa: E402
+from . import exchange, forkserver, hosts, records  # noqa: E402
+from .axes import Knobs  # noqa: E402
+from .catalog import SCENARIOS_PACKAGE as SCENARIOS  # noqa: E402
+from .catalog import builtin_dir  # noqa: E402
+from .forkserver import die_with_parent  # noqa: E402
 
-PACKAGE = __package__ or "scenarios"
 
-
-def apply_env_knobs(knobs: dict[str, Any]) -> None:
+def apply_env_knobs(knobs: Knobs) -> None:
     """Knobs TF reads from the environment while it loads: must run before `import tensorflow`."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.update(axes.env(knobs))
-
-
-def _intra_op_threads(tf: Any, count: int) -> None:
-    if count:  # 0: TF's own default, so nothing is called
-        tf.config.threading.set_intra_op_parallelism_threads(int(count))
-
-
-def _inter_op_threads(tf: Any, count: int) -> None:
-    if count:
-        tf.config.threading.set_inter_op_parallelism_threads(int(count))
-
-
-def _op_determinism(tf: Any, on: bool) -> None:
-    # TF before 2.8 has no such call; it reads TF_DETERMINISTIC_OPS, which the axis also sets.
-    if on and hasattr(tf.config.experimental, "enable_op_determinism"):
-        tf.config.experimental.enable_op_determinism()
-
-
-# The run-time axes that reach TF through a call (axes.TF_CALL), made after import and before TF
-# creates its runtime.
-TF_CALLS: dict[str, Callable[[Any, Any], None]] = {
-    "intra_op_threads": _intra_op_threads,
-    "inter_op_threads": _inter_op_threads,
-    "op_determinism": _op_determinism,
-}
-
-
-def configure_tf(tf: Any, knobs: dict[str, Any]) -> None:
-    for name, call in TF_CALLS.items():
-        if knobs.get(name) is not None:
-            call(tf, knobs[name])
+    os.environ.update(knobs.env())
 
 
 def thread_pools() -> dict[str, int]:
@@ -84,15 +50,15 @@ def thread_pools() -> dict[str, int]:
     return dict(sorted(names.items()))
 
 
-def knobs_in_force(tf: Any, requested: dict[str, Any]) -> dict[str, Any]:
+def knobs_in_force(tf: Any, requested: Knobs, onednn_isa: str | None = None) -> dict[str, Any]:
     """What TF reports back, which is what the record trusts, beside what was asked for."""
     in_force: dict[str, Any] = {
-        "requested": {k: v for k, v in requested.items() if k != "onednn_isa"},
+        "requested": requested.to_json(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         # What oneDNN said it dispatches to under these knobs (the harness's probe), where it said it.
-        "onednn_isa": requested.get("onednn_isa"),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "onednn_isa": onednn_isa,
+        "usable_cores": hosts.usable_cores(),
         "thread_pools": thread_pools(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
@@ -119,7 +85,7 @@ def _cpu() -> dict[str, Any]:
         "vendor": cpu["vendor"],
         "machine": platform.machine(),
         "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "usable_cpus": hosts.usable_cores(),
         "isa": cpu["isa"],
         "flags_sha256": cpu["flags_sha256"],
     }
@@ -204,13 +170,13 @@ def check_outputs(outputs: Any) -> dict[str, Any]:
     return arrays
 
 
-def probe_isa(knobs: dict[str, Any]) -> int:
+def probe_isa(knobs: Knobs) -> int:
     """`--probe-isa KNOBS`: one small matrix product with oneDNN's verbose output on (read by the harness)."""
     apply_env_knobs(knobs)
     os.environ["ONEDNN_VERBOSE"] = "1"
     import tensorflow as tf
 
-    configure_tf(tf, knobs)
+    knobs.configure(tf)
     left = tf.random.stateless_uniform((64, 256), seed=(1, 2))
     right = tf.random.stateless_uniform((256, 64), seed=(3, 4))
     float(tf.reduce_sum(tf.matmul(left, right)))
@@ -221,7 +187,7 @@ def importable_helpers() -> None:
     """A scenario imports its folder's helper modules as it would standalone (`import _peer`) as well
     as relative to the package (`from . import _peer`). Appended after site-packages: a helper never
     shadows an installed package."""
-    folder = str(Path(__file__).resolve().parent)
+    folder = str(builtin_dir())
     if folder not in sys.path:
         sys.path.append(folder)
 
@@ -230,7 +196,7 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
     """Run one repeat in this process (TF already imported and configured) and write its record."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     importable_helpers()
-    module = importlib.import_module(f"{PACKAGE}.{spec.scenario}")
+    module = importlib.import_module(f"{SCENARIOS}.{spec.scenario}")
     before_run = time.perf_counter()
     arrays = check_outputs(module.run(spec.variant, spec.seed))
     scenario_seconds = time.perf_counter() - before_run
@@ -244,7 +210,7 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
         in_process_identical=identical,
         record_bytes=spec.record_bytes,
         started_at=started,
-        knobs=knobs_in_force(tf, spec.knobs),
+        knobs=knobs_in_force(tf, spec.knobs, spec.onednn_isa),
         environment=fingerprint(tf, np, spec),
         timings={
             "tf_import_s": round(import_seconds, 4),
@@ -257,7 +223,7 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
     record.write(Path(spec.record), arrays)
 
 
-def import_tf(knobs: dict[str, Any]) -> tuple[Any, Any, float]:
+def import_tf(knobs: Knobs) -> tuple[Any, Any, float]:
     """Knobs TF reads while loading, then the import itself, then the knobs it takes before its runtime starts."""
     apply_env_knobs(knobs)
     before_import = time.perf_counter()
@@ -265,80 +231,18 @@ def import_tf(knobs: dict[str, Any]) -> tuple[Any, Any, float]:
     import tensorflow as tf
 
     import_seconds = time.perf_counter() - before_import
-    configure_tf(tf, knobs)
+    knobs.configure(tf)
     return tf, np, import_seconds
-
-
-def die_with_parent() -> None:
-    """This process is killed when its parent dies (Linux), however it dies: a SIGKILLed runner takes
-    its harness, the harness its fork server or scenario process, the fork server its children."""
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-
-
-def serve(knobs: dict[str, Any], warm: list[str]) -> int:
-    """`--serve KNOBS SCENARIOS`: a fork server. Imports TF once, then forks one child per request.
-
-    Requests come on stdin, one JSON line each: {"spec": ..., "stdout": path, "stderr": path}.
-    Replies go on the original stdout, one JSON line each: {"started": pid}, then
-    {"exited": pid, "status": code or -signal}. The child writes its record as a fresh process does.
-    """
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # anything TF or a library prints goes to stderr, never into the replies
-    tf, np, import_seconds = import_tf(knobs)
-    # Warm what costs time without starting TF's runtime: Keras's lazy import, the scenario modules.
-    # Nothing here may run an op: that starts TF's thread pools, and threads do not survive a fork
-    # (a child would inherit locks held by threads that no longer exist in it).
-    _ = tf.keras.layers.Dense
-    importable_helpers()
-    for name in warm:
-        with contextlib.suppress(Exception):  # a broken module fails in its child, with its traceback
-            importlib.import_module(f"{PACKAGE}.{name}")
-    parent = uuid.uuid4().hex[:12]  # names this parent in its children's records (no hostname)
-    for line in sys.stdin:
-        request = json.loads(line)
-        child_start = time.perf_counter()
-        pid = os.fork()
-        if pid == 0:  # the child: one repeat, then gone
-            code = 1
-            try:
-                die_with_parent()
-                for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
-                    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    os.dup2(target, fd)
-                    os.close(target)
-                sys.stdin.close()
-                # A fresh process draws NumPy's legacy global state from the OS; a fork copies the
-                # parent's, so every child would share it. Python's `random` reseeds itself on fork.
-                np.random.seed()
-                spec = exchange.RepeatSpec.from_json(request["spec"])
-                measure(replace(spec, isolation="fork", fork_parent=parent), tf, np, 0.0, child_start)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        protocol.write(json.dumps({"started": pid}) + "\n")
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        protocol.write(json.dumps({"exited": pid, "status": code, "parent_tf_import_s": import_seconds}) + "\n")
-    return 0
 
 
 def main(argv: list[str]) -> int:
     die_with_parent()
     if argv[:1] == ["--probe-isa"]:
-        return probe_isa(json.loads(argv[1]))
+        return probe_isa(Knobs.from_json(json.loads(argv[1])))
     if argv[:1] == ["--serve"]:
-        return serve(json.loads(argv[1]), json.loads(argv[2]))
+        importable_helpers()
+        return forkserver.serve(Knobs.from_json(json.loads(argv[1])), json.loads(argv[2]), import_tf, measure,
+                                SCENARIOS)  # fmt: skip
     spec = exchange.RepeatSpec.from_json(json.loads(argv[0]))
     tf, np, import_seconds = import_tf(spec.knobs)
     measure(spec, tf, np, import_seconds, _PROCESS_START)

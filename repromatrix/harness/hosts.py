@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,36 +74,83 @@ def _libc() -> str | None:
     return "-".join(part for part in platform.libc_ver() if part) or None
 
 
-def derived_label(host: dict[str, Any]) -> str:
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which a container's cpuset or the cpus axis sets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def first_cores(count: int) -> list[int]:
+    """The first `count` of the cores this process may use: what the cpus axis gives a cell's processes."""
+    return sorted(os.sched_getaffinity(0))[:count]
+
+
+def restrict_cores(count: int) -> str:
+    """Run this process, and so every process it starts, on `count` cores; '' or why it cannot."""
+    allowed = usable_cores()
+    if count > allowed:
+        return f"needs {count} cores, this process may use {allowed}"
+    os.sched_setaffinity(0, first_cores(count))
+    return ""
+
+
+@dataclass(frozen=True)
+class Host:
+    """A real machine: what decides the bits (CPU, cores, GPUs: its `id`), what is good to know (kernel,
+    libc), and the label a person knows it by."""
+
+    vendor: str = ""
+    model: str | None = None
+    isa: tuple[str, ...] = ()
+    cores: int | None = None
+    gpus: tuple[str, ...] = ()
+    kernel: str | None = None
+    libc: str | None = None
+    id: str = ""
+    label: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Host:
+        """A record's or report's host (fields it predates take their defaults, unknown ones are ignored)."""
+        if not isinstance(raw, dict):
+            return cls()
+        values = {f.name: raw[f.name] for f in fields(cls) if raw.get(f.name) is not None}
+        for name in ("isa", "gpus"):
+            if name in values:
+                values[name] = tuple(str(item) for item in values[name])
+        return cls(**values)
+
+    def with_label(self, label: str) -> Host:
+        return Host(**{**asdict(self), "label": label})
+
+
+def derived_label(host: Host) -> str:
     """`amd-epyc-avx512-2c`, `intel-xeon-avx512-amx-2c`: vendor, model family, ISA level, cores."""
-    model = (host.get("model") or "").lower()
+    model = (host.model or "").lower()
     model = re.sub(r"\((r|tm)\)|\bcpu\b|\bprocessor\b|@.*$|\d+-core", " ", model)
-    words = [w for w in re.split(r"[^a-z0-9]+", model) if w and w != host.get("vendor")]
-    isa = set(host.get("isa") or ())
+    words = [w for w in re.split(r"[^a-z0-9]+", model) if w and w != host.vendor]
+    isa = set(host.isa)
     level = "avx512" if "avx512f" in isa else "avx2" if "avx2" in isa else "avx" if "avx" in isa else "sse"
     if "amx_tile" in isa:
         level += "-amx"
-    parts = [str(host.get("vendor") or "cpu"), *(words[:1]), level, f"{host.get('cores') or '?'}c"]
-    if host.get("gpus"):
+    parts = [host.vendor or "cpu", *(words[:1]), level, f"{host.cores or '?'}c"]
+    if host.gpus:
         parts.append("gpu")
     return "-".join(parts)
 
 
-def fingerprint(label: str | None = None, text: str | None = None) -> dict[str, Any]:
-    """This machine: what decides the bits (CPU, cores, GPUs: its `id`), what is good to know (kernel,
-    libc), and its label: `label`, else $REPROMATRIX_HOST, else one derived from the rest."""
+def fingerprint(label: str | None = None, text: str | None = None) -> Host:
+    """This machine, labelled `label`, else $REPROMATRIX_HOST, else by a label derived from the rest."""
     cpu = cpuinfo(text)
-    host: dict[str, Any] = {
-        **{key: cpu[key] for key in ("vendor", "model", "isa")},
-        "cores": os.cpu_count(),
-        "gpus": _gpus(),
-        "kernel": platform.release() or None,
-        "libc": _libc(),
-    }
-    decides = {key: host[key] for key in ("vendor", "model", "isa", "cores", "gpus")}
-    host["id"] = hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()[:12]
-    host["label"] = label or os.environ.get(HOST_ENV) or derived_label(host)
-    return host
+    host = Host(vendor=cpu["vendor"], model=cpu["model"], isa=tuple(cpu["isa"]), cores=os.cpu_count(),
+                gpus=tuple(_gpus()), kernel=platform.release() or None, libc=_libc())  # fmt: skip
+    decides = {"vendor": host.vendor, "model": host.model, "isa": list(host.isa), "cores": host.cores,
+               "gpus": list(host.gpus)}  # fmt: skip
+    host_id = hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()[:12]
+    host = Host(**{**asdict(host), "id": host_id})
+    return host.with_label(label or os.environ.get(HOST_ENV) or derived_label(host))
 
 
 def check_label(label: str) -> str | None:
@@ -112,9 +160,8 @@ def check_label(label: str) -> str | None:
     return None
 
 
-def describe(host: dict[str, Any]) -> str:
+def describe(host: Host) -> str:
     """'amd-epyc-avx512-2c (AMD EPYC, 2 cores, avx512f…)' for headers and headlines."""
-    isa = host.get("isa") or []
-    level = next((flag for flag in ("amx_tile", "avx512f", "avx2", "avx") if flag in isa), "no AVX")
-    gpus = f", {', '.join(host['gpus'])}" if host.get("gpus") else ""
-    return f"{host.get('label')} ({host.get('model') or host.get('vendor')}, {host.get('cores')} cores, {level}{gpus})"
+    level = next((flag for flag in ("amx_tile", "avx512f", "avx2", "avx") if flag in host.isa), "no AVX")
+    gpus = f", {', '.join(host.gpus)}" if host.gpus else ""
+    return f"{host.label} ({host.model or host.vendor}, {host.cores} cores, {level}{gpus})"
