@@ -114,10 +114,25 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+# What `nox -s unit` leaves out (pyproject.toml declares the markers).
+HEAVY = ("tf", "docker", "browser", "lint", "slow")
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """The fast tier: every test that needs no TensorFlow, Docker, browser or network (well under a minute)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", " and ".join(f"not {marker}" for marker in HEAVY), *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, and actionlint, zizmor and the workflow schema on .github/workflows."""
+    """ruff; mypy over the whole package; actionlint, zizmor and the workflow schema on .github/workflows."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # From outside the checkout: its ./repromatrix would stand in for the installed package, which is the one
+    # holding repromatrix.scenarios and repromatrix.reporting where their names say.
+    with session.chdir(session.create_tmp()):
+        session.run("mypy", "-p", "repromatrix", "--config-file", str(ROOT / "pyproject.toml"))
     session.run("python", "-m", "repromatrix.workflow_lint", *session.posargs)

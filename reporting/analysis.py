@@ -13,12 +13,46 @@ import string
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from itertools import combinations, pairwise
 from typing import Any
 
 from repromatrix.harness import axes, records
+from repromatrix.harness.records import Status
 from repromatrix.reporting.distances import TOLERANCE_ULP, Arrays, Distance
 from repromatrix.reporting.load import Loaded, Published
+
+
+class RunToRun(StrEnum):
+    """Within a cell: did every measured repeat give the very same bits?"""
+
+    IDENTICAL = "identical"
+    VARIES = "varies"
+    UNTESTED = "untested"  # fewer than two process identities
+
+
+class InProcess(StrEnum):
+    """The article's own check: were model1 and model2 identical within one process?"""
+
+    IDENTICAL = "identical"
+    DIFFERS = "differs"
+    MIXED = "mixed"  # identical in some processes, not in others
+    UNTESTED = "untested"
+
+
+class Claim(StrEnum):
+    """A variant against its expectation."""
+
+    HELD = "held"
+    BROKEN = "broken"
+    UNTESTED = "untested"
+
+
+class Severity(StrEnum):
+    FINDING = "finding"  # an expectation broke
+    WARNING = "warning"
+    ERROR = "error"
+
 
 REPORT_SCHEMA = 2
 VARIES = "~"
@@ -58,20 +92,20 @@ class Variant:
     records: list[Loaded]
     expectation: dict[str, str]
     declared: dict[str, str]
-    status: str = "ok"  # ok, error, skipped
+    status: Status = Status.OK
     message: str = ""
     ok_repeats: int = 0
-    run_to_run: str = "untested"  # identical, varies, untested (fewer than 2 process identities)
+    run_to_run: RunToRun = RunToRun.UNTESTED
     run_to_run_note: str = ""  # why run to run is untested
     identities: int = 0  # independent process identities among the measured repeats
     identity_text: str = ""  # "3 processes", "3 forks of 3 parents"
-    in_process: str = "untested"  # identical, differs, mixed, untested
+    in_process: InProcess = InProcess.UNTESTED
     ran_on: str = ""  # cpu, gpu, mixed; empty when nothing ran
     isolation: str = ""  # process, fork, mixed
     environments: int = 0  # distinct reuse keys among the measured repeats
     digests: dict[str, str | None] = field(default_factory=dict)  # per output, None when repeats disagree
     spreads: list[Spread] = field(default_factory=list)  # outputs that varied run to run
-    claim: str = "untested"  # held, broken, untested
+    claim: Claim = Claim.UNTESTED
     claim_reasons: list[str] = field(default_factory=list)
     published: str = ""  # the report.json it was read from (digests and verdicts only), or ""
 
@@ -101,7 +135,7 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
     variant.ok_repeats = len(ok)
     failed = next((r for r in variant.records if not r.record.is_ok), None)
     statuses = {r.record.status for r in variant.records}
-    variant.status = "error" if "error" in statuses else ("ok" if ok else "skipped")
+    variant.status = Status.ERROR if Status.ERROR in statuses else (Status.OK if ok else Status.SKIPPED)
     if failed is not None:
         variant.message = failed.record.message or failed.record.status
     if not ok:
@@ -121,9 +155,9 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
             variant.spreads.append(Spread(name, len(seen), len(ok), worst))
     variant.identities, variant.identity_text = identities(ok)
     if len(ok) >= 2 and not all(d is not None for d in variant.digests.values()):
-        variant.run_to_run = "varies"  # a difference needs no second identity to be real
+        variant.run_to_run = RunToRun.VARIES  # a difference needs no second identity to be real
     elif variant.identities >= 2:
-        variant.run_to_run = "identical"
+        variant.run_to_run = RunToRun.IDENTICAL
     elif len(ok) >= 2:
         variant.run_to_run_note = (
             f"its {len(ok)} repeats came from one process identity ({variant.identity_text}): nothing decided at "
@@ -132,9 +166,11 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
     else:
         variant.run_to_run_note = "one measured repeat: run to run needs two or more (--repeats 2 or more)"
     checks = {r.record.in_process_identical for r in ok}
-    variant.in_process = (
-        "mixed" if len(checks) > 1 else {True: "identical", False: "differs"}.get(checks.pop(), "untested")
-    )
+    if len(checks) > 1:
+        variant.in_process = InProcess.MIXED
+    else:
+        only = checks.pop()
+        variant.in_process = InProcess.UNTESTED if only is None else InProcess.IDENTICAL if only else InProcess.DIFFERS
     devices = {r.record.ran_on for r in ok}
     variant.ran_on = devices.pop() if len(devices) == 1 else "mixed"
     isolations = {r.record.isolation for r in ok}
@@ -175,7 +211,7 @@ def _judge(variant: Variant) -> None:
     """Each variant against its own expectation: declared in the scenario, or the article's claims."""
     reasons = []
     want_r2r, want_ip = variant.expectation.get("run_to_run", "any"), variant.expectation.get("in_process", "any")
-    if want_r2r == "identical" and variant.run_to_run == "varies":
+    if want_r2r == "identical" and variant.run_to_run == RunToRun.VARIES:
         varied = (
             "; ".join(
                 f"{s.output} {s.distinct} distinct among {s.processes} processes ({s.distance.brief()})"
@@ -184,24 +220,24 @@ def _judge(variant: Variant) -> None:
             or "per-layer or per-epoch arrays"
         )
         reasons.append(f"expected identical run to run ({_source(variant, 'run_to_run')}), but varied: {varied}")
-    if want_r2r == "differs" and variant.run_to_run == "identical":
+    if want_r2r == "differs" and variant.run_to_run == RunToRun.IDENTICAL:
         reasons.append(
             f"expected to differ run to run ({_source(variant, 'run_to_run')}), but all {variant.ok_repeats} "
             "processes gave the very same bits (something seeds it)"
         )
-    if want_ip == "identical" and variant.in_process in ("differs", "mixed"):
+    if want_ip == "identical" and variant.in_process in (InProcess.DIFFERS, InProcess.MIXED):
         reasons.append(
             f"expected model1 and model2 identical in-process ({_source(variant, 'in_process')}), "
-            f"but they {'differ' if variant.in_process == 'differs' else 'differ in some processes'}"
+            f"but they {'differ' if variant.in_process == InProcess.DIFFERS else 'differ in some processes'}"
         )
-    if want_ip == "differs" and variant.in_process in ("identical", "mixed"):
+    if want_ip == "differs" and variant.in_process in (InProcess.IDENTICAL, InProcess.MIXED):
         reasons.append(
             f"expected model1 and model2 to differ in-process ({_source(variant, 'in_process')}), "
-            f"but they came out identical{' in some processes' if variant.in_process == 'mixed' else ''}"
+            f"but they came out identical{' in some processes' if variant.in_process == InProcess.MIXED else ''}"
         )
     variant.claim_reasons = reasons
-    tested = variant.in_process != "untested" or variant.run_to_run != "untested"
-    variant.claim = "broken" if reasons else ("held" if tested else "untested")
+    tested = variant.in_process != InProcess.UNTESTED or variant.run_to_run != RunToRun.UNTESTED
+    variant.claim = Claim.BROKEN if reasons else (Claim.HELD if tested else Claim.UNTESTED)
 
 
 def host_labels(loaded: list[Loaded], more: Iterable[dict[str, Any]] = ()) -> dict[str, str]:
@@ -269,7 +305,7 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iter
 
 @dataclass(frozen=True)
 class Finding:
-    severity: str  # finding (an expectation broken), warning, error
+    severity: Severity
     cell_id: str
     scenario: str
     text: str
@@ -283,20 +319,20 @@ def findings(all_variants: list[Variant]) -> list[Finding]:
     found = []
     for v in all_variants:
         for reason in v.claim_reasons:
-            found.append(Finding("finding", v.cell_id, v.name, reason))
+            found.append(Finding(Severity.FINDING, v.cell_id, v.name, reason))
         if v.cell.get("device") == "cuda" and v.ran_on and v.ran_on != "gpu":
             found.append(
-                Finding("warning", v.cell_id, v.name, f"requested CUDA but ran on {v.ran_on}: not a GPU result")
+                Finding(Severity.WARNING, v.cell_id, v.name, f"requested CUDA but ran on {v.ran_on}: not a GPU result")
             )
         if v.environments > 1:
             text = (
                 f"its repeats were measured in {v.environments} different environments or scenario versions; "
                 "rerun the cell with --force to measure it in one"
             )
-            found.append(Finding("warning", v.cell_id, v.name, text))
-        if v.status == "error":
-            found.append(Finding("error", v.cell_id, v.name, v.message))
-    rank = {"finding": 0, "warning": 1, "error": 2}
+            found.append(Finding(Severity.WARNING, v.cell_id, v.name, text))
+        if v.status == Status.ERROR:
+            found.append(Finding(Severity.ERROR, v.cell_id, v.name, v.message))
+    rank = {severity: i for i, severity in enumerate(Severity)}
     return sorted(found, key=lambda f: (rank[f.severity], "-unseeded" in f.scenario, f.cell_id, f.scenario))
 
 
@@ -564,12 +600,14 @@ def published_variants(published: Published, label: str, several: bool) -> list[
         found.append(Variant(
             cell_id, cell, str(raw["scenario"]), str(raw["variant"]), raw.get("seed"), [],
             dict(raw.get("expected") or {}), dict(raw.get("declared") or {}),
-            status=str(raw.get("status") or "ok"), message=str(raw.get("message") or ""),
-            ok_repeats=int(raw.get("ok_repeats") or 0), run_to_run=str(raw.get("run_to_run") or "untested"),
+            status=Status(raw.get("status") or Status.OK), message=str(raw.get("message") or ""),
+            ok_repeats=int(raw.get("ok_repeats") or 0),
+            run_to_run=RunToRun(raw.get("run_to_run") or RunToRun.UNTESTED),
             run_to_run_note=str(raw.get("run_to_run_note") or ""), identities=int(raw.get("identities") or 0),
-            identity_text=str(raw.get("identity_text") or ""), in_process=str(raw.get("in_process") or "untested"),
+            identity_text=str(raw.get("identity_text") or ""),
+            in_process=InProcess(raw.get("in_process") or InProcess.UNTESTED),
             ran_on=str(raw.get("ran_on") or ""), isolation=str(raw.get("isolation") or ""),
-            digests=dict(raw.get("digests") or {}), claim=str(raw.get("claim") or "untested"),
+            digests=dict(raw.get("digests") or {}), claim=Claim(raw.get("claim") or Claim.UNTESTED),
             claim_reasons=list(raw.get("claim_reasons") or []), published=str(published.path),
         ))  # fmt: skip
     return found

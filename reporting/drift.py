@@ -58,11 +58,11 @@ def drift(current: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]
     changes = []
     for key in sorted(set(current) | set(baseline)):
         now, before = current.get(key), baseline.get(key)
-        if before is None:
+        if before is None and now is not None:
             changes.append({"variant": key, "change": "new", "before": "", "after": now["run_to_run"]})
-        elif now is None:
+        elif now is None and before is not None:
             changes.append({"variant": key, "change": "gone", "before": before["run_to_run"], "after": ""})
-        else:
+        elif now is not None and before is not None:
             if now["status"] != before["status"]:
                 changes.append({"variant": key, "change": "status", "before": before["status"], "after": now["status"]})
             if now["run_to_run"] != before["run_to_run"]:

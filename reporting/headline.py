@@ -9,7 +9,16 @@ from collections import defaultdict
 from typing import Any
 
 from repromatrix.harness import axes
-from repromatrix.reporting.analysis import Attribution, Finding, Variant, is_compared, output_order
+from repromatrix.harness.records import Status
+from repromatrix.reporting.analysis import (
+    Attribution,
+    Finding,
+    RunToRun,
+    Severity,
+    Variant,
+    is_compared,
+    output_order,
+)
 from repromatrix.reporting.distances import Distance
 
 
@@ -23,11 +32,13 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     lines = []
     measured = [v for v in all_variants if v.ok_repeats]
     cells = len({v.cell_id for v in measured})
-    broken = [f for f in found if f.severity == "finding"]
-    seeded = [v for v in measured if v.seeded and v.run_to_run != "untested"]
+    broken = [f for f in found if f.severity == Severity.FINDING]
+    seeded = [v for v in measured if v.seeded and v.run_to_run != RunToRun.UNTESTED]
     # A seeded variant whose run to run could not be judged (one repeat, or one process identity)
     # must not be counted as reproducible.
-    untested = [v for v in measured if v.expectation.get("run_to_run") == "identical" and v.run_to_run == "untested"]
+    untested = [
+        v for v in measured if v.expectation.get("run_to_run") == "identical" and v.run_to_run == RunToRun.UNTESTED
+    ]
     if broken:
         where = sorted({f.cell_id for f in broken})
         what = sorted({f.scenario for f in broken})
@@ -97,8 +108,8 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     )
     if unstable_only:
         lines.append(f"Not comparable (no stable pair of cells): {_join(sorted(set(unstable_only)))}.")
-    failed = sorted({v.cell_id for v in all_variants if v.status == "error"})
-    skipped = sorted({v.cell_id for v in all_variants if v.status == "skipped"} - set(failed))
+    failed = sorted({v.cell_id for v in all_variants if v.status == Status.ERROR})
+    skipped = sorted({v.cell_id for v in all_variants if v.status == Status.SKIPPED} - set(failed))
     if failed or skipped:
         parts = []
         if failed:

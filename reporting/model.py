@@ -33,7 +33,7 @@ class Report:
 
     @property
     def expectations_broken(self) -> int:
-        return sum(f.severity == "finding" for f in self.findings)
+        return sum(f.severity == analysis.Severity.FINDING for f in self.findings)
 
     def group(self, scenario: str) -> list[analysis.Variant]:
         return [v for v in self.variants if v.name == scenario]

@@ -16,6 +16,7 @@ from typing import Any
 from tabulate import tabulate
 
 from repromatrix.harness import axes
+from repromatrix.harness.records import Status
 from repromatrix.reporting import analysis, distances, drift
 from repromatrix.reporting.history import rows as history_rows
 from repromatrix.reporting.model import Report
@@ -69,16 +70,16 @@ def run_to_run_rows(report: Report, only_not_held: bool) -> tuple[list[list[str]
         by_cell.setdefault(v.cell_id, []).append(v)
     for cell_id, group in by_cell.items():
         reasons = {v.message for v in group}
-        if len(group) > 1 and all(v.status == "skipped" for v in group) and len(reasons) == 1:
+        if len(group) > 1 and all(v.status == Status.SKIPPED for v in group) and len(reasons) == 1:
             rows.append([cell_id, f"all {len(group)}", "skipped", "—", "—", "—", "—", "untested", reasons.pop()])
             continue
         for v in group:
-            if only_not_held and v.claim == "held" and v.status == "ok":
+            if only_not_held and v.claim == analysis.Claim.HELD and v.status == Status.OK:
                 held += 1
                 continue
             nothing = "—" if not v.ok_repeats else ""
             run_to_run = nothing or f"{v.run_to_run} ({v.identity_text})"
-            note = v.message if v.status != "ok" else "; ".join(v.claim_reasons) or _spread(v) or v.run_to_run_note
+            note = v.message if v.status != Status.OK else "; ".join(v.claim_reasons) or _spread(v) or v.run_to_run_note
             rows.append([cell_id, v.name, v.status, run_to_run, nothing or v.in_process, v.ran_on or "—",
                          v.isolation or "—", v.claim, note])  # fmt: skip
     return rows, held

@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from tabulate import tabulate
 
@@ -27,10 +29,13 @@ from repromatrix.harness import records
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.catalog import discover
 from repromatrix.harness.layout import Layout
+from repromatrix.harness.records import Isolation
 from repromatrix.matrix import Matrix
 
+T = TypeVar("T")
 
-def _timed(action) -> tuple[float, object]:
+
+def _timed(action: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     value = action()
     return time.perf_counter() - start, value
@@ -48,7 +53,7 @@ def _process_seconds(results: Path) -> tuple[float, float, int]:
     return wall, tf_import, count
 
 
-def _mode(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, isolation: str,
+def _mode(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, isolation: Isolation,
           jobs: int) -> tuple[float, int, Path]:  # fmt: skip
     """(matrix wall seconds, scenario repeats started, folder) of one cold run in one isolation mode."""
     folder = results / isolation
@@ -70,8 +75,8 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, jobs
     print(f"bench: {len(cells)} cells × {len(runner.planned_repeats(matrix, found))} repeats on {backend.name}, "
           f"jobs={jobs}, each isolation mode from an empty results folder")  # fmt: skip
 
-    process_wall, process_started, process_folder = _mode(backend, matrix, cells, results, "process", jobs)
-    fork_wall, fork_started, _ = _mode(backend, matrix, cells, results, "fork", jobs)
+    process_wall, process_started, process_folder = _mode(backend, matrix, cells, results, Isolation.PROCESS, jobs)
+    fork_wall, fork_started, _ = _mode(backend, matrix, cells, results, Isolation.FORK, jobs)
     summed, tf_import, count = _process_seconds(process_folder)
     # Core-seconds per repeat: the wall time of the whole run, times the cells run at once, per repeat.
     per_process = process_wall * jobs / max(process_started, 1)
@@ -79,7 +84,10 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, jobs
     # The same run again into the process-mode folder: everything is reusable, nothing should start.
     warm_wall, warm = _timed(
         lambda: runner.run_matrix(
-            backend, replace(matrix, isolation="process"), cells, runner.RunOptions(results=process_folder, jobs=jobs)
+            backend,
+            replace(matrix, isolation=Isolation.PROCESS),
+            cells,
+            runner.RunOptions(results=process_folder, jobs=jobs),
         )
     )
     cached_build, _ = _timed(lambda: backend.prepare(cells[0], verbose=False))

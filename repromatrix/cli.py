@@ -32,6 +32,7 @@ from repromatrix.harness import hosts
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.catalog import Scenario, ScenarioClash, builtin_dir, discover, staged_files
 from repromatrix.harness.hosts import Host
+from repromatrix.harness.records import Isolation
 from repromatrix.matrix import Matrix
 from repromatrix.session import EXIT_CODE_FILE
 
@@ -96,11 +97,13 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
         problem = option.check(value)
         if problem:
             raise ConfigurationError(f"{option.flags[-1]} {value}: not valid; {problem}")
-    run = {
+    run: dict[str, Any] = {
         name: tuple(v) if isinstance(v, list) else v
         for name, v in given.items()
         if options.BY_NAME[name].table == "run"
     }
+    if "isolation" in run:
+        run["isolation"] = Isolation(run["isolation"])
     docker = {name: value for name, value in given.items() if options.BY_NAME[name].table == "docker"}
     loaded = replace(loaded, docker=replace(loaded.docker, **docker), scenario_paths=tuple(folders), **run)
     cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)

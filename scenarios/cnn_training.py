@@ -5,7 +5,7 @@ from __future__ import annotations
 if __package__:
     from . import common
 else:  # run as a script: python scenarios/cnn_training.py
-    import common
+    import common  # type: ignore[no-redef,import-not-found]
 
 import tensorflow as tf
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 if not __package__:  # run as a script (python scenarios/init.py) from a checkout: its package, by its one name
     sys.path.append(str(Path(__file__).resolve().parent.parent))
-from repromatrix.harness import records  # noqa: E402  (the seed rule and the run's defaults)
+from repromatrix.harness import records
 
 Outputs = dict[str, dict[str, np.ndarray]]
 
@@ -104,7 +104,7 @@ def fit_recording(model: tf.keras.Model, inputs: np.ndarray, targets: np.ndarray
 
     def keep(epoch: int, logs: dict[str, Any] | None) -> None:
         state[f"epoch.{epoch + 1:02d}.weights"] = flat_weights(model)
-        state[f"epoch.{epoch + 1:02d}.loss"] = np.float64((logs or {}).get("loss", np.nan))
+        state[f"epoch.{epoch + 1:02d}.loss"] = np.asarray((logs or {}).get("loss", np.nan), dtype=np.float64)
 
     model.fit(inputs, targets, epochs=epochs, verbose=0,
               callbacks=[tf.keras.callbacks.LambdaCallback(on_epoch_end=keep)], **fit_args)  # fmt: skip

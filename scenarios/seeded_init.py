@@ -5,7 +5,7 @@ from __future__ import annotations
 if __package__:
     from . import common
 else:  # run as a script: python scenarios/seeded_init.py
-    import common
+    import common  # type: ignore[no-redef,import-not-found]
 
 VARIANTS = ("seeded",)
 

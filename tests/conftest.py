@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,13 +40,37 @@ def tf_python():
     return get
 
 
-def harness(
-    python: str, *args: str, scenarios: Path | None = None, timeout: float = 900
-) -> subprocess.CompletedProcess:  # noqa: E501
+# Set in the environment of what a test starts (every process below it inherits it): the test's own
+# processes are those that carry its token, whatever else runs on the machine.
+TOKEN_ENV = "REPROMATRIX_TEST_TOKEN"
+
+
+def process_token() -> dict[str, str]:
+    """An environment entry that marks the processes of one test."""
+    return {TOKEN_ENV: uuid.uuid4().hex}
+
+
+def processes_with(token: dict[str, str]) -> list[str]:
+    """The command lines of the live processes that carry `token` in their environment."""
+    marker = f"{TOKEN_ENV}={token[TOKEN_ENV]}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def harness(python: str, *args: str, scenarios: Path | None = None, timeout: float = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
     """`python -m repromatrix.harness ARGS` as a cell runs it: from the staged code (the built-ins, and
     the scenario folder `scenarios` beside them), with nothing else importable."""
     root = code_root(scenario_dirs=(scenarios,) if scenarios else ())
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(root)}
     return subprocess.run([python, "-P", "-m", "repromatrix.harness", *args], cwd=root, env=env, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 

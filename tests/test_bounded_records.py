@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from repromatrix import reporting
 from repromatrix.harness import fileio, records
@@ -38,6 +39,7 @@ def write(root, cell_id: str, repeat: int, arrays: dict[str, np.ndarray]) -> rec
     return record
 
 
+@pytest.mark.slow  # tens of MB of arrays
 def test_a_large_output_gives_a_small_record_whose_digest_still_tells_one_ulp(tmp_path):
     off_sample = int(np.setdiff1d(np.arange(5000), records.sample_positions(int(np.prod(BIG))))[0])
     first = write(tmp_path, "tf2.21.0-cpu-onednn1-det0", 0, big_arrays())
@@ -56,6 +58,7 @@ def test_a_large_output_gives_a_small_record_whose_digest_still_tells_one_ulp(tm
     assert raw["kept"]["values"] == records.SAMPLE_VALUES and raw["shape"] == list(BIG)
 
 
+@pytest.mark.slow  # tens of MB of arrays
 def test_the_report_labels_a_distance_read_on_a_sample_as_estimated(tmp_path):
     positions = records.sample_positions(int(np.prod(BIG)))
     write(tmp_path, "tf2.21.0-cpu-onednn1-det0", 0, big_arrays())
@@ -73,6 +76,7 @@ def test_the_report_labels_a_distance_read_on_a_sample_as_estimated(tmp_path):
     assert onednn.differ == 1 and "estimated" in onednn.distance.brief()
 
 
+@pytest.mark.slow  # tens of MB of arrays
 def test_a_difference_outside_the_sample_is_said_to_lie_elsewhere(tmp_path):
     off_sample = int(np.setdiff1d(np.arange(5000), records.sample_positions(int(np.prod(BIG))))[0])
     write(tmp_path, "tf2.21.0-cpu-onednn1-det0", 0, big_arrays())

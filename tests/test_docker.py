@@ -524,14 +524,14 @@ def test_ctrl_c_during_an_image_build_exits_at_once_and_starts_no_container(dock
 FAKE_HARNESS = """
 import sys
 from pathlib import Path
-from .exchange import Summary, read_plan
+from .exchange import Plan, Summary
 from .layout import CellLayout
-from .records import Record
+from .records import Record, Status
 
 argv = sys.argv
 out, attempt = CellLayout(Path(argv[argv.index("--out") + 1])), argv[argv.index("--attempt") + 1]
-first, *_ = specs = read_plan(out.plan_file(attempt))
-Record.failed("error", "the fake harness failed it", **first.record_fields()).write(
+first, *_ = specs = Plan.read(out.plan_file(attempt)).repeats
+Record.failed(Status.ERROR, "the fake harness failed it", **first.record_fields()).write(
     out.record(first.scenario, first.variant, first.repeat))
 Summary(attempt=attempt, planned=len(specs), started=1, error=1, done=[first.label]).write(out.summary_file(attempt))
 print("fake harness: leaving", len(specs) - 1, "repeats undone", file=sys.stderr)
@@ -545,12 +545,11 @@ def test_both_backends_make_the_same_records_of_the_same_failing_harness(
 ):
     import shutil
 
-    from repromatrix.backends import container, local
-    from repromatrix.harness import SCENARIOS_DIR
+    from repromatrix.backends import code_root, container, local
 
     fake = tmp_path / "code"
-    shutil.copytree(SCENARIOS_DIR, fake / "scenarios", ignore=shutil.ignore_patterns("__pycache__"))
-    (fake / "scenarios" / "__main__.py").write_text(FAKE_HARNESS.replace("EXIT_CODE", str(exit_code)))
+    shutil.copytree(code_root(), fake, ignore=shutil.ignore_patterns("__pycache__"))
+    (fake / "repromatrix" / "harness" / "__main__.py").write_text(FAKE_HARNESS.replace("EXIT_CODE", str(exit_code)))
     for path in [fake, *fake.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the container's user
     for module in (container, local):

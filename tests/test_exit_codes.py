@@ -18,6 +18,7 @@ def nox_matrix(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     )  # fmt: skip
 
 
+@pytest.mark.slow  # it starts nox, which installs this package into a session virtualenv
 @pytest.mark.parametrize(
     ("matrix_text", "options", "code", "line"),
     [

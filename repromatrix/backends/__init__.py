@@ -1,6 +1,6 @@
 """Where cells run: `docker` (the real thing) or `local` (a cached virtualenv per TF version).
 
-Both run the same harness (`python -m scenarios`) with the same arguments and
+Both run the same harness (`python -m repromatrix.harness`) with the same arguments and
 the same lock files; they differ only in how the environment is made and
 entered.
 """
@@ -125,7 +125,10 @@ class HarnessRun:
 
 
 class Backend(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """docker or local: what the records and the results folder's manifest say made them."""
+        ...
 
     def environment_key(self, cell: Cell) -> str:
         """Cheap: computed without building, so an unchanged cell is recognised before any work."""

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
+
+import docker
 from repromatrix import cleanup, locks, progress
 from repromatrix.backends import (
     PACKAGE,
@@ -52,6 +55,9 @@ CONTAINER_WORK = "/work"  # `repromatrix shell`: the user's folder, read-only
 NOBODY = "65534:65534"
 ULIMITS = {"nofile": 4096, "nproc": 4096}
 BUILD_LOG_LINES = 30
+# What a call to the engine raises when the engine refuses it or cannot be reached (docker-py's own
+# errors, and the HTTP client's under them): the one tuple every engine call here catches.
+ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
 def _engine_host() -> str:
@@ -65,12 +71,10 @@ class DockerEngine:
     timeout: int = 600  # seconds without a byte from the engine (a quiet pip step in a build)
 
     def client(self) -> Any:
-        import docker
-
         try:
             api = docker.from_env(timeout=self.timeout).api
             api.ping()
-        except Exception:  # docker-py raises several unrelated types here
+        except ENGINE_ERRORS:
             raise EngineUnavailableError(
                 f"no Docker engine answers at {_engine_host()}; start one (systemctl start docker, or `dockerd &`), "
                 "point DOCKER_HOST at it (Podman: unix:///run/podman/podman.sock), or use --backend local"
@@ -82,11 +86,9 @@ class DockerEngine:
         return EngineLostError(f"the Docker engine at {_engine_host()} stopped answering during {during}")
 
     def answers(self) -> bool:
-        import docker
-
         try:
             docker.from_env(timeout=5).api.ping()
-        except Exception:  # docker-py raises several unrelated types here
+        except ENGINE_ERRORS:
             return False
         return True
 
@@ -179,8 +181,6 @@ class DockerBackend:
         return f"repromatrix/tf:{cell.tf}-{cell.device}-{cell.recipe}-{sha.hexdigest()[:16]}"
 
     def _image_id(self, tag: str) -> str | None:
-        import docker
-
         try:
             return self.api.inspect_image(tag)["Id"]
         except docker.errors.ImageNotFound:
@@ -269,9 +269,7 @@ class DockerBackend:
                                 progress.say(f"{cell.id} | {line.rstrip()}")
                     if error:
                         raise CellError(cell.id, f"image build failed: {error.strip()}", "\n".join(tail))
-            except CellError:
-                raise
-            except Exception as exc:
+            except ENGINE_ERRORS as exc:
                 if not self.engine.answers():
                     raise self.engine.lost(f"the image build of {cell.id}") from None
                 raise CellError(cell.id, f"image build failed: {exc}", "\n".join(tail)) from None
@@ -299,7 +297,7 @@ class DockerBackend:
                 yield container_id
         finally:
             # Already gone when the Ctrl-C handler removed it first.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*ENGINE_ERRORS):
                 remove()
 
     def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
@@ -333,10 +331,6 @@ class DockerBackend:
         knobs: bool = False,
     ) -> HarnessRun:
         """Run `command` in a hardened container whose only writable mount is `out_dir`."""
-        import requests
-
-        import docker
-
         out_dir.mkdir(parents=True, exist_ok=True)
         user = NOBODY if os.getuid() == 0 else f"{os.getuid()}:{os.getgid()}"
         if user == NOBODY:
@@ -396,11 +390,7 @@ class DockerBackend:
                 stdout = self._logs(container_id, stdout=True)
                 stderr = self._logs(container_id, stderr=True)
                 state = self.api.inspect_container(container_id).get("State", {})
-        except (
-            docker.errors.APIError,
-            requests.exceptions.ConnectionError,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
+        except ENGINE_ERRORS as exc:
             if cleanup.stopping.is_set():
                 raise CellError(cell.id, "interrupted") from None
             lost = self.lost(exc, cell)  # an engine going down drops connections or answers with errors
@@ -410,8 +400,8 @@ class DockerBackend:
         return HarnessRun(int(status.get("StatusCode", -1)), stdout, stderr, bool(state.get("OOMKilled")))
 
     def _stream(self, cell: Cell, container_id: str) -> None:
-        """-v: the harness's and the scenarios' output as it comes."""
-        with contextlib.suppress(Exception):
+        """-v: the harness's and the scenarios' output as it comes (until the container is gone)."""
+        with contextlib.suppress(*ENGINE_ERRORS):
             pending = ""
             for chunk in self.api.logs(container_id, stream=True, follow=True):
                 pending += chunk.decode(errors="replace")
@@ -422,7 +412,7 @@ class DockerBackend:
     def _logs(self, container_id: str, stdout: bool = False, stderr: bool = False) -> str:
         try:
             raw = self.api.logs(container_id, stdout=stdout, stderr=stderr)
-        except Exception:
+        except ENGINE_ERRORS:
             return ""
         return raw.decode(errors="replace")
 
@@ -436,7 +426,7 @@ class DockerBackend:
         for container in found:
             owner = (container.get("Labels") or {}).get(OWNER)
             if owner and cleanup.owner_alive(owner) is False:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(*ENGINE_ERRORS):  # removed meanwhile (by its own run's last act, say)
                     self.api.remove_container(container["Id"], force=True, v=True)
                     name = (container.get("Names") or ["?"])[0].lstrip("/")
                     progress.say(
@@ -445,14 +435,9 @@ class DockerBackend:
 
     def lost(self, exc: Exception, cell: Cell) -> EngineLostError | None:
         """The engine-lost error when `exc` (raised by a call to the engine) means the engine is gone."""
-        import requests
-
-        import docker
-
         if isinstance(exc, EngineLostError):
             return exc
-        engine_call = isinstance(exc, (requests.exceptions.RequestException, docker.errors.DockerException))
-        if engine_call and not self.engine.answers():
+        if isinstance(exc, ENGINE_ERRORS) and not self.engine.answers():
             return self.engine.lost(cell.id)
         return None
 

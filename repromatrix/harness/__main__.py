@@ -103,7 +103,7 @@ def plan_by_hand(args: argparse.Namespace) -> exchange.Plan:
 def abandoned(layout: CellLayout, attempt: str | None) -> bool:
     """The runner removes an attempt's folder when it ends, however it ends: a harness still running
     then (a container whose engine or orchestrator died) measures nothing more."""
-    return bool(attempt) and not layout.plan_file(attempt).is_file()
+    return attempt is not None and attempt != "" and not layout.plan_file(attempt).is_file()
 
 
 ABANDONED = (
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None, worker: Worker | None = None) -> int:
             print(f"{info.name:20} {state:28} {info.summary}")
         return 0
     layout = CellLayout(args.out)
-    work = exchange.Plan.read(layout.plan_file(args.attempt)) if args.attempt else plan_by_hand(args)
+    attempt: str | None = args.attempt
+    work = exchange.Plan.read(layout.plan_file(attempt)) if attempt else plan_by_hand(args)
     problem = work.knobs.restrict_harness()  # the cores every scenario process inherits
     if problem:
         work = replace(work, repeats=tuple(replace(spec, problem=problem) for spec in work.repeats))

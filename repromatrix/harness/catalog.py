@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import exchange, records
+from .records import Isolation
 
 HARNESS_DIR = Path(__file__).resolve().parent
 # The package these modules belong to, and the built-in scenarios beside them: `repromatrix.scenarios`,
@@ -108,7 +109,7 @@ def _inspect(path: Path) -> Scenario:
         and all(isinstance(v, str) and VARIANT_NAME.match(v) for v in variants)
         and len(set(variants)) == len(variants)
     )
-    info = Scenario(name, path, tuple(variants) if valid else (), summary[0] if summary else "")
+    info = Scenario(name, path, tuple(variants) if valid and variants else (), summary[0] if summary else "")
     if not valid:
         return replace(info, problem=f"VARIANTS must be a literal tuple of distinct lower-case names, got {variants!r}")
     if not has_run:
@@ -232,7 +233,7 @@ def reuse_key(
     scenario: Scenario,
     variant: str,
     seed: int | None,
-    isolation: str = "process",
+    isolation: Isolation = Isolation.PROCESS,
     record_bytes: int = records.DEFAULT_RECORD_BYTES,
 ) -> str:
     """Identifies everything that decides a repeat's bits and what its record keeps; equal keys mean
@@ -262,10 +263,10 @@ class PlannedRepeat:
         """Only what the scenario declared: records keep the defaults implicit."""
         return dict(self.scenario.expect.get(self.variant, {})) if self.scenario else {}
 
-    def spec(self, reuse_key: str | None, isolation: str = "process",
+    def spec(self, reuse_key: str | None, isolation: Isolation = Isolation.PROCESS,
              record_bytes: int = records.DEFAULT_RECORD_BYTES) -> exchange.RepeatSpec:  # fmt: skip
         return exchange.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
-                                  expect=self.expect, isolation=isolation, record_bytes=record_bytes,
+                                  expect=self.expect, isolation=Isolation(isolation), record_bytes=record_bytes,
                                   problem=self.problem)  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """One repeat in one fresh process: apply the knobs, import TF, run, fingerprint, write the record.
 
-Started by the harness as `python -m scenarios.worker SPEC_JSON`. A failure
+Started by the harness as `python -m repromatrix.harness.worker SPEC_JSON` (launch.py). A failure
 exits non-zero with the traceback on stderr; the harness turns that into an
 `error` record, so only measured outputs are ever written from here.
 """
