@@ -19,20 +19,23 @@ import signal
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, HarnessRun, Prepared
-from repromatrix.errors import CellError, EngineLostError, FatalError
+from repromatrix.errors import CellError, EngineLostError, FatalError, ResultsFullError
 from repromatrix.matrix import Cell, Matrix
 from repromatrix.scenarios import PlannedRepeat, Scenario, axes, discover, exchange, hosts, plan, records, reuse_key
 from repromatrix.scenarios.layout import CellLayout, Layout
+from repromatrix.scenarios.lease import Held
 
 # Grace on top of the per-repeat timeouts, for the harness (or its container) to start and stop.
 HARNESS_GRACE_S = 120.0
+# On a stop, how long the cells' threads get to end once their containers and processes are gone.
+STOP_GRACE_S = 3.0
 
 
 def default_jobs() -> int:
@@ -191,7 +194,8 @@ def run_cell(
         try:
             timeout = matrix.timeout * len(todo) + HARNESS_GRACE_S
             args = harness_args(matrix, cell, prepared, attempt, options.verbose, options.host)
-            result = backend.run(cell, prepared, args, layout.root, timeout)
+            with Held(layout.lease_file(attempt)):  # a harness that outlives this run stops by itself
+                result = backend.run(cell, prepared, args, layout.root, timeout)
             summary = exchange.Summary.read(layout.summary_file(attempt)) or exchange.Summary(attempt=attempt)
         finally:
             if options.monitor is not None:
@@ -208,6 +212,8 @@ def run_cell(
         counts = _count(layout, repeats)
         state = "error" if counts.get("error") or counts.get("missing") else "ran"
         return CellOutcome(cell, state, summary.started, counts)
+    except cleanup.Stopping:
+        return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
     except CellError as exc:
         if cleanup.stopping.is_set():
             return CellOutcome(cell, "interrupted", counts=_count(layout, repeats))
@@ -225,6 +231,10 @@ def _timed(
     except FatalError:
         raise  # the engine went away, say: the whole run ends with its code, not this cell alone
     except Exception as exc:
+        if cleanup.stopping.is_set():  # torn down under it: what failed says nothing about the cell
+            return CellOutcome(cell, "interrupted")
+        if isinstance(exc, OSError):
+            results.check_room(options.results, exc)  # a full results folder ends the run, not this cell
         lost = backend.lost(exc, cell)
         if lost is not None:
             raise lost from exc
@@ -267,15 +277,22 @@ def run_matrix(
                 return _run_cells(backend, matrix, cells, repeats, options)
             with progress.Monitor() as monitor:
                 return _run_cells(backend, matrix, cells, repeats, replace(options, monitor=monitor))
-        except EngineLostError as exc:
+        except (EngineLostError, ResultsFullError) as exc:
+            # The run cannot go on: one line with what was measured, which a rerun keeps.
+            results.remove_litter(layout)
             counts: dict[str, int] = {}
             for cell in cells:
                 for status, n in _count(layout.cell(cell.id), repeats).items():
                     counts[status] = counts.get(status, 0) + n
-            raise EngineLostError(
-                f"{exc.message}: {counts.get('ok', 0)} of {len(cells) * len(repeats)} repeats measured; "
-                "start the engine again and rerun to resume"
-            ) from None
+            measured = f"{counts.get('ok', 0)} of {len(cells) * len(repeats)} repeats measured"
+            how = ("start the engine again" if isinstance(exc, EngineLostError)
+                   else "free space there (or pass another --results folder)")  # fmt: skip
+            raise type(exc)(f"{exc.message}: {measured}; {how} and rerun to resume") from None
+        except BaseException:
+            # Interrupted, or another fatal error: this thread removes what the cells' threads had in flight
+            # (their attempt folders), since the process may exit before a worker stuck in a build gets to it.
+            results.remove_litter(layout)
+            raise
 
 
 def _run_cells(
@@ -296,10 +313,13 @@ def _run_cells(
                 f"{left} cells left, {time.perf_counter() - clock:.0f} s elapsed"
             )
     except BaseException:
-        # Ctrl-C, SIGTERM, or a fatal error in one cell: start nothing new, undo what runs.
+        # Ctrl-C, SIGTERM, or a fatal error in one cell: start nothing new, undo what runs, and give the
+        # cells' threads a moment to end as their containers and processes go (one in an image build
+        # does not end: it is not waited for).
         cleanup.stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         cleanup.stop_everything()
+        wait(futures, timeout=STOP_GRACE_S)
         raise
     pool.shutdown(wait=True)
     order = {cell: i for i, cell in enumerate(cells)}

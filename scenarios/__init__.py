@@ -172,11 +172,11 @@ def staged_files(directories: tuple[Path, ...] | list[Path]) -> dict[str, Path]:
         own.pop("__init__.py", None)  # the staged package has its own; a folder's marks it a package, no more
         size = sum(path.stat().st_size for path in own.values())
         if size > STAGE_LIMIT_BYTES:
-            largest = max(own.values(), key=lambda p: p.stat().st_size)
+            largest = max(own, key=lambda name: own[name].stat().st_size)  # its path inside the folder
             raise ScenarioClash(
                 f"{directory}: {size / 2**20:.0f} MiB of files to stage into every cell, more than the "
-                f"{STAGE_LIMIT_BYTES / 2**20:.0f} MiB allowed (largest: {largest.name}, "
-                f"{largest.stat().st_size / 2**20:.0f} MiB); keep large data outside the scenario folder"
+                f"{STAGE_LIMIT_BYTES / 2**20:.0f} MiB allowed (largest: {largest}, "
+                f"{own[largest].stat().st_size / 2**20:.0f} MiB); keep large data outside the scenario folder"
             )
         for name, path in own.items():
             if name in files:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import SCENARIOS_DIR, axes, discover, exchange, hosts, plan, process_env, records, reuse_key
+from . import SCENARIOS_DIR, axes, discover, exchange, hosts, lease, plan, process_env, records, reuse_key
 from .layout import CellLayout
 from .worker import die_with_parent
 
@@ -316,29 +316,29 @@ def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None 
 RunRepeat = Callable[[exchange.RepeatSpec, float, bool], Outcome]
 
 
-def _abandoned(layout: CellLayout, attempt: str | None) -> bool:
-    """The runner removes an attempt's folder when it ends, however it ends: a harness still running
-    then (a container whose engine or orchestrator died) measures nothing more."""
-    return bool(attempt) and not layout.plan_file(attempt).is_file()
+def _watch(args: argparse.Namespace) -> lease.Watch:
+    """The lease of the runner's attempt (none when run by hand): while it is lost, nothing is written."""
+    return lease.Watch(CellLayout(args.out).lease_file(args.attempt) if args.attempt else None)
 
 
 def execute(
-    specs: list[exchange.RepeatSpec], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat
-) -> exchange.Summary:
+    specs: list[exchange.RepeatSpec], context: dict[str, Any], args: argparse.Namespace, run_repeat: RunRepeat,
+    watch: lease.Watch | None = None,
+) -> exchange.Summary:  # fmt: skip
     layout = CellLayout(args.out)
+    watch = watch or _watch(args)
     summary_path = layout.summary_file(args.attempt) if args.attempt else None
     summary = exchange.Summary(attempt=args.attempt or "", planned=len(specs))
 
     def report() -> None:
-        if not _abandoned(layout, args.attempt):  # writing would make the removed attempt folder again
+        if not watch.lost():  # writing would make the removed attempt folder again
             summary.write(summary_path)
 
     report()
-    abandoned = ("not measured: the run that started it ended while it ran (its orchestrator or its Docker engine "
-                 "stopped); rerun to measure it")  # fmt: skip
     for planned in specs:
-        if _abandoned(layout, args.attempt):
-            print("the run that started this harness ended; stopping (the next run measures the rest)",
+        gone = watch.lost()
+        if gone:
+            print(f"the run that started this harness is gone ({gone}); stopping (the next run measures the rest)",
                   file=sys.stderr, flush=True)  # fmt: skip
             break
         path = layout.record(planned.scenario, planned.variant, planned.repeat)
@@ -347,7 +347,8 @@ def execute(
             summary.reused += 1
             continue
         spec = replace(planned, cell=context["cell"], isolation=args.isolation, record=str(path),
-                       knobs=context["knobs"], image=context["image"], host=context["host"])  # fmt: skip
+                       knobs=context["knobs"], image=context["image"], host=context["host"],
+                       lease=watch.scenario_check())  # fmt: skip
         if spec.problem:
             outcome = Outcome("error", spec.problem)
         else:
@@ -355,8 +356,8 @@ def execute(
             started = time.perf_counter()
             outcome = run_repeat(spec, args.timeout, args.verbose)
             elapsed = time.perf_counter() - started
-            if outcome.status == "error" and _abandoned(layout, args.attempt):
-                outcome = Outcome("error", abandoned, outcome.stderr)  # the run's end, not the scenario's fault
+        if outcome.status != "ok" and watch.lost():  # the run's end, not the scenario's: no record of it
+            continue
         if outcome.status == "ok":
             summary.ok += 1
             record = records.Record.read(path)
@@ -414,8 +415,11 @@ def main(argv: list[str] | None = None, run_repeat: RunRepeat = run_process) -> 
         warm = sorted({spec.scenario for spec in specs if not spec.problem})
         run_repeat, stop = fork_runner(context["knobs"], warm, scratch)
         specs = fork_order(specs)
+    watch = _watch(args)
+    if argv is None:  # a process of its own (not called in-process, as tests do): the watchdog may end it
+        watch.stop_when_lost()
     try:
-        summary = execute(specs, context, args, run_repeat)
+        summary = execute(specs, context, args, run_repeat, watch)
     finally:
         stop()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -39,6 +39,7 @@ class RepeatSpec:
     knobs: dict[str, Any] = field(default_factory=dict)
     image: dict[str, Any] = field(default_factory=dict)
     fork_parent: str = ""
+    lease: str = ""  # the attempt's lease, checked just before the record is written (scenarios/lease.py)
 
     @property
     def label(self) -> str:

@@ -172,4 +172,4 @@ def test_a_scenario_folder_past_the_size_limit_is_one_line(tmp_path):
     done = run_matrix(project, "--backend", "local", "--results", str(tmp_path / "r"))
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
-    assert "MiB of files to stage into every cell, more than the 50 MiB allowed (largest: huge.bin" in line
+    assert "MiB of files to stage into every cell, more than the 50 MiB allowed (largest: data/huge.bin" in line
