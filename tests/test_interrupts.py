@@ -17,7 +17,7 @@ import pytest
 from repromatrix import runner
 from repromatrix.matrix import REPO_ROOT, Cell, DockerSettings, Matrix
 from repromatrix.scenarios.layout import Layout
-from tests.conftest import NEWEST_TF
+from tests.conftest import NEWEST_TF, alive
 from tests.fakes import FakeBackend
 
 # A project whose build backend takes its time: it says so in a file, then sleeps. A run interrupted
@@ -40,17 +40,6 @@ backend-path = ["."]
 name = "slowpkg"
 version = "0.1.0"
 """
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def cli(*args: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
