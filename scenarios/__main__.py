@@ -183,11 +183,13 @@ class ForkServer:
     def __init__(self, knobs: dict[str, Any], warm: list[str], scratch: Path) -> None:
         self.knobs, self.warm, self.scratch = knobs, warm, scratch
         self.process: subprocess.Popen[str] | None = None
+        self.oom_at_start: int | None = None  # the kernel's count of OOM kills when the parent started
         # A file, not a pipe: a parent that talks a lot must never block on a full pipe.
         self.log = scratch / f"parent-{uuid.uuid4().hex[:8]}.err"
 
     def _start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
+            self.oom_at_start = _oom_kills()
             command = [*WORKER, "--serve", json.dumps(self.knobs), json.dumps(self.warm)]
             with self.log.open("w") as log:
                 self.process = subprocess.Popen(
@@ -204,15 +206,18 @@ class ForkServer:
         line = self.process.stdout.readline()
         return json.loads(line) if line else {}
 
+    def _killed_for_memory(self) -> bool:
+        after = _oom_kills()
+        return None not in (self.oom_at_start, after) and after > self.oom_at_start
+
     def _could_not_start(self, spec: exchange.RepeatSpec) -> Outcome:
         """The error of a repeat whose parent died before forking it, with what the parent said."""
         try:
             detail = self.log.read_text(errors="replace")[-records.STDERR_TAIL_CHARS :]
         except OSError:
             detail = ""
-        return Outcome(
-            "error", f"the fork parent of repeat {spec.repeat} could not start: {_last_line(detail)}", detail
-        )
+        why = "killed: out of memory (raise [docker].memory)" if self._killed_for_memory() else _last_line(detail)
+        return Outcome("error", f"the fork parent of repeat {spec.repeat} could not start: {why}", detail)
 
     def run(self, spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         server = self._start()
@@ -247,7 +252,8 @@ class ForkServer:
         if timed_out:
             return Outcome("error", f"timed out after {timeout:g} s (raise the timeout if it needs longer)", stderr)
         if not finished:
-            return Outcome("error", "the fork parent died while the repeat ran", stderr)
+            memory = ": killed: out of memory (raise [docker].memory)" if self._killed_for_memory() else ""
+            return Outcome("error", f"the fork parent died while the repeat ran{memory}", stderr)
         return judge_exit(int(finished["status"]), stderr, Path(spec.record), oom_before)
 
     def stop(self) -> None:
