@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from repromatrix import cleanup, locks, matrix, options, progress, runner
+from repromatrix import cleanup, locks, matrix, options, progress, results, runner
 from repromatrix.backends import Backend
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
@@ -91,7 +91,7 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
         raise ConfigurationError(str(exc)) from None
     matrix.check_scenarios(loaded.source, loaded.scenarios, list(found))
     if "scenarios" in given:
-        matrix.check_scenarios(loaded.source, given["scenarios"], list(found), key="--scenario")
+        matrix.check_scenarios(loaded.source, given["scenarios"], list(found), flag="--scenario")
     for name, value in given.items():
         option = options.BY_NAME[name]
         problem = option.check(value)
@@ -110,7 +110,15 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
     return loaded, cells, found
 
 
-def choose_backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
+def choose_backend(args: argparse.Namespace, loaded: Matrix, cells: list[Cell]) -> Backend:
+    """The backend --backend names (auto: Docker when an engine answers), checked before anything is built."""
+    backend = _backend(args, loaded)
+    if isinstance(backend, DockerBackend):
+        backend.require_bases(cells)
+    return backend
+
+
+def _backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
     extras = Extras(loaded.project, loaded.requirements)
     local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose, scenario_dirs=loaded.scenario_paths,
                          extras=extras)  # fmt: skip
@@ -166,7 +174,7 @@ def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
     loaded, cells, found = load_plan(args)
     if args.jobs < 1:
         raise ConfigurationError(f"--jobs {args.jobs}: must be 1 or more")
-    backend = choose_backend(args, loaded)
+    backend = choose_backend(args, loaded, cells)
     progress.say(f"{len(cells)} cells × {len(runner.planned_repeats(loaded, found))} repeats → {args.results}")
     if loaded.repeats < 2:
         progress.warn(
@@ -186,11 +194,21 @@ def do_run(args: argparse.Namespace) -> list[runner.CellOutcome]:
     return outcomes
 
 
+def report_folder(results_dirs: list[Path], out: Path | None) -> Path:
+    """Where the report goes: --out, else reports/<name of the first results folder>."""
+    return out or options.DEFAULT_REPORTS / results_dirs[0].name
+
+
+def check_report_folder(results_dirs: list[Path], out: Path | None) -> None:
+    """An --out that cannot be written is exit 2 before anything runs, not after the whole run."""
+    results.ensure_writable(report_folder(results_dirs, out), "--out", keep=False)
+
+
 def do_report(results_dirs: list[Path], baseline: Path | None, out: Path | None, history: Path | None = None) -> int:
     """Render and write every report file; returns how many expectations broke."""
     from repromatrix.reporting import render_all, text
 
-    destination = out or options.DEFAULT_REPORTS / results_dirs[0].name
+    destination = report_folder(results_dirs, out)
     previous = history if history is not None and history != Path("-") and history.is_file() else None
     report = render_all(results_dirs, destination, baseline=baseline, history=previous,
                         keep_history=history is not None)  # fmt: skip
@@ -236,7 +254,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             + [f"{c.id:{width}}  {loaded.reasons[c.id]}" for c in cells]
         )
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
+        results.ensure_writable(args.output.parent, "--output")
         args.output.write_text(listing + "\n")
     else:
         progress.say(listing)
@@ -245,7 +263,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     loaded, cells, _ = load_plan(args)
-    failures = runner.build_all(choose_backend(args, loaded), cells, args.verbose)
+    failures = runner.build_all(choose_backend(args, loaded, cells), cells, args.verbose)
     if failures:
         raise CellsFailedError(f"{len(failures)} image builds failed: {', '.join(c.id for c, _ in failures)}")
     return 0
@@ -257,6 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    check_report_folder([args.results], args.out)
     outcomes = do_run(args)
     broken = do_report([args.results], args.baseline, args.out, args.history)
     _failed(outcomes)  # cells that failed outrank broken expectations; every file is written either way
@@ -265,6 +284,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    check_report_folder(args.results_dirs, args.out)
     _broken(do_report(args.results_dirs, args.baseline, args.out, args.history))
     return 0
 
@@ -298,14 +318,14 @@ def cmd_shell(args: argparse.Namespace) -> int:
             f"shell needs exactly one cell (--cell ID), the selection has {len(cells)}; see nox -s plan"
         )
     command = (args.argv[1:] if args.argv[:1] == ["--"] else args.argv) or ["python"]
-    return choose_backend(args, loaded).shell(cells[0], command, Path.cwd())
+    return choose_backend(args, loaded, cells).shell(cells[0], command, Path.cwd())
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from repromatrix import bench
 
     loaded, cells, _ = load_plan(args)
-    bench.run(choose_backend(args, loaded), loaded, cells, args.results, args.jobs)
+    bench.run(choose_backend(args, loaded, cells), loaded, cells, args.results, args.jobs)
     return 0
 
 

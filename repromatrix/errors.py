@@ -15,6 +15,7 @@ from __future__ import annotations
 from repromatrix.harness.records import RecordError
 
 __all__ = [
+    "BaseImageUnavailableError",
     "CellError",
     "CellsFailedError",
     "ConfigurationError",
@@ -28,6 +29,7 @@ __all__ = [
     "ReportInputError",
     "RepromatrixError",
     "ResultsBusyError",
+    "ResultsFullError",
 ]
 
 
@@ -64,10 +66,18 @@ class ResultsBusyError(ConfigurationError):
     """Another run holds the results folder, or the folder cannot be used for this run."""
 
 
+class ResultsFullError(ConfigurationError):
+    """The results folder stopped taking writes mid-run (its file system full, or gone read-only)."""
+
+
 class EngineUnavailableError(FatalError):
     """The Docker backend was asked for (or was in use) but no engine answers."""
 
     return_code = 3
+
+
+class BaseImageUnavailableError(EngineUnavailableError):
+    """The engine answers, but the image a recipe builds FROM is not on it and cannot be pulled."""
 
 
 class EngineLostError(EngineUnavailableError):

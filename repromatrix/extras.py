@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from repromatrix import locks
+from repromatrix import cleanup, locks
 from repromatrix.errors import CellError
+from repromatrix.guards import KeyedLocks, exclusive
 from repromatrix.harness import fileio, records
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.catalog import SKIPPED_DIRS
@@ -75,8 +75,7 @@ def _project_digest(project: Path) -> str:
 
 
 def _uv(args: list[str], cell: Cell, what: str, stdin: str | None = None) -> str:
-    done = subprocess.run([locks.uv_binary(), *args], input=stdin, capture_output=True, text=True,
-                          env=locks.uv_env(), check=False)  # fmt: skip
+    done = cleanup.run([locks.uv_binary(), *args], stdin=stdin, env=locks.uv_env())
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         reason = " ".join(lines[-3:]) or f"exit code {done.returncode}"
@@ -85,23 +84,25 @@ def _uv(args: list[str], cell: Cell, what: str, stdin: str | None = None) -> str
 
 
 def build_wheel(project: Path, cache: Path, cell: Cell) -> Path:
-    """The project as a wheel, built once per content (its files, not its build outputs)."""
+    """The project as a wheel, built once per content (its files, not its build outputs).
+
+    One build at a time per project, across threads and runs: a build writes into the project's own
+    folder (build/, *.egg-info), where two at once would trip over each other.
+    """
     folder = cache / "wheels" / _project_digest(project)[:16]
-    found = sorted(folder.glob("*.whl"))
-    if found:
-        return found[0]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
-    try:
-        _uv(["build", "--wheel", "--quiet", "--out-dir", str(scratch), str(project)], cell,
-            f"cannot build the project {project} into a wheel")  # fmt: skip
+    with exclusive(folder):
+        found = sorted(folder.glob("*.whl"))
+        if found:
+            return found[0]
+        scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=folder.parent))
         try:
+            _uv(["build", "--wheel", "--quiet", "--out-dir", str(scratch), str(project)], cell,
+                f"cannot build the project {project} into a wheel")  # fmt: skip
+            shutil.rmtree(folder, ignore_errors=True)  # a folder without its wheel (emptied by hand)
             scratch.rename(folder)
-        except OSError:  # built by another run meanwhile
+        finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return sorted(folder.glob("*.whl"))[0]
+        return sorted(folder.glob("*.whl"))[0]
 
 
 def _pins(requirements: str) -> tuple[str, ...]:
@@ -126,7 +127,9 @@ def _names(lock_text: str) -> set[str]:
 
 # Resolved once per process and lock: a backend asks for a cell's environment key, then prepares
 # it (and Docker tags, then builds), and each would otherwise re-read the project and the lock.
+# The cells of one lock ask from several threads at once: one resolves, the others wait for it.
 _resolved: dict[tuple[Extras, Path, Path, str], Resolved] = {}
+_resolving = KeyedLocks()
 
 
 def resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str = "") -> Resolved | None:
@@ -137,9 +140,10 @@ def resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str 
     if not extras:
         return None
     memo = (extras, lock, cache, index_url)
-    if memo not in _resolved:  # a failure is not remembered: each cell says it with its own id
-        _resolved[memo] = _resolve(extras, lock, cache, cell, index_url)
-    return _resolved[memo]
+    with _resolving(memo):
+        if memo not in _resolved:  # a failure is not remembered: each cell says it with its own id
+            _resolved[memo] = _resolve(extras, lock, cache, cell, index_url)
+        return _resolved[memo]
 
 
 def _resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str) -> Resolved:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
+import threading
 from pathlib import Path
 
-from repromatrix import progress
+from repromatrix import cleanup, progress
 from repromatrix.errors import LockError
+from repromatrix.guards import exclusive
 from repromatrix.matrix import RECIPES_DIR
 
 LOCK_DIR = RECIPES_DIR / "locks"
@@ -30,7 +31,20 @@ def lock_name(tf: str, device: str) -> str:
     return f"tf{tf}-{device}.txt"
 
 
+_uv_found: list[str] = []
+_uv_guard = threading.Lock()
+
+
 def uv_binary() -> str:
+    """Found once per process, by one thread: uv's finder reads `sysconfig`, whose first use is not
+    thread-safe (a second thread saw its variables half made, and its cell failed with a TypeError)."""
+    with _uv_guard:
+        if not _uv_found:
+            _uv_found.append(_find_uv())
+        return _uv_found[0]
+
+
+def _find_uv() -> str:
     try:
         from uv import find_uv_bin
 
@@ -59,9 +73,7 @@ def generate(tf: str, device: str, dest: Path, index_url: str = "") -> Path:
     ]  # fmt: skip
     if index_url:
         command += ["--index-url", index_url]
-    done = subprocess.run(
-        command, input=requirement(tf, device) + "\n", capture_output=True, text=True, env=uv_env(), check=False
-    )
+    done = cleanup.run(command, stdin=requirement(tf, device) + "\n", env=uv_env())
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         reason = [line for line in done.stderr.splitlines() if line.strip()][-3:]
@@ -78,12 +90,13 @@ def find_or_create(tf: str, device: str, cache_dir: Path, index_url: str = "") -
     if committed.is_file():
         return committed
     cached = cache_dir / "locks" / lock_name(tf, device)
-    if cached.is_file():
-        return cached
-    progress.say(
-        f"note: no committed lock for {requirement(tf, device)}; generating {cached} (commit one: nox -s lock)"
-    )
-    return generate(tf, device, cached, index_url)
+    with exclusive(cached):  # cells of one TF version ask at once: one of them generates it
+        if cached.is_file():
+            return cached
+        progress.say(
+            f"note: no committed lock for {requirement(tf, device)}; generating {cached} (commit one: nox -s lock)"
+        )
+        return generate(tf, device, cached, index_url)
 
 
 def file_digest(path: Path) -> str:

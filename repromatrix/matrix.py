@@ -175,10 +175,13 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
     )
 
 
-def check_scenarios(source: Path, names: list[str] | tuple[str, ...], known: list[str], key: str = "") -> None:
+def check_scenarios(source: Path, names: list[str] | tuple[str, ...], known: list[str], flag: str = "") -> None:
+    """Every name a known scenario; the error names the flag that gave it, else matrix.toml's key."""
     for name in names:
         if name not in known:
-            raise _fail(source, key or "[run].scenarios", name, f"known scenarios: {', '.join(known)}")
+            if flag:
+                raise ConfigurationError(f"{flag} {name}: not a known scenario; known scenarios: {', '.join(known)}")
+            raise _fail(source, "[run].scenarios", name, f"known scenarios: {', '.join(known)}")
 
 
 def _scenario_paths(source: Path, raw: list[Any]) -> tuple[Path, ...]:

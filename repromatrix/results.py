@@ -19,28 +19,58 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from repromatrix import cleanup
-from repromatrix.errors import ResultsBusyError
+from repromatrix import cleanup, progress
+from repromatrix.errors import ConfigurationError, ResultsBusyError, ResultsFullError
 from repromatrix.harness import fileio, records
 from repromatrix.harness.hosts import Host
 from repromatrix.harness.layout import Layout, Manifest
 
 
-def ensure_writable(folder: Path) -> None:
-    """One line and exit 2 when the folder cannot hold records, before any work starts."""
+def ensure_writable(folder: Path, flag: str = "--results", keep: bool = True) -> None:
+    """One line and exit 2 when the folder cannot be written, before any work starts.
+
+    Tried, not judged from permission bits (root passes those on a read-only mount or in /proc).
+    `keep=False`: the folders made for the try are removed again (a report folder is made when written).
+    """
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-probe-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ResultsBusyError(
-            f"--results {folder}: cannot write there ({exc.strerror or exc}); pass a folder you can write to"
-        ) from None
+        error = ResultsBusyError if flag == "--results" else ConfigurationError
+        why = exc.strerror or exc
+        raise error(f"{flag} {folder}: cannot write there ({why}); pass a folder you can write to") from None
+    finally:
+        if not keep:
+            for path in made:  # the deepest first
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+
+
+def check_room(folder: Path, exc: OSError) -> None:
+    """ResultsFullError when `exc` (a failed write somewhere) is the results folder having no room left:
+    then no cell can write a record, and the run stops with what it measured kept."""
+    if exc.errno in fileio.NO_ROOM:
+        require_room(folder)
+
+
+def require_room(folder: Path) -> None:
+    """ResultsFullError when the results folder cannot take another record now."""
+    full = fileio.no_room(folder)
+    if full:
+        raise ResultsFullError(f"--results {folder}: no room left to write records ({full})")
+
+
+# While --wait waits: who holds the folder, said when it starts waiting and then this often.
+WAIT_NOTICE_S = 60.0
 
 
 @contextmanager
-def exclusive(layout: Layout, wait: bool = False, poll_s: float = 1.0) -> Iterator[None]:
+def exclusive(
+    layout: Layout, wait: bool = False, poll_s: float = 1.0, notice_s: float = WAIT_NOTICE_S
+) -> Iterator[None]:
     """Hold the folder's lock for the whole run.
 
     flock is released by the kernel when its holder dies, so the lock of a
@@ -49,6 +79,7 @@ def exclusive(layout: Layout, wait: bool = False, poll_s: float = 1.0) -> Iterat
     ensure_writable(layout.root)
     handle = open(layout.lock, "a+")  # noqa: SIM115  (held for the whole run)
     try:
+        next_notice = time.monotonic()
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,13 +87,16 @@ def exclusive(layout: Layout, wait: bool = False, poll_s: float = 1.0) -> Iterat
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
+                handle.seek(0)
+                holder = handle.read().strip() or "another run"
                 if not wait:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another run"
                     raise ResultsBusyError(
                         f"--results {layout.root} is in use by {holder}{_how_long(holder)}; wait for it (--wait) "
                         "or pass another --results folder"
                     ) from None
+                if time.monotonic() >= next_notice:
+                    progress.say(f"waiting for --results {layout.root}: in use by {holder}{_how_long(holder)}")
+                    next_notice = time.monotonic() + notice_s
                 time.sleep(poll_s)
         handle.seek(0)
         handle.truncate()

@@ -17,24 +17,27 @@ import signal
 import time
 import traceback
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, HarnessRun
-from repromatrix.errors import CellError, EngineLostError, FatalError
+from repromatrix.errors import CellError, EngineLostError, FatalError, ResultsFullError
 from repromatrix.harness import exchange, hosts, records
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.catalog import PlannedRepeat, Scenario, discover, plan, reuse_key
 from repromatrix.harness.hosts import Host
 from repromatrix.harness.layout import CellLayout, Layout
+from repromatrix.harness.lease import Held
 from repromatrix.harness.records import Status
 from repromatrix.matrix import Matrix
 
 # Grace on top of the per-repeat timeouts, for the harness (or its container) to start and stop.
 HARNESS_GRACE_S = 120.0
+# On a stop, how long the cells' threads get to end once their containers and processes are gone.
+STOP_GRACE_S = 3.0
 
 
 class CellState(StrEnum):
@@ -174,7 +177,8 @@ def run_cell(
             options.monitor.track(cell.id, layout.summary_file(attempt), len(todo))
         try:
             timeout = matrix.timeout * len(todo) + HARNESS_GRACE_S
-            result = backend.run(cell, prepared, attempt, layout.root, timeout)
+            with Held(layout.lease_file(attempt)):  # a harness that outlives this run stops by itself
+                result = backend.run(cell, prepared, attempt, layout.root, timeout)
             summary = exchange.Summary.read(layout.summary_file(attempt)) or exchange.Summary(attempt=attempt)
         finally:
             if options.monitor is not None:
@@ -186,11 +190,15 @@ def run_cell(
             return CellOutcome(cell, CellState.INTERRUPTED, started=summary.started, counts=_count(layout, repeats))
         for error in summary.errors:
             progress.say(f"error: {cell.id}: {error['repeat']}: {error['message']}")
+        if not summary.finished:  # a full results folder stops the whole run, with nothing made up for it
+            results.require_room(options.results)
         lost = "the harness left no record for this repeat" + ("" if summary.finished else f" ({ended(result)})")
         _fill(layout, cell, todo, Status.ERROR, lost, result.stderr, keep=set(summary.done), host=host)
         counts = _count(layout, repeats)
         state = CellState.ERROR if counts.get(Status.ERROR) or counts.get("missing") else CellState.RAN
         return CellOutcome(cell, state, summary.started, counts)
+    except cleanup.Stopping:
+        return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
     except CellError as exc:
         if cleanup.stopping.is_set():
             return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
@@ -208,6 +216,10 @@ def _timed(
     except FatalError:
         raise  # the engine went away, say: the whole run ends with its code, not this cell alone
     except Exception as exc:
+        if cleanup.stopping.is_set():  # torn down under it: what failed says nothing about the cell
+            return CellOutcome(cell, CellState.INTERRUPTED)
+        if isinstance(exc, OSError):
+            results.check_room(options.results, exc)  # a full results folder ends the run, not this cell
         lost = backend.lost(exc, cell)
         if lost is not None:
             raise lost from exc
@@ -251,15 +263,22 @@ def run_matrix(
                 return _run_cells(backend, matrix, cells, repeats, options)
             with progress.Monitor() as monitor:
                 return _run_cells(backend, matrix, cells, repeats, replace(options, monitor=monitor))
-        except EngineLostError as exc:
+        except (EngineLostError, ResultsFullError) as exc:
+            # The run cannot go on: one line with what was measured, which a rerun keeps.
+            results.remove_litter(layout)
             counts: dict[str, int] = {}
             for cell in cells:
                 for status, n in _count(layout.cell(cell.id), repeats).items():
                     counts[status] = counts.get(status, 0) + n
-            raise EngineLostError(
-                f"{exc.message}: {counts.get(Status.OK, 0)} of {len(cells) * len(repeats)} repeats measured; "
-                "start the engine again and rerun to resume"
-            ) from None
+            measured = f"{counts.get(Status.OK, 0)} of {len(cells) * len(repeats)} repeats measured"
+            how = ("start the engine again" if isinstance(exc, EngineLostError)
+                   else "free space there (or pass another --results folder)")  # fmt: skip
+            raise type(exc)(f"{exc.message}: {measured}; {how} and rerun to resume") from None
+        except BaseException:
+            # Interrupted, or another fatal error: this thread removes what the cells' threads had in flight
+            # (their attempt folders), since the process may exit before a worker stuck in a build gets to it.
+            results.remove_litter(layout)
+            raise
 
 
 def _run_cells(
@@ -280,10 +299,13 @@ def _run_cells(
                 f"{left} cells left, {time.perf_counter() - clock:.0f} s elapsed"
             )
     except BaseException:
-        # Ctrl-C, SIGTERM, or a fatal error in one cell: start nothing new, undo what runs.
+        # Ctrl-C, SIGTERM, or a fatal error in one cell: start nothing new, undo what runs, and give the
+        # cells' threads a moment to end as their containers and processes go (one in an image build
+        # does not end: it is not waited for).
         cleanup.stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
         cleanup.stop_everything()
+        wait(futures, timeout=STOP_GRACE_S)
         raise
     pool.shutdown(wait=True)
     order = {cell: i for i, cell in enumerate(cells)}

@@ -70,7 +70,10 @@ class FakeBackend:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")])),
         }
         command = [sys.executable, "-m", "tests.fake_worker", "--harness", "--attempt", attempt, "--out", str(out_dir)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        # Its own session, as the local backend starts it: its lease watchdog stops its group alone.
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout, check=False, start_new_session=True
+        )
         return HarnessRun(done.returncode, done.stdout, done.stderr)
 
     def build_cold(self, cell: Cell) -> float:

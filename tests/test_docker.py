@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,7 @@ from repromatrix.harness import records
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.layout import CellLayout, Layout
 from repromatrix.matrix import REPO_ROOT
-from tests.conftest import NEWEST_TF, repromatrix_cli
+from tests.conftest import NEWEST_TF, OLDEST_TF, repromatrix_cli
 
 pytestmark = pytest.mark.docker
 CELL = Cell(NEWEST_TF, "cpu")
@@ -264,6 +265,27 @@ def _wait_for_container(docker_backend, process) -> None:
         time.sleep(0.2)
 
 
+def written(results) -> dict[str, tuple[int, int]]:
+    """Every file of the results folder outside its hidden ones, with its size and modification time."""
+    return {
+        str(p.relative_to(results)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in results.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(results).parts)
+        and p.name != "repromatrix-results.json"
+    }
+
+
+def wait_until_stopped(docker_backend, within_s: float) -> None:
+    """Until no container of a run (this test's, the only ones labelled as cells here) is running."""
+    from repromatrix.backends.container import CELL_LABEL
+
+    deadline = time.monotonic() + within_s
+    while any(c["State"] == "running" for c in docker_backend.api.containers(all=True, filters={"label": CELL_LABEL})):
+        assert time.monotonic() < deadline, f"the orphaned container still ran {within_s:g} s later"
+        time.sleep(0.5)
+
+
 def assert_no_litter(results) -> None:
     """No temporary file of an atomic write and no attempt folder left in the results folder."""
     left = [p for p in results.rglob(".*") if p.name.endswith((".tmp", ".tmp.npz")) or p.name == ".attempts"]
@@ -277,8 +299,11 @@ def test_a_signal_to_nox_stops_the_run_and_nothing_outlives_it(docker_backend, i
     small.write_text(SMALL)
     command = [sys.executable, "-m", "nox", "-s", "matrix", "--", "--backend", "docker", "--matrix", str(small),
                "--results", str(results), "--out", str(tmp_path / "report")]  # fmt: skip
-    nox = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(docker_backend), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    scratch = tmp_path / "tmp"  # the run's own temporary folder: whatever it leaves there is its own
+    scratch.mkdir()
+    nox = subprocess.Popen(command, cwd=REPO_ROOT, env={**_env(docker_backend), "TMPDIR": str(scratch)},
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 300
     while not docker_backend.leftovers():  # a container of this run is up: mid-cell
         assert nox.poll() is None, nox.communicate()[0][-3000:]
@@ -288,6 +313,8 @@ def test_a_signal_to_nox_stops_the_run_and_nothing_outlives_it(docker_backend, i
     output, _ = nox.communicate(timeout=120)
     assert nox.returncode == 130, output[-3000:]
     assert docker_backend.leftovers() == []
+    assert_no_litter(results)  # as the signal left it, before any later run tidies up
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("repromatrix-build-")] == []
     running = subprocess.run(["pgrep", "-f", f"repromatrix.*{results}"], capture_output=True, text=True)
     assert running.stdout.strip() == "", running.stdout
     again = subprocess.run(command, cwd=REPO_ROOT, env=_env(docker_backend), capture_output=True, text=True,
@@ -371,17 +398,10 @@ def test_an_engine_that_stops_answering_is_exit_3_with_one_line_and_the_counts(d
     assert f"the Docker engine at unix://{proxy.path} stopped answering during tf{NEWEST_TF}" in errors[0]
     measured = int(errors[0].split("repeats measured")[0].rsplit(":", 1)[1].split(" of ")[0])
     assert measured >= measured_before and " of 8 repeats measured" in errors[0]
-    # Nothing the orphaned container wrote after its run ended blames a scenario.
-    deadline = time.monotonic() + 120
-    while docker_backend.leftovers() and any(  # it stops by itself
-        c["State"] == "running"
-        for c in docker_backend.api.containers(all=True, filters={"label": "org.repromatrix.cell"})
-    ):
-        assert time.monotonic() < deadline, "the orphaned container kept running"
-        time.sleep(0.5)
-    for _, path in layout.record_files():
-        record = records.Record.read(path)
-        assert record.is_ok or "the run that started it ended" in record.message, record.message
+    # The orphaned container stops by itself, and writes nothing after its run ended.
+    at_exit = written(results)
+    wait_until_stopped(docker_backend, 60)
+    assert written(results) == at_exit
     # The engine back: the next run sweeps the orphan and completes.
     again = subprocess.run(command, cwd=REPO_ROOT, env=_env(docker_backend), capture_output=True, text=True,
                            timeout=900)  # fmt: skip
@@ -442,9 +462,12 @@ def test_sigkill_of_the_orchestrator_then_resume_loses_nothing_and_sweeps_it(doc
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)  # the orchestrator alone: its container goes on, orphaned
+    os.kill(process.pid, signal.SIGKILL)  # the orchestrator alone: its container is orphaned
     process.communicate()
-    assert docker_backend.leftovers(), "the container should outlive a SIGKILLed orchestrator"
+    at_kill = written(results)
+    assert docker_backend.leftovers(), "the container is not removed by a SIGKILLed orchestrator"
+    wait_until_stopped(docker_backend, 60)  # by itself: it sees its run's lease let go
+    assert written(results) == at_kill  # no record landed after the kill
     resumed = _start_run(docker_backend, results)
     stdout, stderr = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, stdout + stderr
@@ -490,30 +513,147 @@ def test_a_docker_run_into_a_local_folder_does_not_overwrite_it(docker_backend, 
     assert {p: p.read_bytes() for _, p in layout.record_files()} == before
 
 
-def test_ctrl_c_during_an_image_build_exits_at_once_and_starts_no_container(docker_backend, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_during_an_image_build_exits_at_once_and_leaves_nothing(docker_backend, tmp_path, signum):
     building = Cell("2.20.0", "cpu")  # an image no other test builds, so it is not in the cache
     with contextlib.suppress(Exception):
         docker_backend.api.remove_image(docker_backend.image_tag(building), force=True)
     small = tmp_path / "small.toml"
     small.write_text(SMALL.replace(NEWEST_TF, "2.20.0"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     process = subprocess.Popen(
         [sys.executable, "-m", "repromatrix", "run", "--backend", "docker", "--matrix", str(small),
          "--results", str(tmp_path / "r")],
-        cwd=REPO_ROOT, env=_env(docker_backend), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        cwd=REPO_ROOT, env={**_env(docker_backend), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     assert process.stdout is not None
     for line in process.stdout:
         if "building" in line:
             break
     time.sleep(2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     process.communicate(timeout=60)
     assert process.returncode == 130
     # It did not wait for the build (which installs TensorFlow): no image was finished when it left.
     assert docker_backend.api.images(name=docker_backend.image_tag(building)) == []
     assert docker_backend.leftovers() == []
     assert list(Layout(tmp_path / "r").record_files()) == []
+    # No copy of the build context (the lock, the proxy's CA) in the temporary folder, no attempt folder.
+    assert list(scratch.iterdir()) == []
+    assert_no_litter(tmp_path / "r")
+
+
+def test_a_base_image_the_engine_cannot_pull_is_one_line_and_exit_3_before_any_build(docker_backend, tmp_path):
+    absent = "repromatrix-test/no-such-base:never"
+    done = repromatrix_cli("run", "--backend", "auto", "--tf", NEWEST_TF, "--device", "cpu", "--scenario",
+                           "seeded_init", "--results", str(tmp_path / "r"),
+                           env={"REPROMATRIX_BASE_IMAGE": absent})  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: the base image {absent} cannot be had: this engine does not have it and cannot")
+    assert "nox -s base_image" in line and "REPROMATRIX_BASE_IMAGE" in line and "--backend local" in line
+    assert "building" not in done.stdout and not list(Layout(tmp_path / "r").record_files())
+    assert docker_backend.leftovers() == []
+
+
+def test_two_jobs_and_one_cell_whose_build_fails_measure_the_other(docker_backend, image, tmp_path, monkeypatch):
+    broken = Cell(OLDEST_TF, "cpu")
+    files = docker_backend.context_files
+
+    def broken_recipe(cell):  # its image build fails in the engine, after the base image
+        made = files(cell)
+        if cell == broken:  # right after FROM: it fails in seconds, before TensorFlow is installed
+            label = b'LABEL org.repromatrix.managed="true"\n'
+            made["Dockerfile"] = made["Dockerfile"].replace(label, label + b"RUN echo 'a step that fails' && exit 3\n")
+        return made
+
+    monkeypatch.setattr(docker_backend, "context_files", broken_recipe)
+    loaded = matrix.load()
+    loaded = type(loaded)(**{**loaded.__dict__, "repeats": 2, "scenarios": ("seeded_init",),
+                             "docker": docker_backend.settings})  # fmt: skip
+    outcomes = runner.run_matrix(docker_backend, loaded, [broken, CELL], runner.RunOptions(tmp_path, jobs=2))
+    assert [o.state for o in outcomes] == ["error", "ran"], outcomes
+    assert "image build failed" in outcomes[0].message and "returned a non-zero code: 3" in outcomes[0].message
+    failed = [records.Record.read(CellLayout(tmp_path / broken.id).record("seeded_init", "seeded", i)) for i in (0, 1)]
+    assert {r.status for r in failed} == {"error"} and "a step that fails" in failed[0].stderr_tail
+    good = [records.Record.read(CellLayout(tmp_path / CELL.id).record("seeded_init", "seeded", i)) for i in (0, 1)]
+    assert {r.status for r in good} == {"ok"}
+    assert docker_backend.leftovers() == []
+    assert_no_litter(tmp_path)
+
+
+def test_a_fork_parent_killed_for_memory_is_said_so_and_leaves_nothing_running(docker_backend, image, tmp_path):
+    loaded = matrix.load()
+    settings = type(docker_backend.settings)(**{**docker_backend.settings.__dict__, "memory": "160m"})
+    tight = type(docker_backend)(settings=settings)
+    loaded = type(loaded)(**{**loaded.__dict__, "repeats": 2, "scenarios": ("seeded_init",), "docker": settings,
+                             "isolation": "fork"})  # fmt: skip
+    [outcome] = runner.run_matrix(tight, loaded, [CELL], runner.RunOptions(tmp_path))
+    assert outcome.state == "error", outcome
+    for i in (0, 1):
+        record = records.Record.read(CellLayout(tmp_path / CELL.id).record("seeded_init", "seeded", i))
+        assert record.status == "error" and "out of memory (raise [docker].memory)" in record.message, record.message
+    assert docker_backend.leftovers() == []
+    assert_no_litter(tmp_path)
+
+
+def test_a_run_as_another_user_writes_records_that_user_owns(docker_backend, image):
+    import shutil
+    import sysconfig
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("running as another user needs root here")
+    uid = gid = 4242  # no account needed: the process takes the ids, and the engine's group for its socket
+    socket_path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    socket_group = os.stat(socket_path).st_gid
+    home = Path(tempfile.mkdtemp(prefix="repromatrix-user-test-"))
+    try:
+        os.chmod(home, 0o755)
+        os.chown(home, uid, gid)
+
+        def become() -> None:
+            os.setgroups([socket_group])
+            os.setgid(gid)
+            os.setuid(uid)
+
+        small = home / "small.toml"
+        small.write_text(SMALL)
+        os.chown(small, uid, gid)
+        # This interpreter may live in root's home, which another user cannot enter: the same package and
+        # dependencies then run on the system's Python 3.11 (the same ABI), from this checkout.
+        path = os.pathsep.join([str(REPO_ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+        env = {**_env(docker_backend), "HOME": str(home), "REPROMATRIX_CACHE": str(home / "cache"),
+               "TMPDIR": str(home), "PYTHONPATH": path}  # fmt: skip
+        python, why = None, ""
+        for candidate in (sys.executable, "/usr/local/bin/python3.11", "/usr/bin/python3.11"):
+            try:
+                probe = subprocess.run([candidate, "-c", "import repromatrix.cli"], cwd=home, env=env,
+                                       capture_output=True, text=True, preexec_fn=become)  # fmt: skip
+            except OSError as exc:
+                why = f"{candidate}: {exc.strerror}"
+                continue
+            if probe.returncode == 0:
+                python = candidate
+                break
+            why = f"{candidate}: {probe.stderr.strip()[-300:]}"
+        if python is None:
+            pytest.skip(f"no Python that user {uid} may run imports this package ({why})")
+        done = subprocess.run(
+            [python, "-m", "repromatrix", "run", "--backend", "docker", "--matrix", str(small),
+             "--results", str(home / "r")],
+            cwd=home, env=env, capture_output=True, text=True, timeout=900, preexec_fn=become,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "building" not in done.stdout  # the same image as root's: its tag is its content
+        made = [p for p in (home / "r").rglob("*")]
+        assert len([p for _, p in Layout(home / "r").record_files()]) == 4
+        assert {(p.stat().st_uid, p.stat().st_gid) for p in made} == {(uid, gid)}
+        assert docker_backend.leftovers() == []
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 # -- both backends, one path ----------------------------------------------------------------------

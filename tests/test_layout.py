@@ -20,7 +20,8 @@ WALK = """
 import json, pkgutil, sys
 import repromatrix
 names = sorted(m.name for m in pkgutil.walk_packages(repromatrix.__path__, "repromatrix."))
-hooks = [type(f).__module__ for f in sys.meta_path if "repromatrix" in type(f).__module__ or "editable" in type(f).__module__]
+hooks = [type(f).__module__ for f in sys.meta_path
+         if "repromatrix" in type(f).__module__ or "editable" in type(f).__module__]
 print(json.dumps({"modules": names, "hooks": hooks}))
 """
 
@@ -77,9 +78,7 @@ def test_the_wheel_and_the_checkout_hold_the_same_modules(tmp_path):
     [wheel] = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         files = [name for name in archive.namelist() if name.endswith(".py")]
-    assert {name.split("/")[0] for name in archive.namelist() if not name.startswith("repromatrix-")} == {
-        "repromatrix"
-    }
+    assert {name.split("/")[0] for name in archive.namelist() if not name.startswith("repromatrix-")} == {"repromatrix"}
     # repromatrix/harness/records.py → repromatrix.harness.records; a package by its __init__
     in_wheel = sorted(
         name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")

@@ -205,3 +205,33 @@ def test_a_command_line_override_is_checked_like_the_key_it_overrides(tmp_path, 
     code = cli.main(["run", "--matrix", str(matrix.PACKAGED_MATRIX), "--repeats", "0", "--results", str(tmp_path)])
     assert code == 2
     assert "--repeats 0: not valid; at least 1 (2 or more to test run-to-run)" in capsys.readouterr().err
+
+
+def test_scenario_takes_a_comma_separated_list_and_repeats(tmp_path):
+    from repromatrix import cli
+
+    args = cli.parser().parse_args(["run", "--scenario", "init,seeded_init", "--scenario", "cnn_training",
+                                    "--tf", "2.15.1", "--tf", "2.21.0,2.16.2"])  # fmt: skip
+    assert args.scenarios == ["init", "seeded_init", "cnn_training"]
+    assert args.tf == ["2.15.1", "2.21.0", "2.16.2"]
+    loaded, _, _ = cli.load_plan(args)
+    assert loaded.scenarios == ("init", "seeded_init", "cnn_training")
+
+
+def test_an_unknown_scenario_flag_blames_the_flag_not_the_matrix_file():
+    from repromatrix import cli
+
+    with pytest.raises(ConfigurationError) as raised:
+        cli.load_plan(cli.parser().parse_args(["run", "--scenario", "init,nope"]))
+    assert raised.value.message.startswith("--scenario nope: not a known scenario; known scenarios: ")
+    assert "matrix.toml" not in raised.value.message
+
+
+def test_the_staging_limit_names_the_largest_file_by_its_path_in_the_folder(tmp_path):
+    from repromatrix.harness.catalog import ScenarioClash, staged_files
+
+    (tmp_path / "data").mkdir()
+    with open(tmp_path / "data" / "blob.bin", "wb") as handle:
+        handle.truncate(51 * 1024 * 1024)
+    with pytest.raises(ScenarioClash, match=r"\(largest: data/blob\.bin, 51 MiB\)"):
+        staged_files([tmp_path])

@@ -173,3 +173,32 @@ def test_a_scenario_folder_past_the_size_limit_is_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert "MiB of files to stage into every cell, more than the 50 MiB allowed (largest: data/huge.bin" in line
+
+
+FOUR_CELLS = f"""
+[matrix]
+tf = ["{OLDEST_TF}", "{NEWEST_TF}"]
+onednn = [true, false]
+[run]
+scenarios = ["seeded_init"]
+project = "."
+repeats = 2
+"""
+
+
+def test_a_project_in_four_cells_with_two_jobs_measures_every_cell_run_after_run(tmp_path, tf_python):
+    """The shape that lost a cell to a race: [run] project, four cells, two at a time, in fresh runs."""
+    tf_python(OLDEST_TF)
+    tf_python(NEWEST_TF)
+    project = make_project(tmp_path / "proj", [NEWEST_TF])
+    (project / "matrix.toml").write_text(FOUR_CELLS)
+    for attempt in range(2):  # each a fresh orchestrator, as the race needs; --force: every cell measured
+        done = run_matrix(project, "--backend", "local", "--jobs", "2", "--force", "--results", str(tmp_path / "r"),
+                          "--out", str(tmp_path / "report"))  # fmt: skip
+        assert done.returncode == 0, f"run {attempt}: " + done.stdout[-3000:] + done.stderr[-3000:]
+        assert "unexpected" not in done.stdout and "Traceback" not in done.stderr
+        assert started(done) == 8 and "4 ran" in done.stdout, done.stdout[-2000:]
+    by_cell: dict[str, set[str]] = {}
+    for cell_id, path in Layout(tmp_path / "r").record_files():
+        by_cell.setdefault(cell_id, set()).add(records.Record.read(path).status)
+    assert len(by_cell) == 4 and set(map(frozenset, by_cell.values())) == {frozenset({"ok"})}

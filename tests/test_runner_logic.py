@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +83,10 @@ def test_failed_and_lost_repeats_get_error_records_and_measured_ones_stay(tmp_pa
     assert record(tmp_path, CELL, "seeded_init", "seeded", 0) == before  # measured, untouched
 
 
-def test_a_cell_that_cannot_be_built_fails_alone(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_cell_that_cannot_be_built_fails_alone(tmp_path, jobs):
     backend = FakeBackend(fail_prepare={OTHER.id: "cannot resolve tensorflow-cpu==2.99.0"})
-    outcomes = run(backend, tmp_path, cells=(CELL, OTHER))
+    outcomes = run(backend, tmp_path, cells=(CELL, OTHER), jobs=jobs)
     assert [o.state for o in outcomes] == ["ran", "error"]
     failed = record(tmp_path, OTHER, "init", "unseeded", 0)
     assert failed.status == "error" and "2.99.0" in failed.message and failed.stderr_tail == "build log tail"
@@ -290,3 +293,98 @@ def test_a_measured_refusal_is_recorded_as_a_skip_and_not_run_again(tmp_path):
     again = FakeBackend(refused_repeats=refusing.refused_repeats)
     [second] = run(again, tmp_path)
     assert second.state == "up to date" and again.started == []
+
+
+def test_wait_says_who_holds_the_folder_and_since_when_until_it_is_free(tmp_path, monkeypatch):
+    import threading
+
+    from repromatrix import progress, results
+
+    said: list[str] = []
+    monkeypatch.setattr(progress, "say", said.append)
+    got = threading.Event()
+
+    def wait_for_it() -> None:
+        with results.exclusive(Layout(tmp_path), wait=True, poll_s=0.01, notice_s=0.1):
+            got.set()
+
+    with exclusive(Layout(tmp_path)):
+        waiter = threading.Thread(target=wait_for_it)
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while len(said) < 3:  # said again and again while it waits
+            assert time.monotonic() < deadline, said
+            time.sleep(0.01)
+        assert not got.is_set()
+    waiter.join(timeout=10)
+    assert got.is_set()
+    first = said[0]
+    assert first.startswith(f"waiting for --results {tmp_path}: in use by pid {os.getpid()} (")
+    assert ", started 20" in first and ", running 0 min" in first
+
+
+def _tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+def test_a_results_folder_that_fills_mid_run_is_one_line_and_keeps_what_was_measured(tmp_path):
+    from repromatrix.errors import ResultsFullError
+
+    small = tmp_path / "small"
+    _tmpfs(small, "64k")
+    try:
+        with pytest.raises(ResultsFullError) as raised:
+            run(FakeBackend(), small / "r", cells=(CELL, OTHER), jobs=2, m=matrix(repeats=6))
+        message = raised.value.message
+        assert message.startswith(f"--results {small / 'r'}: no room left to write records (No space left on device)")
+        assert " of 24 repeats measured; free space there (or pass another --results folder) and rerun to resume" in (
+            message
+        )
+        measured = [p for _, p in Layout(small / "r").record_files() if records.read_if_valid(p)]
+        assert measured and all(records.Record.read(p).is_ok for p in measured)  # whole records only, all kept
+        assert not list((small / "r").rglob(".attempts")) and not list(
+            Layout(small / "r").cell(CELL.id).temporary_files()
+        )
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_base_image_the_engine_cannot_have_is_one_line_and_exit_3_before_any_build(monkeypatch):
+    import docker
+    from repromatrix.backends.container import DockerBackend
+    from repromatrix.errors import BaseImageUnavailableError
+
+    class Engine:
+        def __init__(self) -> None:
+            self.pulled: list[str] = []
+
+        def inspect_image(self, name: str) -> dict:
+            raise docker.errors.ImageNotFound(name)
+
+        def info(self) -> dict:
+            return {"NCPU": 2}
+
+        def pull(self, repository: str, tag: str, stream: bool, decode: bool):
+            self.pulled.append(f"{repository}:{tag}")
+            raise docker.errors.APIError("500", explanation='Get "https://registry-1.docker.io/v2/": no such host')
+
+    backend = DockerBackend(settings=DockerSettings(base_image="python:3.11-slim"))
+    backend._api = engine = Engine()
+    monkeypatch.setattr(backend, "_build", lambda *args, **kwargs: pytest.fail("built"))
+    with pytest.raises(BaseImageUnavailableError) as raised:
+        backend.require_bases([CELL, OTHER])
+    assert raised.value.return_code == 3 and engine.pulled == ["python:3.11-slim"]  # tried once, not per cell
+    assert raised.value.message == (
+        "the base image python:3.11-slim cannot be had: this engine does not have it and cannot pull it "
+        '(Get "https://registry-1.docker.io/v2/": no such host); build one with `nox -s base_image` and set '
+        "REPROMATRIX_BASE_IMAGE to it (or [docker].base_image), or use --backend local"
+    )
+    Engine.inspect_image = lambda self, name: {"Id": "sha256:base"}  # present: nothing is pulled
+    engine.pulled.clear()
+    backend.require_bases([CELL, OTHER])
+    assert engine.pulled == []

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -19,10 +21,11 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
+from docker.utils import parse_repository_tag
 
 import docker
 from repromatrix import cleanup, locks, progress
@@ -36,8 +39,9 @@ from repromatrix.backends import (
     hardware_skip_reason,
     harness_args,
 )
-from repromatrix.errors import CellError, EngineLostError, EngineUnavailableError, LockError
+from repromatrix.errors import BaseImageUnavailableError, CellError, EngineLostError, EngineUnavailableError, LockError
 from repromatrix.extras import Extras, resolve
+from repromatrix.guards import KeyedLocks
 from repromatrix.harness.axes import Cell
 from repromatrix.matrix import RECIPES_DIR, DockerSettings
 
@@ -58,6 +62,23 @@ BUILD_LOG_LINES = 30
 # What a call to the engine raises when the engine refuses it or cannot be reached (docker-py's own
 # errors, and the HTTP client's under them): the one tuple every engine call here catches.
 ENGINE_ERRORS: tuple[type[Exception], ...] = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+def build_context(files: dict[str, bytes]) -> io.BytesIO:
+    """The build context as the engine takes it, a tar of the files (folders as their names make them)."""
+    archive = io.BytesIO()
+    folders = {str(parent) for name in files for parent in PurePosixPath(name).parents if str(parent) != "."}
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for folder in sorted(folders):
+            entry = tarfile.TarInfo(folder)
+            entry.type, entry.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(entry)
+        for name, content in sorted(files.items()):
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mode = len(content), 0o644
+            tar.addfile(entry, io.BytesIO(content))
+    archive.seek(0)
+    return archive
 
 
 def _engine_host() -> str:
@@ -111,7 +132,7 @@ class DockerBackend:
     extras: Extras = field(default_factory=Extras)  # the user's project and requirements, on top of the lock
     name: str = "docker"
     _api: Any = field(default=None, init=False, repr=False)
-    _build_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _build_locks: KeyedLocks = field(default_factory=KeyedLocks, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
@@ -186,6 +207,42 @@ class DockerBackend:
         except docker.errors.ImageNotFound:
             return None
 
+    def require_bases(self, cells: list[Cell]) -> None:
+        """Exit 3 up front when an image that must be built starts FROM one the engine neither has nor
+        can pull: one line, rather than every cell's build failing on the registry in turn."""
+
+        needed: dict[str, Cell] = {}
+        for cell in cells:
+            base = self._base(cell)
+            if base in needed or self._image_id(base) is not None or self.skip_reason(cell) is not None:
+                continue
+            try:
+                built = self._image_id(self.image_tag(cell)) is not None
+            except CellError:  # it cannot be built at all: the cell fails alone, with its own reason
+                continue
+            if not built:
+                needed[base] = cell
+        for base, cell in needed.items():
+            progress.say(f"pulling {base}, which {cell.id} is built FROM (this engine does not have it)")
+            repository, tag = parse_repository_tag(base)
+            try:
+                # An engine may answer a failed pull with an error in the stream rather than a status.
+                streamed = self.api.pull(repository, tag=tag or "latest", stream=True, decode=True)
+                reason = next((str(chunk["error"]) for chunk in streamed if chunk.get("error")), "")
+            except docker.errors.APIError as exc:
+                reason = str(getattr(exc, "explanation", None) or exc)
+            if reason:
+                reason = " ".join(reason.split())[:300]
+                how = (
+                    "build one with `nox -s base_image` and set REPROMATRIX_BASE_IMAGE to it (or [docker].base_image)"
+                    if cell.recipe == "pip"
+                    else 'the official recipe needs a registry; use recipe = "pip"'
+                )
+                raise BaseImageUnavailableError(
+                    f"the base image {base} cannot be had: this engine does not have it and cannot pull it "
+                    f"({reason}); {how}, or use --backend local"
+                ) from None
+
     # -- Backend protocol ----------------------------------------------------
 
     def environment_key(self, cell: Cell) -> str:
@@ -208,9 +265,7 @@ class DockerBackend:
 
     def prepare(self, cell: Cell, verbose: bool) -> Prepared:
         tag = self.image_tag(cell)
-        with self._guard:
-            build_lock = self._build_locks.setdefault(tag, threading.Lock())
-        with build_lock:
+        with self._build_locks(tag):
             image_id = self._image_id(tag)
             if image_id is None:
                 image_id = self._build(cell, tag, verbose or self.verbose)
@@ -241,38 +296,38 @@ class DockerBackend:
             f"{LABEL}.cell-environment": f"tf{cell.tf}-{cell.device}-{cell.recipe}",
         }
         tail: deque[str] = deque(maxlen=BUILD_LOG_LINES)
-        with tempfile.TemporaryDirectory(prefix="repromatrix-build-") as context:
-            for name, content in self.context_files(cell).items():
-                Path(context, name).parent.mkdir(parents=True, exist_ok=True)
-                Path(context, name).write_bytes(content)
-            # On Ctrl-C the main thread does not wait for this build: it exits, and the engine
-            # cancels a build whose client went away (see cli.main).
-            try:
-                stream = self.api.build(
-                    path=context,
-                    tag=tag,
-                    buildargs=self.build_args(cell),
-                    labels=labels,
-                    rm=True,
-                    forcerm=True,
-                    pull=False,
-                    nocache=nocache,
-                    decode=True,
-                )
-                for chunk in stream:
-                    error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
-                    text = error or chunk.get("stream") or chunk.get("status") or ""
-                    for line in text.splitlines():
-                        if line.strip():
-                            tail.append(line.rstrip())
-                            if verbose:
-                                progress.say(f"{cell.id} | {line.rstrip()}")
-                    if error:
-                        raise CellError(cell.id, f"image build failed: {error.strip()}", "\n".join(tail))
-            except ENGINE_ERRORS as exc:
-                if not self.engine.answers():
-                    raise self.engine.lost(f"the image build of {cell.id}") from None
-                raise CellError(cell.id, f"image build failed: {exc}", "\n".join(tail)) from None
+        # The context goes to the engine from memory: no folder of it (the lock, the proxy's CA) is ever
+        # on disk, so a run that exits mid-build, however it exits, leaves no copy behind. On Ctrl-C the
+        # main thread does not wait for this build: it exits, and the engine cancels a build whose
+        # client went away (see cli.main).
+        context = build_context(self.context_files(cell))
+        try:
+            stream = self.api.build(
+                fileobj=context,
+                custom_context=True,
+                tag=tag,
+                buildargs=self.build_args(cell),
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                nocache=nocache,
+                decode=True,
+            )
+            for chunk in stream:
+                error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+                text = error or chunk.get("stream") or chunk.get("status") or ""
+                for line in text.splitlines():
+                    if line.strip():
+                        tail.append(line.rstrip())
+                        if verbose:
+                            progress.say(f"{cell.id} | {line.rstrip()}")
+                if error:
+                    raise CellError(cell.id, f"image build failed: {error.strip()}", "\n".join(tail))
+        except ENGINE_ERRORS as exc:
+            if not self.engine.answers():
+                raise self.engine.lost(f"the image build of {cell.id}") from None
+            raise CellError(cell.id, f"image build failed: {exc}", "\n".join(tail)) from None
         image_id = self._image_id(tag)
         if image_id is None:
             raise CellError(cell.id, "image build reported success but left no image", "\n".join(tail))

@@ -7,7 +7,6 @@ machine. It installs the same hash-pinned lock the Docker recipe does.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import platform
@@ -18,8 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,26 +32,11 @@ from repromatrix.backends import (
 )
 from repromatrix.errors import CellError, LockError
 from repromatrix.extras import PINS_FILE, Extras, Resolved, resolve
+from repromatrix.guards import exclusive
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.hosts import first_cores, usable_cores
 
 COMPLETE = ".repromatrix-complete"
-_thread_locks: dict[Path, threading.Lock] = {}
-_thread_locks_guard = threading.Lock()
-
-
-@contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """One builder per environment, across threads and processes."""
-    with _thread_locks_guard:
-        thread_lock = _thread_locks.setdefault(path, threading.Lock())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with thread_lock, open(path.with_name(path.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def gpu_visible() -> str | None:
@@ -171,7 +153,7 @@ class LocalBackend:
                     steps.append([uv, "pip", "install", "--python", str(python), "--require-hashes", "--no-deps",
                                   "--compile-bytecode", "-r", str(extra), *index])  # fmt: skip
                 for step in steps:
-                    done = subprocess.run(step, capture_output=not verbose, text=True, env=locks.uv_env(), check=False)
+                    done = cleanup.run(step, env=locks.uv_env(), quiet=not verbose)
                     if done.returncode != 0:
                         tail = "\n".join((done.stderr or "").splitlines()[-30:])
                         last = tail.splitlines()[-1] if tail else f"exit code {done.returncode}"

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import axes, exchange, hosts, records
+from . import axes, exchange, fileio, hosts, lease, records
 from .catalog import discover, plan, reuse_key
 from .forkserver import ForkedRepeats, die_with_parent, fork_order
 from .launch import FreshProcesses, Launcher, Outcome, Worker, probe_isa
@@ -100,33 +100,24 @@ def plan_by_hand(args: argparse.Namespace) -> exchange.Plan:
                          timeout=args.timeout, verbose=args.verbose)  # fmt: skip
 
 
-def abandoned(layout: CellLayout, attempt: str | None) -> bool:
-    """The runner removes an attempt's folder when it ends, however it ends: a harness still running
-    then (a container whose engine or orchestrator died) measures nothing more."""
-    return attempt is not None and attempt != "" and not layout.plan_file(attempt).is_file()
-
-
-ABANDONED = (
-    "not measured: the run that started it ended while it ran (its orchestrator or its Docker engine stopped); "
-    "rerun to measure it"
-)
-
-
 def execute(
-    work: exchange.Plan, layout: CellLayout, attempt: str | None, launcher: Launcher, force: bool = False
-) -> exchange.Summary:
-    """Each repeat of the plan through the launcher, one record each; the summary after every repeat."""
+    work: exchange.Plan, layout: CellLayout, attempt: str | None, launcher: Launcher, watch: lease.Watch,
+    force: bool = False,
+) -> exchange.Summary:  # fmt: skip
+    """Each repeat of the plan through the launcher, one record each; the summary after every repeat.
+    Once the run that started it is gone (`watch`), it writes nothing more."""
     summary_path = layout.summary_file(attempt) if attempt else None
     summary = exchange.Summary(attempt=attempt or "", planned=len(work.repeats))
 
     def report() -> None:
-        if not abandoned(layout, attempt):  # writing would make the removed attempt folder again
+        if not watch.lost():  # writing would make the removed attempt folder again
             summary.write(summary_path)
 
     report()
     for planned in work.repeats:
-        if abandoned(layout, attempt):
-            print("the run that started this harness ended; stopping (the next run measures the rest)",
+        gone = watch.lost()
+        if gone:
+            print(f"the run that started this harness is gone ({gone}); stopping (the next run measures the rest)",
                   file=sys.stderr, flush=True)  # fmt: skip
             break
         path = layout.record(planned.scenario, planned.variant, planned.repeat)
@@ -135,7 +126,7 @@ def execute(
             summary.reused += 1
             continue
         spec = replace(planned, cell=work.cell, isolation=work.isolation, record=str(path), knobs=work.knobs,
-                       image=work.image, host=work.host)  # fmt: skip
+                       image=work.image, host=work.host, lease=watch.scenario_check())  # fmt: skip
         elapsed = 0.0
         if spec.problem:
             outcome = Outcome(Status.ERROR, spec.problem)
@@ -144,8 +135,12 @@ def execute(
             started = time.perf_counter()
             outcome = launcher.run(spec, work.timeout, work.verbose)
             elapsed = time.perf_counter() - started
-            if outcome.status == Status.ERROR and abandoned(layout, attempt):
-                outcome = Outcome(Status.ERROR, ABANDONED, outcome.stderr)  # the run's end, not the scenario's fault
+        if outcome.status != Status.OK and watch.lost():  # the run's end, not the scenario's: no record of it
+            continue
+        full = fileio.no_room(layout.root) if outcome.status != Status.OK else ""
+        if full:  # the folder's fault, not the scenario's: no record of it, and no point going on
+            print(f"no room left in the results folder ({full}); stopping", file=sys.stderr, flush=True)
+            raise SystemExit(exchange.RESULTS_FULL)
         if outcome.status == Status.OK:
             summary.ok += 1
             record = records.Record.read(path)
@@ -200,8 +195,17 @@ def main(argv: list[str] | None = None, worker: Worker | None = None) -> int:
         work = replace(work, repeats=tuple(replace(spec, onednn_isa=isa) for spec in work.repeats))
     scratch = layout.attempt_dir(args.attempt or f"standalone-{os.getpid()}") / "fork"
     work, launcher = launcher_for(work, worker, scratch)
+    # The runner's lease of this attempt (none by hand): a watchdog ends this harness and what it started
+    # as soon as the run is gone.
+    watch = lease.Watch(layout.lease_file(attempt) if attempt else None)
+    watch.stop_when_lost()
     try:
-        summary = execute(work, layout, args.attempt, launcher, force=args.force)
+        summary = execute(work, layout, attempt, launcher, watch, force=args.force)
+    except OSError as exc:
+        if exc.errno not in fileio.NO_ROOM:
+            raise
+        print(f"no room left in the results folder ({exc.strerror}); stopping", file=sys.stderr, flush=True)
+        return exchange.RESULTS_FULL
     finally:
         launcher.stop()
         shutil.rmtree(scratch, ignore_errors=True)

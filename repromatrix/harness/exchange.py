@@ -18,6 +18,10 @@ from .fileio import write_json
 from .hosts import Host
 from .records import DEFAULT_ISOLATION, DEFAULT_RECORD_BYTES, DEFAULT_TIMEOUT_S, Isolation
 
+# The harness's exit code when the results folder has no room left: it wrote nothing of the failed
+# repeat, and the runner says so once, for the whole run.
+RESULTS_FULL = 74
+
 
 @dataclass(frozen=True)
 class RepeatSpec:
@@ -44,6 +48,7 @@ class RepeatSpec:
     onednn_isa: str | None = None
     image: dict[str, Any] = field(default_factory=dict)
     fork_parent: str = ""
+    lease: str = ""  # the attempt's lease, checked just before the record is written (lease.py)
 
     @property
     def label(self) -> str:

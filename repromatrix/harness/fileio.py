@@ -7,6 +7,8 @@ library only (NumPy when writing arrays): it runs inside any TensorFlow image.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -39,6 +41,28 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], Any], suffix: str) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# The errors of a write that found no room (a full disk, a quota, a folder gone read-only).
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# What a folder must still take for a run to go on: one record's arrays kept whole, at the default size.
+ROOM_BYTES = 256 * 1024
+
+
+def no_room(folder: Path) -> str:
+    """Why `folder` cannot take another record now ('' when it can): tried with a probe of ROOM_BYTES."""
+    probe = folder / f".room-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * ROOM_BYTES)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as full:
+        return str(full.strerror or full)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return ""
 
 
 def write_text(path: Path, text: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import exchange, records
 from .axes import Knobs
-from .launch import TIMED_OUT, Outcome, Worker, judge_exit, last_line, oom_kills, show
+from .launch import OUT_OF_MEMORY, TIMED_OUT, Outcome, Worker, judge_exit, last_line, oom_kills, show
 from .records import Isolation, Status
 
 # What a parent imports and keeps (TF, NumPy, the import's seconds), and how it measures one repeat
@@ -42,11 +42,13 @@ class ForkServer:
     def __init__(self, worker: Worker, knobs: Knobs, warm: list[str], scratch: Path) -> None:
         self.worker, self.knobs, self.warm, self.scratch = worker, knobs, warm, scratch
         self.process: subprocess.Popen[str] | None = None
+        self.oom_at_start: int | None = None  # the kernel's count of OOM kills when the parent started
         # A file, not a pipe: a parent that talks a lot must never block on a full pipe.
         self.log = scratch / f"parent-{uuid.uuid4().hex[:8]}.err"
 
     def _start(self) -> subprocess.Popen[str]:
         if self.process is None or self.process.poll() is not None:
+            self.oom_at_start = oom_kills()
             command = self.worker.command("--serve", json.dumps(self.knobs.to_json()), json.dumps(self.warm))
             with self.log.open("w") as log:
                 self.process = subprocess.Popen(
@@ -63,15 +65,18 @@ class ForkServer:
         line = self.process.stdout.readline()
         return json.loads(line) if line else {}
 
+    def _killed_for_memory(self) -> bool:
+        after = oom_kills()
+        return self.oom_at_start is not None and after is not None and after > self.oom_at_start
+
     def _could_not_start(self, spec: exchange.RepeatSpec) -> Outcome:
         """The error of a repeat whose parent died before forking it, with what the parent said."""
         try:
             detail = self.log.read_text(errors="replace")[-records.STDERR_TAIL_CHARS :]
         except OSError:
             detail = ""
-        return Outcome(
-            Status.ERROR, f"the fork parent of repeat {spec.repeat} could not start: {last_line(detail)}", detail
-        )
+        why = OUT_OF_MEMORY if self._killed_for_memory() else last_line(detail)
+        return Outcome(Status.ERROR, f"the fork parent of repeat {spec.repeat} could not start: {why}", detail)
 
     def run(self, spec: exchange.RepeatSpec, timeout: float, verbose: bool) -> Outcome:
         server = self._start()
@@ -104,7 +109,8 @@ class ForkServer:
         if timed_out:
             return Outcome(Status.ERROR, TIMED_OUT.format(timeout=timeout), stderr)
         if not finished:
-            return Outcome(Status.ERROR, "the fork parent died while the repeat ran", stderr)
+            memory = f": {OUT_OF_MEMORY}" if self._killed_for_memory() else ""
+            return Outcome(Status.ERROR, f"the fork parent died while the repeat ran{memory}", stderr)
         return judge_exit(int(finished["status"]), stderr, Path(spec.record), oom_before)
 
     def stop(self) -> None:

@@ -93,6 +93,7 @@ def oom_kills() -> int | None:
 # refusal (unseeded variants cannot run in such a cell), measured as such, not a failure of the run.
 TF_REFUSES_UNSEEDED = "Random ops require a seed to be set when determinism is enabled"
 TIMED_OUT = "timed out after {timeout:g} s (raise the timeout if it needs longer)"
+OUT_OF_MEMORY = "killed: out of memory (raise [docker].memory)"
 
 
 def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None = None) -> Outcome:
@@ -108,7 +109,7 @@ def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None 
         oom_after = oom_kills()
         grew = oom_before is not None and oom_after is not None and oom_after > oom_before
         if returncode == -signal.SIGKILL and grew:
-            return Outcome(Status.ERROR, "killed: out of memory (raise [docker].memory)", stderr)
+            return Outcome(Status.ERROR, OUT_OF_MEMORY, stderr)
         return Outcome(Status.ERROR, f"killed by {name}: {last_line(stderr)}", stderr)
     if returncode != 0:
         return Outcome(Status.ERROR, f"exited with code {returncode}: {last_line(stderr)}", stderr)

@@ -1,8 +1,8 @@
 """The results folder: one subfolder per cell, one per scenario variant, a record per repeat.
 
 `<results>/<cell id>/<scenario>-<variant>/<repeat>.{json,npz}`, the manifest saying what made
-the folder, and the hidden files a run keeps beside the records (its lock, the attempts' plan and
-summary files, the verification memo). The only owner of those names. Standard library only.
+the folder, and the hidden files a run keeps beside the records (its lock, the attempts' plan, summary and
+lease files, the verification memo). The only owner of those names. Standard library only.
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ class CellLayout:
 
     def summary_file(self, attempt: str) -> Path:
         return self.attempt_dir(attempt) / "summary.json"
+
+    def lease_file(self, attempt: str) -> Path:
+        """Held by the runner while the attempt runs (scenarios/lease.py)."""
+        return self.attempt_dir(attempt) / "lease"
 
     def temporary_files(self) -> Iterator[Path]:
         """Half-written files of the atomic writes (`.NAME.<random>.tmp`, `.tmp.npz`): a run that died left them."""

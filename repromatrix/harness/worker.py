@@ -23,7 +23,7 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from . import exchange, forkserver, hosts, records  # noqa: E402
+from . import exchange, forkserver, hosts, lease, records  # noqa: E402
 from .axes import Knobs  # noqa: E402
 from .catalog import SCENARIOS_PACKAGE as SCENARIOS  # noqa: E402
 from .catalog import builtin_dir  # noqa: E402
@@ -220,6 +220,8 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
         extra={"fork_parent": spec.fork_parent} if spec.fork_parent else {},
         **spec.record_fields(),
     )
+    if not lease.still_held(spec.lease):  # its run is gone: no record lands in a folder nobody holds
+        raise SystemExit("not written: the run that started this repeat is gone")
     record.write(Path(spec.record), arrays)
 
 
