@@ -14,7 +14,7 @@ import pytest
 from repromatrix.backends import code_root
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
-from repromatrix.harness import exchange, records
+from repromatrix.harness import exchange, lease, records
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.catalog import discover, plan
 from repromatrix.harness.layout import CellLayout
@@ -77,14 +77,16 @@ def harness(python: str, *args: str, scenarios: Path | None = None, timeout: flo
 
 def harness_plan(python: str, cell: Cell, out: Path, scenario: str, repeats: int = 1,
                  isolation: Isolation = Isolation.PROCESS) -> subprocess.CompletedProcess:  # fmt: skip
-    """The harness as the runner starts it: a plan file for `cell` in `out`'s attempt folder, and --attempt."""
+    """The harness as the runner starts it: a plan file for `cell` in `out`'s attempt folder, its lease held,
+    and --attempt."""
     found = discover()
     specs = tuple(r.spec(None, isolation) for r in plan(found, [scenario], repeats, records.DEFAULT_SEED))
     attempt = "test"
     exchange.Plan(specs, cell=cell.params(), knobs=cell.knobs, isolation=isolation).write(
         CellLayout(out).plan_file(attempt)
     )
-    return harness(python, "--attempt", attempt, "--out", str(out))
+    with lease.Held(CellLayout(out).lease_file(attempt)):  # the runner holds it while the harness runs
+        return harness(python, "--attempt", attempt, "--out", str(out))
 
 
 def repromatrix_cli(*args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from repromatrix import matrix, runner
+from repromatrix import locks, matrix, runner
 from repromatrix.backends.container import CONTAINER_RESULTS
 from repromatrix.backends.local import LocalBackend
 from repromatrix.errors import CellError
@@ -601,7 +601,6 @@ def test_a_fork_parent_killed_for_memory_is_said_so_and_leaves_nothing_running(d
 
 def test_a_run_as_another_user_writes_records_that_user_owns(docker_backend, image):
     import shutil
-    import sysconfig
     import tempfile
 
     if os.geteuid() != 0:
@@ -622,25 +621,24 @@ def test_a_run_as_another_user_writes_records_that_user_owns(docker_backend, ima
         small = home / "small.toml"
         small.write_text(SMALL)
         os.chown(small, uid, gid)
-        # This interpreter may live in root's home, which another user cannot enter: the same package and
-        # dependencies then run on the system's Python 3.11 (the same ABI), from this checkout.
-        path = os.pathsep.join([str(REPO_ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+        # This interpreter may live in root's home, which another user cannot enter: the user gets a
+        # virtualenv of its own (the system's Python, or this one where others may run it) with this
+        # package installed from the checkout, as a user who installed repromatrix would have it.
+        system = next((p for p in ("/usr/bin/python3.11", "/usr/local/bin/python3.11") if os.access(p, os.X_OK)),
+                      sys.executable)  # fmt: skip
+        venv = home / "venv"
+        uv = locks.uv_binary()
+        for step in (
+            [uv, "venv", "--quiet", "--python", system, str(venv)],
+            [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), str(REPO_ROOT)],
+        ):
+            made = subprocess.run(step, capture_output=True, text=True, env=locks.uv_env(), timeout=600)
+            assert made.returncode == 0, made.stderr[-2000:]
+        for path in [home, *home.rglob("*")]:
+            os.chown(path, uid, gid, follow_symlinks=False)
         env = {**_env(docker_backend), "HOME": str(home), "REPROMATRIX_CACHE": str(home / "cache"),
-               "TMPDIR": str(home), "PYTHONPATH": path}  # fmt: skip
-        python, why = None, ""
-        for candidate in (sys.executable, "/usr/local/bin/python3.11", "/usr/bin/python3.11"):
-            try:
-                probe = subprocess.run([candidate, "-c", "import repromatrix.cli"], cwd=home, env=env,
-                                       capture_output=True, text=True, preexec_fn=become)  # fmt: skip
-            except OSError as exc:
-                why = f"{candidate}: {exc.strerror}"
-                continue
-            if probe.returncode == 0:
-                python = candidate
-                break
-            why = f"{candidate}: {probe.stderr.strip()[-300:]}"
-        if python is None:
-            pytest.skip(f"no Python that user {uid} may run imports this package ({why})")
+               "TMPDIR": str(home)}  # fmt: skip
+        python = str(venv / "bin" / "python")
         done = subprocess.run(
             [python, "-m", "repromatrix", "run", "--backend", "docker", "--matrix", str(small),
              "--results", str(home / "r")],

@@ -57,8 +57,9 @@ def no_room(folder: Path) -> str:
             handle.write(b"\0" * ROOM_BYTES)
             handle.flush()
             os.fsync(handle.fileno())
-    except OSError as full:
-        return str(full.strerror or full)
+    except OSError as failed:
+        # Only a write that found no room says so; a folder not made yet (or gone) is another matter.
+        return str(failed.strerror or failed) if failed.errno in NO_ROOM else ""
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
