@@ -19,6 +19,7 @@ from typing import Any
 
 from repromatrix.harness import axes, records
 from repromatrix.harness.records import Status
+from repromatrix.reporting import hostid
 from repromatrix.reporting.distances import TOLERANCE_ULP, Arrays, Distance
 from repromatrix.reporting.load import Loaded, Published
 
@@ -60,7 +61,7 @@ NO_RESULT = "—"
 # Arrays compared across environments: model1's, except those first divergence reads.
 PER_LAYER = re.compile(r"^model1\.layer\.(\d+)\.(.+)$")
 PER_EPOCH = re.compile(r"^model1\.epoch\.(\d+)\.weights$")
-UNKNOWN_HOST = "unknown-host"
+UNKNOWN_HOST = hostid.UNKNOWN_HOST
 
 
 def is_compared(output: str) -> bool:
@@ -240,25 +241,31 @@ def _judge(variant: Variant) -> None:
     variant.claim = Claim.BROKEN if reasons else (Claim.HELD if tested else Claim.UNTESTED)
 
 
-def host_labels(loaded: list[Loaded], more: Iterable[dict[str, Any]] = ()) -> dict[str, str]:
-    """Host id → a label unique among these records and hosts (two machines given one label get their ids)."""
-    labels: dict[str, str] = {}
-    for item in loaded:
-        labels.setdefault(item.record.host_id, item.record.host_label or UNKNOWN_HOST)
-    for host in more:
-        labels.setdefault(str(host.get("id") or ""), str(host.get("label") or UNKNOWN_HOST))
-    clashes = {label for label in labels.values() if list(labels.values()).count(label) > 1}
-    return {hid: f"{label}-{hid[:6]}" if label in clashes else label for hid, label in labels.items()}
+def host_labels(loaded: list[Loaded], more: Iterable[dict[str, Any]] = ()) -> dict[hostid.HostKey, str]:
+    """Host key → the label the report shows (reporting/hostid.py: a label is a host; one label given to
+    machines with different fingerprints gets their ids)."""
+    keys = [hostid.key_of(item.record.host) for item in loaded] + [hostid.key_of_json(h) for h in more]
+    return hostid.unique_labels(keys)
 
 
 def hosts_of(loaded: list[Loaded]) -> list[dict[str, Any]]:
-    """Every host among the records, with its unique label and how many records it made."""
+    """Every host among the records, with its label, how many records it made, from which folders, and
+    what it computes under each TF version its records ran (`computes`, keyed by TF version)."""
     labels = host_labels(loaded)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[hostid.HostKey, dict[str, Any]] = {}
     for item in loaded:
-        host = {**item.record.host.to_json(), "label": labels[item.record.host_id], "records": 0}
-        entry = found.setdefault(item.record.host_id, host)
+        key = hostid.key_of(item.record.host)
+        raw = item.record.host.to_json()
+        computes = raw.pop("computes", None)
+        entry = found.setdefault(key, {**raw, "label": labels[key], "records": 0, "folders": [], "computes": {}})
         entry["records"] += 1
+        if item.folder not in entry["folders"]:
+            entry["folders"].append(item.folder)
+        if computes and not computes.get("error"):
+            entry["computes"].setdefault(str(computes.get("tf") or item.record.cell.get("tf") or "?"), computes)
+    for entry in found.values():
+        if not entry["computes"]:
+            del entry["computes"]
     return sorted(found.values(), key=lambda h: h["label"])
 
 
@@ -271,16 +278,16 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iter
     labels = host_labels(loaded, [h for p in published for h in p.hosts])
     # A published report beside records is another side to compare, even from the same machine.
     several = len(labels) > 1 or bool(published and loaded)
-    grouped: dict[tuple[str, str, str, str], list[Loaded]] = defaultdict(list)
+    grouped: dict[tuple[str, hostid.HostKey, str, str], list[Loaded]] = defaultdict(list)
     for item in loaded:
-        grouped[(item.cell_id, item.record.host_id, item.record.scenario, item.record.variant)].append(item)
+        grouped[(item.cell_id, hostid.key_of(item.record.host), item.record.scenario, item.record.variant)].append(item)
     found = []
-    for (cell_id, host_id, scenario, variant_name), group in sorted(grouped.items()):
-        group.sort(key=lambda r: r.record.repeat)
+    for (cell_id, host_key, scenario, variant_name), group in sorted(grouped.items()):
+        group.sort(key=lambda r: (r.record.repeat, str(r.path)))
         first = group[0]
         cell = {**axes.defaults(), **first.record.cell} if first.record.cell else {"id": cell_id}
         if several:
-            cell = {**cell, "host": labels[host_id], "id": f"{cell_id}@{labels[host_id]}"}
+            cell = {**cell, "host": labels[host_key], "id": f"{cell_id}@{labels[host_key]}"}
             cell_id = cell["id"]
         variant = Variant(
             cell_id,
@@ -294,7 +301,7 @@ def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iter
         )
         _summarise(variant, arrays)
         found.append(variant)
-    measured_hosts = {item.record.host_id for item in loaded}
+    measured_hosts = {hostid.key_of(item.record.host) for item in loaded}
     for source in published:
         found += published_variants(source, published_label(source, labels, measured_hosts), several or bool(loaded))
     return found
@@ -525,7 +532,8 @@ def attribution(all_variants: list[Variant], arrays: Arrays) -> list[Attribution
                 rest[json.dumps(others, sort_keys=True, default=str)].append(v)
             for members in rest.values():
                 members.sort(key=lambda v: axes.axis(axis).order(v.cell.get(axis)))
-                for left, right in pairwise(members):
+                # Hosts have no order: every pair of them (three hosts, three pairs); ordered axes pair neighbours.
+                for left, right in combinations(members, 2) if axis == axes.HOST.name else pairwise(members):
                     for output in outputs:
                         _count_pair(found, axis, scenario, output, left, right, arrays)
     return sorted(found.values(), key=lambda a: (a.axis, axes.axis(a.axis).order(a.from_value), a.scenario,
@@ -579,12 +587,15 @@ def agreement(group: list[Variant]) -> tuple[list[str], list[list[float | None]]
     return cells, matrix
 
 
-def published_label(published: Published, labels: dict[str, str], measured_hosts: set[str]) -> str:
-    """The host label a published report's variants stand under; `…-published` when its host is also
-    one measured here, so "does this machine still reproduce its own published table" is a host pair."""
-    host_id = str((published.hosts[0] if len(published.hosts) == 1 else {}).get("id") or "")
-    label = labels.get(host_id, UNKNOWN_HOST)
-    return f"{label}-published" if host_id in measured_hosts else label
+def published_label(published: Published, labels: dict[hostid.HostKey, str],
+                    measured_hosts: set[hostid.HostKey]) -> str:  # fmt: skip
+    """The host label a published report's variants stand under; `…-published` when its host (label and
+    fingerprint) is also one measured here, so "does this machine still reproduce its own published table"
+    is a host pair."""
+    raw = published.hosts[0] if len(published.hosts) == 1 else {}
+    key = hostid.key_of_json(raw)
+    label = labels.get(key, UNKNOWN_HOST) if raw else UNKNOWN_HOST
+    return f"{label}-published" if key in measured_hosts else label
 
 
 def published_variants(published: Published, label: str, several: bool) -> list[Variant]:

@@ -1,4 +1,9 @@
-"""Read result folders into records; merge several (the fan-out jobs) by cell id.
+"""Read result folders into records; merge several (the fan-out jobs, several hosts) by host and cell id.
+
+A label is a host (reporting/hostid.py): folders of two labels are two hosts, whatever their CPUs.
+Two folders of one label and one cell are that host measured twice: their repeats pool (nothing is
+dropped; run to run is judged over all of them) and `Loading.notes` says so. A folder given twice
+is read once, and a record found again in another folder (a copied folder) counts once.
 
 Anything that is not a valid record — unparseable, malformed, or with arrays
 that do not load or do not match its digests — is named in a warning and left
@@ -9,6 +14,8 @@ last plan (repeats or scenarios since dropped) are left out and counted.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +23,7 @@ from typing import Any
 from repromatrix.harness import records
 from repromatrix.harness.catalog import default_expectation
 from repromatrix.harness.layout import Layout, Manifest
+from repromatrix.reporting import hostid
 
 
 @dataclass(frozen=True)
@@ -25,11 +33,14 @@ class Loaded:
     record: records.Record
     path: Path
     cell_id: str
+    folder: str = ""  # the results folder it was read from, as given
 
     @property
-    def key(self) -> tuple[str, str, str, str, int]:
-        """The identity of a measurement: the same cell measured on two hosts is two measurements."""
-        return (self.record.host_id, self.cell_id, self.record.scenario, self.record.variant, self.record.repeat)
+    def key(self) -> tuple[str, str, str, str, str, int]:
+        """Where a measurement belongs: the same cell measured on two hosts (two labels) is two measurements;
+        one host's repeat r measured in two folders is two repeats of one host (`load` keeps both)."""
+        label, host_id = hostid.key_of(self.record.host)
+        return (label, host_id, self.cell_id, self.record.scenario, self.record.variant, self.record.repeat)
 
     @property
     def arrays_path(self) -> Path:
@@ -80,9 +91,10 @@ class Loading:
     published: list[Published] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     left_out_of_plan: int = 0
+    notes: list[str] = field(default_factory=list)  # what the merge did that is no problem: pooling, copies
 
 
-def _read(path: Path, cell_id: str, verifications: records.Verifications) -> Loaded:
+def _read(path: Path, cell_id: str, verifications: records.Verifications, folder: str = "") -> Loaded:
     record = records.Record.read(path)
     if record.is_ok:
         verifications.check(record, path)
@@ -90,15 +102,27 @@ def _read(path: Path, cell_id: str, verifications: records.Verifications) -> Loa
         raise records.RecordError(f"belongs to cell {record.cell_id}, not to the folder it is in")
     if not record.cell:
         record = record.with_cell({"id": cell_id})
-    return Loaded(record, path, cell_id)
+    return Loaded(record, path, cell_id, folder)
+
+
+def _distinct(folders: list[Path]) -> list[Path]:
+    """The folders in the order given, each once (the same folder given twice, or by two paths, is read once)."""
+    seen: set[Path] = set()
+    kept = []
+    for folder in folders:
+        resolved = folder.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            kept.append(folder)
+    return kept
 
 
 def load(folders: list[Path]) -> Loading:
-    """All valid records of the folders, first folder winning a conflict, and the warnings."""
-    found: dict[tuple[str, str, str, str, int], Loaded] = {}
+    """All valid records of the folders (none dropped because folders look alike), the warnings and notes."""
+    found: dict[tuple[str, str, str, str, str, int], list[Loaded]] = {}
     loading = Loading()
-    conflicts: dict[tuple[Path, str], list[Path]] = {}
-    for folder in folders:
+    copies: dict[tuple[str, str], int] = defaultdict(int)  # (folder, folder it repeats) → records
+    for folder in _distinct(folders):
         if folder.is_file():
             try:
                 loading.published.append(read_published(folder))
@@ -113,29 +137,47 @@ def load(folders: list[Path]) -> Loading:
             verifications = records.Verifications.of(cell)
             for path in cell.record_files():
                 try:
-                    loaded = _read(path, cell_id, verifications)
+                    loaded = _read(path, cell_id, verifications, str(folder))
                 except records.RecordError as exc:
                     loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
                     continue
                 if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat):
                     loading.left_out_of_plan += 1
                     continue
-                previous = found.get(loaded.key)
-                if previous is None:
-                    found[loaded.key] = loaded
-                elif previous.record != loaded.record:
-                    conflicts.setdefault((folder, cell_id), []).append(previous.path)
+                same = found.setdefault(loaded.key, [])
+                twin = next((r for r in same if r.record == loaded.record), None)
+                if twin is not None:  # the very same measurement, found again in a copy of a folder
+                    copies[(str(folder), twin.folder)] += 1
+                    continue
+                same.append(loaded)
             verifications.save()
-    for (folder, cell_id), earlier in conflicts.items():
-        first = earlier[0].parent.parent.parent
-        loading.warnings.append(
-            f"{folder}: {len(earlier)} records of cell {cell_id} differ from the ones already read from {first}; "
-            "kept the first (merge folders of different cells, or give them different --results)"
+    for (folder, first), count in copies.items():
+        loading.notes.append(
+            f"{folder}: {count} record{'s' if count != 1 else ''} equal to ones already read from {first} "
+            "(a copy of the same measurement) counted once"
         )
+    loading.notes += pooled(item for group in found.values() for item in group)
     if loading.left_out_of_plan:
         loading.warnings.append(
             f"{loading.left_out_of_plan} records outside the folder's last plan (repeats or scenario variants it "
             "no longer runs) were left out"
         )
-    loading.records = sorted(found.values(), key=lambda r: r.key)
+    loading.records = sorted((item for group in found.values() for item in group), key=lambda r: (r.key, r.folder))
     return loading
+
+
+def pooled(loaded: Iterable[Loaded]) -> list[str]:
+    """One note per host × cell measured in more than one folder: its repeats were pooled."""
+    folders: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in loaded:
+        folders[(item.record.host_label or hostid.UNKNOWN_HOST, item.cell_id)][item.folder] += 1
+    notes = []
+    for (label, cell_id), counts in sorted(folders.items()):
+        if len(counts) < 2:
+            continue
+        parts = " + ".join(f"{n} from {folder}" for folder, n in counts.items())
+        notes.append(
+            f"host {label}, cell {cell_id}: {sum(counts.values())} records pooled ({parts}): one host measured "
+            "more than once (one label); run to run is judged over all of them"
+        )
+    return notes

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from repromatrix.reporting import analysis, distances, drift, headline
+from repromatrix.reporting import analysis, distances, drift, headline, hostid
+from repromatrix.reporting import hosts as host_comparison
 from repromatrix.reporting.load import load
 
 
@@ -26,6 +27,7 @@ class Report:
     baseline: str | None = None
     drift: list[dict[str, str]] | None = None
     timeline: list[dict[str, Any]] | None = None  # published runs, oldest first (reporting/history.py)
+    comparison: host_comparison.HostComparison | None = None  # hosts against each other (reporting/hosts.py)
 
     @property
     def scenarios(self) -> list[str]:
@@ -42,6 +44,12 @@ class Report:
         return next((v for v in self.variants if v.cell_id == cell_id and v.name == scenario), None)
 
 
+def _with_hosts(lines: list[str], host_lines: list[str], hosts: list[dict[str, Any]]) -> list[str]:
+    """Host against host just before the line that names the hosts (the headline's last)."""
+    at = len(lines) - 1 if headline.hosts_line(hosts) else len(lines)
+    return lines[:at] + host_lines + lines[at:]
+
+
 def build(folders: list[Path], baseline: Path | None = None) -> Report:
     loading = load(folders)
     arrays = distances.Arrays()
@@ -51,8 +59,11 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
     findings = analysis.findings(found)
     attributed = analysis.attribution(found, arrays)
     hosts = analysis.hosts_of(loading.records)
-    known = {h.get("id") for h in hosts}
-    hosts += [{**h, "published": str(p.path)} for p in loading.published for h in p.hosts if h.get("id") not in known]
+    loading.warnings += hostid.clash_warnings(item.record.host for item in loading.records)
+    known = {hostid.key_of_json(h) for h in hosts}
+    hosts += [{**h, "published": str(p.path)} for p in loading.published for h in p.hosts
+              if hostid.key_of_json(h) not in known]  # fmt: skip
+    compared = host_comparison.compare(found, hosts, loading.notes)
     report = Report(
         sources=[str(f) for f in folders],
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -61,9 +72,11 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         findings=findings,
         tables=tables,
         attribution=attributed,
-        headline=headline.headline(found, findings, attributed, hosts) + headline.against_published(found),
+        headline=_with_hosts(headline.headline(found, findings, attributed, hosts), compared.headline(), hosts)
+        + headline.against_published(found),
         hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,
+        comparison=compared,
     )
     if baseline is not None:
         report.baseline = str(baseline)

@@ -187,6 +187,9 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
     ]
     if report.warnings:
         result.append(Section("Warnings", ["warning"], [[w] for w in report.warnings], kind="warnings"))
+    host_lines = report.comparison.lines(report.hosts) if report.comparison else []
+    if host_lines:
+        result.append(Section("Hosts", [], [], intro="\n".join(host_lines), kind="hosts"))
     if report.attribution:
         result.append(attribution_section(report))
     for table in report.tables:  # seeded variants first (class_tables orders them so)
@@ -314,6 +317,7 @@ def json_report(report: Report) -> str:
         "warnings": report.warnings,
         "left_out_of_plan": report.left_out_of_plan,
         "hosts": report.hosts,
+        "host_comparison": report.comparison.to_json() if report.comparison else None,
         "findings": [f.to_json() for f in report.findings],
         "attribution": [a.to_json() for a in report.attribution],
         "variants": [

@@ -70,6 +70,13 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--probe-isa"]:
         print("onednn_verbose,info,cpu,isa:Intel AVX2 (fake)")
         return 0
+    if argv[:1] == ["--probe-host"]:  # what the real probe writes, made up: no TensorFlow here
+        kernels = {name: f"fake-{name}" for name in ("matmul", "conv", "reduction", "exp")}
+        payload = {"tf": "fake", "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
+                   "intra_op_threads": 0, "inter_op_threads": 0, "thread_pools": {}, "usable_cores": 1,
+                   "kernels": kernels}  # fmt: skip
+        Path(argv[1]).write_text(json.dumps(payload))
+        return 0
     if argv[:1] == ["--serve"]:
         return forkserver.serve(Knobs.from_json(json.loads(argv[1])), json.loads(argv[2]), start, measure, None)
     spec = exchange.RepeatSpec.from_json(json.loads(argv[0]))

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import axes, exchange, fileio, hosts, lease, records
+from . import axes, exchange, fileio, hostprobe, hosts, lease, records
 from .catalog import discover, plan, reuse_key
 from .forkserver import ForkedRepeats, die_with_parent, fork_order
 from .launch import FreshProcesses, Launcher, Outcome, Worker, probe_isa
@@ -187,6 +187,11 @@ def main(argv: list[str] | None = None, worker: Worker | None = None) -> int:
     layout = CellLayout(args.out)
     attempt: str | None = args.attempt
     work = exchange.Plan.read(layout.plan_file(attempt)) if attempt else plan_by_hand(args)
+    if any(not spec.problem for spec in work.repeats):
+        # Before the cores are restricted: what a plain run gets is measured on every core the host offers.
+        answer = hostprobe.measure(worker.command("--probe-host"), worker.env(), work.host, work.cell, layout.root,
+                                   shared=worker.module == Worker().module)  # fmt: skip
+        work = replace(work, host=hostprobe.with_computes(work.host, answer))
     problem = work.knobs.restrict_harness()  # the cores every scenario process inherits
     if problem:
         work = replace(work, repeats=tuple(replace(spec, problem=problem) for spec in work.repeats))

@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +107,15 @@ class Host:
     libc: str | None = None
     id: str = ""
     label: str = ""
+    # What this machine computes and what a plain run gets under the cell's TF (harness/hostprobe.py):
+    # measured in the cell, beside the fingerprint, never part of its `id`.
+    computes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        raw = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not raw["computes"]:
+            del raw["computes"]  # records and reports that predate it keep their shape
+        return raw
 
     @classmethod
     def from_json(cls, raw: Any) -> Host:

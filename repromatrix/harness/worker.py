@@ -241,6 +241,10 @@ def main(argv: list[str]) -> int:
     die_with_parent()
     if argv[:1] == ["--probe-isa"]:
         return probe_isa(Knobs.from_json(json.loads(argv[1])))
+    if argv[:1] == ["--probe-host"]:
+        from .hostprobe import run_kernels
+
+        return run_kernels(Path(argv[1]))
     if argv[:1] == ["--serve"]:
         importable_helpers()
         return forkserver.serve(Knobs.from_json(json.loads(argv[1])), json.loads(argv[2]), import_tf, measure,

@@ -1,0 +1,203 @@
+"""What a host computes, and what a plain run gets there: measured once per host and TF version.
+
+Two machines with the same CPU model can give different bits (one VM exposes AVX-512, another
+only AVX2), and two vendors' parts can give the same ones; the CPU fingerprint cannot tell. So
+the harness runs, in the cell's environment, a small fixed probe — a matrix product, a
+convolution, a reduction and `exp` on fixed inputs, inside a `tf.function` as Keras runs them —
+under oneDNN on and off, and records the digests beside the fingerprint (`Host.computes`). The
+report groups hosts that compute alike before any model is compared.
+
+The first of the two processes runs with every variable a cell's knobs set removed
+(TF_ENABLE_ONEDNN_OPTS and the rest): what TF picks by itself on this host (oneDNN on or off, the
+ISA oneDNN dispatches to, the thread pools) is what a user's plain `python train.py` gets there.
+
+Each probe process is a worker process (`worker --probe-host OUT`) that writes its answer to a
+file. The answer is cached per host id, TF version and device, in the user's cache folder when it
+is writable (the local backend) and in the cell's folder otherwise (a container's only writable
+mount). Standard library only here; TensorFlow is imported in the probe process alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import fileio
+from .hosts import Host, usable_cores
+
+# Bumped when the kernels or their inputs change: a cached answer of another version is measured again.
+PROBE_VERSION = 1
+KERNELS = ("matmul", "conv", "reduction", "exp")
+# Everything a cell's knobs may set in the environment: removed for the plain run.
+KNOB_VARIABLES = (
+    "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_DETERMINISTIC_OPS",
+    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
+)  # fmt: skip
+CELL_CACHE = ".host-probe.json"  # hidden at the cell's root: never read as a record
+
+
+def cache_files(host: Host, cell: dict[str, Any], cell_root: Path, shared: bool = True) -> list[Path]:
+    """Where this host's answer for this TF version may be cached: the user's cache folder first (when
+    `shared`: the real worker's answers only, never a test's stand-in's), then the cell's folder."""
+    name = f"{host.id or 'unknown'}-tf{cell.get('tf') or 'unknown'}-{cell.get('device') or 'cpu'}.json"
+    base = os.environ.get("REPROMATRIX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "repromatrix"
+    )
+    return [*([Path(base) / "host-probes" / name] if shared else []), cell_root / CELL_CACHE]
+
+
+def cache_key(host: Host, cell: dict[str, Any]) -> dict[str, Any]:
+    return {"probe_version": PROBE_VERSION, "host_id": host.id, "cell_tf": cell.get("tf"),
+            "device": cell.get("device")}  # fmt: skip
+
+
+def _cached(paths: list[Path], host: Host, cell: dict[str, Any]) -> dict[str, Any] | None:
+    for path in paths:
+        with contextlib.suppress(OSError, ValueError):
+            found = json.loads(path.read_text())
+            if isinstance(found, dict) and found.get("key") == cache_key(host, cell):
+                return found
+    return None
+
+
+def _store(paths: list[Path], answer: dict[str, Any]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            fileio.write_json(path, answer)
+            return
+
+
+def plain_env(base: dict[str, str], onednn: bool | None) -> dict[str, str]:
+    """The probe process's environment: no knob set, except oneDNN when it is asked for."""
+    env = {k: v for k, v in base.items() if k not in KNOB_VARIABLES}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if onednn is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn else "0"
+    else:
+        env["ONEDNN_VERBOSE"] = "1"  # names the ISA oneDNN dispatches to, when TF turned it on by itself
+    return env
+
+
+def _one(command: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="repromatrix-probe-") as scratch:
+        out = Path(scratch) / "probe.json"
+        try:
+            done = subprocess.run([*command, str(out)], env=env, capture_output=True, text=True, timeout=timeout,
+                                  check=False)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:g} s"}
+        try:
+            answer = json.loads(out.read_text())
+        except (OSError, ValueError):
+            tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+            return {"error": f"exited with code {done.returncode}: {tail[0].strip()}"}
+    for line in done.stdout.splitlines():
+        if ",info,cpu,isa:" in line:
+            answer["onednn_isa"] = line.split("isa:", 1)[1].strip()
+    return dict(answer)
+
+
+def measure(command: list[str], base_env: dict[str, str], host: Host, cell: dict[str, Any], cell_root: Path,
+            shared: bool = True, timeout: float = 180.0) -> dict[str, Any]:  # fmt: skip
+    """This host's answer for the cell's TF: cached, or measured now in two probe processes.
+
+    `command` starts a worker process (the cell's Python); the output file is appended to it.
+    """
+    paths = cache_files(host, cell, cell_root, shared)
+    cached = _cached(paths, host, cell)
+    if cached is not None:
+        return cached
+    started = time.perf_counter()
+    plain = _one(command, plain_env(base_env, None), timeout)
+    answer: dict[str, Any] = {"key": cache_key(host, cell), "tf": cell.get("tf"), "device": cell.get("device")}
+    if "error" in plain:
+        return {**answer, "error": f"the host probe failed: {plain['error']}"}
+    other = _one(command, plain_env(base_env, not plain.get("onednn")), timeout)
+    by_onednn = {bool(plain.get("onednn")): plain, bool(other.get("onednn")): other}
+    answer |= {
+        "tf": plain.get("tf") or cell.get("tf"),
+        "plain_run": {
+            "onednn": plain.get("onednn"),
+            "onednn_isa": plain.get("onednn_isa"),
+            "intra_op_threads": plain.get("intra_op_threads"),
+            "inter_op_threads": plain.get("inter_op_threads"),
+            "thread_pools": plain.get("thread_pools"),
+            "usable_cores": plain.get("usable_cores"),
+            "environment": "TF_ENABLE_ONEDNN_OPTS and every other knob variable unset",
+        },
+        "probe": {
+            f"onednn{int(on)}": dict(by_onednn[on].get("kernels") or {})
+            for on in (True, False)
+            if on in by_onednn and "error" not in by_onednn[on]
+        },
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if "error" in other:
+        answer["error"] = f"the probe with oneDNN {'off' if plain.get('onednn') else 'on'} failed: {other['error']}"
+    else:  # a failure is measured again next time
+        _store(paths, answer)
+    return answer
+
+
+def with_computes(host: Host, answer: dict[str, Any]) -> Host:
+    """The host as records carry it: its fingerprint, and what it computes under this TF."""
+    return replace(host, computes=answer)
+
+
+# -- in the probe process (TensorFlow imported) ------------------------------------------------------
+
+
+def _digest(array: Any) -> str:
+    from .records import canonical_bytes
+
+    return hashlib.sha256(canonical_bytes(array)).hexdigest()
+
+
+def run_kernels(out: Path) -> int:
+    """`worker --probe-host OUT`: the fixed kernels under whatever the environment set; the answer to OUT."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(20261203)
+    left = rng.standard_normal((96, 384)).astype(np.float32)
+    right = rng.standard_normal((384, 96)).astype(np.float32)
+    images = rng.standard_normal((2, 24, 24, 16)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
+    values = rng.standard_normal((512, 512)).astype(np.float32)
+    small = rng.uniform(-8.0, 8.0, (4096,)).astype(np.float32)
+
+    # Graph mode, as Keras's fit and predict run: oneDNN's graph rewrites apply only there.
+    kernels = {
+        "matmul": tf.function(lambda: tf.linalg.matmul(left, right)),
+        "conv": tf.function(lambda: tf.nn.conv2d(images, kernel, strides=1, padding="SAME")),
+        "reduction": tf.function(lambda: tf.stack([tf.reduce_sum(values), tf.reduce_mean(values)])),
+        "exp": tf.function(lambda: tf.exp(small)),
+    }
+    digests = {name: _digest(fn().numpy()) for name, fn in kernels.items()}
+    from .worker import thread_pools
+
+    try:  # private module, present in every TF 2.x
+        from tensorflow.python.util import _pywrap_util_port
+
+        onednn: bool | None = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        onednn = None
+    answer = {
+        "tf": tf.__version__,
+        "onednn": onednn,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "thread_pools": thread_pools(),
+        "usable_cores": usable_cores(),
+        "kernels": digests,
+    }
+    fileio.write_json(out, answer)
+    return 0
