@@ -52,7 +52,8 @@ class Agreement:
         """Every unordered pair of hosts: at which settings they agree, at which they differ."""
         found = []
         for a, b in combinations(self.hosts, 2):
-            agree, differ = [], []
+            agree: list[str] = []
+            differ: list[str] = []
             for name, groups in self.by_setting.items():
                 where = {h: i for i, g in enumerate(groups) for h in g}
                 if a in where and b in where:
@@ -71,7 +72,9 @@ class Agreement:
                 f" and {len(names) - SHOWN_SETTINGS} more" if len(names) > SHOWN_SETTINGS else ""
             )
             if everywhere:
-                parts.append(f"{text} at every setting measured on them all ({len(names)}: {shown})")
+                both = "both" if len(self.hosts) == 2 else f"all {len(self.hosts)}"
+                cells = f"{len(names)} cell{'s' if len(names) != 1 else ''}"
+                parts.append(f"{text} at every setting measured on {both} ({cells}: {shown})")
             else:
                 parts.append(f"{text} at {shown}")
         return f"- {self.scenario} {self.output.removeprefix('model1.')}: {'; '.join(parts)}"
@@ -146,8 +149,10 @@ class PlainRun:
         onednn = "unknown" if self.onednn is None else "on" if self.onednn else "off"
         isa = f" (dispatching to {self.onednn_isa})" if self.onednn and self.onednn_isa else ""
         pools = ", ".join(f"{name} {count}" for name, count in self.thread_pools.items())
-        threads = f"thread pools at TF's defaults ({pools} threads on {self.usable_cores} cores)" if pools else (
-            "thread pools at TF's defaults"
+        threads = (
+            f"thread pools at TF's defaults ({pools} threads on {self.usable_cores} cores)"
+            if pools
+            else ("thread pools at TF's defaults")
         )
         said = f"- {self.host}, TF {self.tf}: oneDNN {onednn}{isa} with TF_ENABLE_ONEDNN_OPTS unset, {threads}; "
         if self.cell:
@@ -251,7 +256,8 @@ class ComputeGroups:
             a, b = d["hosts"]
             differ = _join(_condensed(d["differ"])) if d["differ"] else "no part they share"
             if d["alike"]:
-                said.append(f"- TF {self.tf}: {a} computes like {b} on {_join(_condensed(d['alike']))}, not on {differ}.")
+                alike = _join(_condensed(d["alike"]))
+                said.append(f"- TF {self.tf}: {a} computes like {b} on {alike}, not on {differ}.")
             else:
                 said.append(f"- TF {self.tf}: {a} and {b} differ on every probe part ({differ}).")
         return said

@@ -151,9 +151,9 @@ def load(folders: list[Path]) -> Loading:
                     continue
                 same.append(loaded)
             verifications.save()
-    for (folder, first), count in copies.items():
+    for (again, first), count in copies.items():
         loading.notes.append(
-            f"{folder}: {count} record{'s' if count != 1 else ''} equal to ones already read from {first} "
+            f"{again}: {count} record{'s' if count != 1 else ''} equal to ones already read from {first} "
             "(a copy of the same measurement) counted once"
         )
     loading.notes += pooled(item for group in found.values() for item in group)

@@ -156,6 +156,13 @@ def check_host(layout: Layout, host: Host) -> None:
             f"this is host {host.label}; pass another --results folder (e.g. {layout.root}-{host.label}) "
             "and give both folders to `repromatrix report` to compare the hosts"
         )
+    # A label is a host (reporting/hostid.py): one folder under two labels would be two hosts in one folder.
+    if made_on.get("id") == host.id and made_on.get("label") and host.label and made_on["label"] != host.label:
+        raise ResultsBusyError(
+            f"--results {layout.root} holds records of host {made_on['label']}, and this run is labelled "
+            f"{host.label}; pass --host {made_on['label']} to add to them, or another --results folder "
+            f"(e.g. {layout.root.parent / host.label}) to measure this label as a host of its own"
+        )
 
 
 def check_backend(layout: Layout, backend: str) -> None:

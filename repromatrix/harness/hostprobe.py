@@ -94,6 +94,8 @@ def _one(command: list[str], env: dict[str, str], timeout: float) -> dict[str, A
                                   check=False)  # fmt: skip
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout:g} s"}
+        except OSError as exc:
+            return {"error": f"could not start {command[0]}: {exc.strerror}"}
         try:
             answer = json.loads(out.read_text())
         except (OSError, ValueError):
