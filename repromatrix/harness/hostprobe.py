@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from . import fileio
 from .hosts import Host, usable_cores
 
 # Bumped when the kernels or their inputs change: a cached answer of another version is measured again.
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 KERNELS = ("matmul", "conv", "reduction", "exp")
 # Everything a cell's knobs may set in the environment: removed for the plain run.
 KNOB_VARIABLES = (
@@ -86,21 +85,26 @@ def plain_env(base: dict[str, str], onednn: bool | None) -> dict[str, str]:
     return env
 
 
-def _one(command: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="repromatrix-probe-") as scratch:
-        out = Path(scratch) / "probe.json"
-        try:
-            done = subprocess.run([*command, str(out)], env=env, capture_output=True, text=True, timeout=timeout,
-                                  check=False)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            return {"error": f"timed out after {timeout:g} s"}
-        except OSError as exc:
-            return {"error": f"could not start {command[0]}: {exc.strerror}"}
-        try:
-            answer = json.loads(out.read_text())
-        except (OSError, ValueError):
-            tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
-            return {"error": f"exited with code {done.returncode}: {tail[0].strip()}"}
+def _one(command: list[str], env: dict[str, str], scratch: Path, timeout: float) -> dict[str, Any]:
+    """One probe process; its answer comes back through `scratch` (a `.tmp` file at the cell's root, which
+    the next run removes as litter if this one is killed before it does)."""
+    out = scratch / f".host-probe-{os.getpid()}-{env.get('TF_ENABLE_ONEDNN_OPTS', 'plain')}.tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run([*command, str(out)], env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        out.unlink(missing_ok=True)
+        return {"error": f"timed out after {timeout:g} s"}
+    except OSError as exc:
+        return {"error": f"could not start {command[0]}: {exc.strerror}"}
+    try:
+        answer = json.loads(out.read_text())
+    except (OSError, ValueError):
+        tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+        return {"error": f"exited with code {done.returncode}: {tail[0].strip()}"}
+    finally:
+        out.unlink(missing_ok=True)
     for line in done.stdout.splitlines():
         if ",info,cpu,isa:" in line:
             answer["onednn_isa"] = line.split("isa:", 1)[1].strip()
@@ -118,11 +122,11 @@ def measure(command: list[str], base_env: dict[str, str], host: Host, cell: dict
     if cached is not None:
         return cached
     started = time.perf_counter()
-    plain = _one(command, plain_env(base_env, None), timeout)
+    plain = _one(command, plain_env(base_env, None), cell_root, timeout)
     answer: dict[str, Any] = {"key": cache_key(host, cell), "tf": cell.get("tf"), "device": cell.get("device")}
     if "error" in plain:
         return {**answer, "error": f"the host probe failed: {plain['error']}"}
-    other = _one(command, plain_env(base_env, not plain.get("onednn")), timeout)
+    other = _one(command, plain_env(base_env, not plain.get("onednn")), cell_root, timeout)
     by_onednn = {bool(plain.get("onednn")): plain, bool(other.get("onednn")): other}
     answer |= {
         "tf": plain.get("tf") or cell.get("tf"),
@@ -169,18 +173,23 @@ def run_kernels(out: Path) -> int:
     import tensorflow as tf
 
     rng = np.random.default_rng(20261203)
-    left = rng.standard_normal((96, 384)).astype(np.float32)
-    right = rng.standard_normal((384, 96)).astype(np.float32)
-    images = rng.standard_normal((2, 24, 24, 16)).astype(np.float32)
-    kernel = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
+    left = rng.standard_normal((100, 384)).astype(np.float32)
+    right = rng.standard_normal((384, 64)).astype(np.float32)
+    bias = rng.standard_normal((64,)).astype(np.float32)
+    images = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 3, 16)).astype(np.float32)
+    conv_bias = rng.standard_normal((16,)).astype(np.float32)
     values = rng.standard_normal((512, 512)).astype(np.float32)
     small = rng.uniform(-8.0, 8.0, (4096,)).astype(np.float32)
 
-    # Graph mode, as Keras's fit and predict run: oneDNN's graph rewrites apply only there.
+    # The patterns Keras layers run (Dense: matmul + bias + relu; Conv2D: conv + bias + relu), in graph mode as
+    # fit and predict run them: oneDNN's graph rewrites (fused kernels) apply only there.
     kernels = {
-        "matmul": tf.function(lambda: tf.linalg.matmul(left, right)),
-        "conv": tf.function(lambda: tf.nn.conv2d(images, kernel, strides=1, padding="SAME")),
-        "reduction": tf.function(lambda: tf.stack([tf.reduce_sum(values), tf.reduce_mean(values)])),
+        "matmul": tf.function(lambda: tf.nn.relu(tf.nn.bias_add(tf.linalg.matmul(left, right), bias))),
+        "conv": tf.function(
+            lambda: tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(images, kernel, strides=1, padding="SAME"), conv_bias))
+        ),
+        "reduction": tf.function(lambda: tf.stack([tf.reduce_sum(values), tf.reduce_mean(values, axis=0)[0]])),
         "exp": tf.function(lambda: tf.exp(small)),
     }
     digests = {name: _digest(fn().numpy()) for name, fn in kernels.items()}
