@@ -262,11 +262,18 @@ def hosts_of(loaded: list[Loaded]) -> list[dict[str, Any]]:
         if item.folder not in entry["folders"]:
             entry["folders"].append(item.folder)
         if computes and not computes.get("error"):
-            entry["computes"].setdefault(str(computes.get("tf") or item.record.cell.get("tf") or "?"), computes)
+            tf = str(computes.get("tf") or item.record.cell.get("tf") or "?")
+            before = entry["computes"].get(tf)
+            if before is None or _probe_version(computes) > _probe_version(before):  # the newest probe speaks
+                entry["computes"][tf] = computes
     for entry in found.values():
         if not entry["computes"]:
             del entry["computes"]
     return sorted(found.values(), key=lambda h: h["label"])
+
+
+def _probe_version(computes: dict[str, Any]) -> int:
+    return int((computes.get("key") or {}).get("probe_version") or 0)
 
 
 def variants(loaded: list[Loaded], arrays: Arrays | None = None, published: Iterable[Published] = ()) -> list[Variant]:

@@ -158,11 +158,12 @@ class PlainRun:
         if self.cell:
             return said + f"a plain run computes what cell {self.cell} computes."
         if self.nearest:
+            wanted = self.nearest.replace(f"onednn{int(not self.onednn)}", f"onednn{int(bool(self.onednn))}")
             return said + (
-                f"no cell of this matrix runs these settings (the nearest, {self.nearest}, sets oneDNN "
-                f"{'off' if self.onednn else 'on'}); add oneDNN {onednn} to matrix.toml to measure it."
+                f"no cell measured here runs these settings (the nearest, {self.nearest}, sets oneDNN "
+                f"{'off' if self.onednn else 'on'}): measure --cell {wanted} to know what a plain run computes."
             )
-        return said + "no cell of this matrix runs these settings."
+        return said + "no cell measured here runs these settings."
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "tf": self.tf, "onednn": self.onednn, "onednn_isa": self.onednn_isa,
@@ -267,15 +268,20 @@ class ComputeGroups:
 
 
 def compute_groups(hosts: list[dict[str, Any]]) -> list[ComputeGroups]:
-    """Per TF version probed on two or more hosts: who computes alike, and what parts the others."""
-    by_tf: dict[str, dict[str, dict[str, str]]] = defaultdict(dict)  # tf → host → parts
+    """Per TF version probed on two or more hosts: who computes alike, and what parts the others. Only
+    answers of one probe version are compared (another version ran other kernels or inputs)."""
+    by_tf: dict[tuple[str, int], dict[str, dict[str, str]]] = defaultdict(dict)  # (tf, version) → host → parts
     for host in hosts:
         for tf, computes in (host.get("computes") or {}).items():
             parts = _parts(computes)
             if parts:
-                by_tf[tf][str(host.get("label"))] = parts
+                version = int((computes.get("key") or {}).get("probe_version") or 0)
+                by_tf[(tf, version)][str(host.get("label"))] = parts
+    versions = defaultdict(set)
+    for tf, version in by_tf:
+        versions[tf].add(version)
     found = []
-    for tf, by_host in sorted(by_tf.items()):
+    for (tf, version), by_host in sorted(by_tf.items()):
         if len(by_host) < 2:
             continue
         signature: dict[str, list[str]] = defaultdict(list)
@@ -291,7 +297,8 @@ def compute_groups(hosts: list[dict[str, Any]]) -> list[ComputeGroups]:
                 "alike": [p for p in shared if a[p] == b[p]],
                 "differ": [p for p in shared if a[p] != b[p]],
             })  # fmt: skip
-        found.append(ComputeGroups(tf, groups, differences))
+        name = f"{tf} (probe v{version})" if len(versions[tf]) > 1 else tf
+        found.append(ComputeGroups(name, groups, differences))
     return found
 
 
@@ -322,7 +329,12 @@ class HostComparison:
 
     def lines(self, hosts: list[dict[str, Any]]) -> list[str]:
         """The report's Hosts section: what the merge did, what a plain run gets, who computes alike."""
-        return [*(f"- {n}" for n in self.notes), *plain_run_lines(self.plain, hosts), *compute_lines(self.computes)]
+        blocks = [[f"- {n}" for n in self.notes], plain_run_lines(self.plain, hosts), compute_lines(self.computes)]
+        lines: list[str] = []
+        for block in (b for b in blocks if b):
+            # A blank line between blocks: in Markdown a sentence right after a list joins its last item.
+            lines += ([""] if lines else []) + block
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         return {

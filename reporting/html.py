@@ -83,7 +83,9 @@ def _section(section: Section, index: int) -> list[str]:
     if section.kind == "headline":
         return []
     body = [f'<h2 id="{section.kind or f"section-{index}"}">{escape(section.title)}</h2>']
-    if section.intro:
+    if section.intro and section.kind == "hosts":  # sentences and '- ' lists, as the headline
+        body.append(_headline(section.intro.splitlines()))
+    elif section.intro:
         body.append(f"<p>{escape(section.intro)}</p>")
     if section.rows:
         body.append(_table(section.headers, section.rows, f"section-{index}"))

@@ -117,7 +117,8 @@ def test_the_report_names_the_cell_a_plain_run_matches_or_says_none_does(tmp_pat
     assert plain["amd-epyc-avx2"].cell is None and plain["amd-epyc-avx2"].nearest == NATIVE
     section = "\n".join(report.comparison.lines(report.hosts))
     assert "amd-epyc-avx2, TF 2.21.0: oneDNN off with TF_ENABLE_ONEDNN_OPTS unset" in section
-    assert "no cell of this matrix runs these settings" in section
+    assert "no cell measured here runs these settings" in section
+    assert "measure --cell tf2.21.0-cpu-onednn0-det0 to know what a plain run computes" in section
     assert (
         f"intel-xeon-amx, TF 2.21.0: oneDNN on with TF_ENABLE_ONEDNN_OPTS unset, thread pools at TF's "
         f"defaults (tf_Compute 3 threads on 2 cores); a plain run computes what cell {NATIVE} computes" in section
@@ -209,3 +210,13 @@ def test_a_run_under_another_label_into_a_folder_is_refused(tmp_path):
         runner.run_matrix(FakeBackend(), matrix(), [CELL], runner.RunOptions(tmp_path, host=machine(EPYC2, "ci")))
     labels = {records.Record.read(p).host.label for _, p in Layout(tmp_path).record_files()}
     assert labels == {"laptop"}
+
+
+def test_probes_of_two_versions_are_not_compared():
+    from repromatrix.reporting import hosts as compare
+
+    old, new = probe("M", "C", True), probe("M", "C", True)
+    old["key"], new["key"] = {"probe_version": 1}, {"probe_version": 2}
+    found = compare.compute_groups([{"label": "a", "computes": {"2.21.0": old}},
+                                    {"label": "b", "computes": {"2.21.0": new}}])  # fmt: skip
+    assert found == []  # one host per version: nothing to group, and no "alike" made up across versions
