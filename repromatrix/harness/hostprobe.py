@@ -2,10 +2,11 @@
 
 Two machines with the same CPU model can give different bits (one VM exposes AVX-512, another
 only AVX2), and two vendors' parts can give the same ones; the CPU fingerprint cannot tell. So
-the harness runs, in the cell's environment, a small fixed probe — a matrix product, a
-convolution, a reduction and `exp` on fixed inputs, inside a `tf.function` as Keras runs them —
-under oneDNN on and off, and records the digests beside the fingerprint (`Host.computes`). The
-report groups hosts that compute alike before any model is compared.
+the harness runs, in the cell's environment, a small fixed probe — Dense layers' matrix products
+(the article's model among them, also through Keras's predict), a convolution, a reduction and
+`exp`, on fixed inputs, inside a `tf.function` as Keras runs them — under oneDNN on and off,
+and records the digests beside the fingerprint (`Host.computes`). The report groups hosts that
+compute alike before any model is compared.
 
 The first of the two processes runs with every variable a cell's knobs set removed
 (TF_ENABLE_ONEDNN_OPTS and the rest): what TF picks by itself on this host (oneDNN on or off, the
@@ -33,8 +34,8 @@ from . import fileio
 from .hosts import Host, usable_cores
 
 # Bumped when the kernels or their inputs change: a cached answer of another version is measured again.
-PROBE_VERSION = 3
-KERNELS = ("matmul", "conv", "reduction", "exp")
+PROBE_VERSION = 5
+KERNELS = ("matmul", "conv", "reduction", "exp", "keras_dense")
 # Everything a cell's knobs may set in the environment: removed for the plain run.
 KNOB_VARIABLES = (
     "TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "TF_DETERMINISTIC_OPS",
@@ -177,28 +178,40 @@ def run_kernels(out: Path) -> int:
     def normal(*shape: int) -> Any:
         return rng.standard_normal(shape).astype(np.float32)
 
-    # Dense layers as Keras runs them (matmul, add the bias, relu), at the article's tiny size (2 inputs, 10
-    # units: there oneDNN on and off already part by a few ULP) and at a larger one; Conv2D likewise.
-    dense = [(normal(100, 2), normal(2, 10), normal(10)), (normal(100, 384), normal(384, 64), normal(64))]
+    # Dense layers as Keras runs them (matmul, add the bias, relu): the article's model (10 rows of 2 inputs in
+    # [0, 1), Dense(10, relu), Dense(1), zero biases as Keras starts them: there oneDNN on and off part by a
+    # few ULP) and a larger layer; Conv2D likewise.
+    article = rng.random((10, 2), dtype=np.float32)
+    hidden, last = normal(2, 10) * np.float32(0.7), normal(10, 1) * np.float32(0.5)
+    zeros10, zeros1 = np.zeros(10, np.float32), np.zeros(1, np.float32)
+    big = (normal(100, 384), normal(384, 64), normal(64))
     images, kernel, conv_bias = normal(4, 32, 32, 3), normal(3, 3, 3, 16), normal(16)
     values = normal(512, 512)
     small = rng.uniform(-8.0, 8.0, (4096,)).astype(np.float32)
 
-    def matmul() -> Any:
-        return tf.concat([tf.reshape(tf.nn.relu(tf.add(tf.linalg.matmul(x, w), b)), [-1]) for x, w, b in dense], 0)
+    def matmul(x: Any, w1: Any, b1: Any, w2: Any, b2: Any, xl: Any, wl: Any, bl: Any) -> Any:
+        second = tf.add(tf.linalg.matmul(tf.nn.relu(tf.add(tf.linalg.matmul(x, w1), b1)), w2), b2)
+        larger = tf.nn.relu(tf.add(tf.linalg.matmul(xl, wl), bl))
+        return tf.concat([tf.reshape(second, [-1]), tf.reshape(larger, [-1])], 0)
 
-    def conv() -> Any:
-        out = tf.nn.conv2d(images, kernel, strides=1, padding="SAME")
-        return tf.nn.relu(tf.add(out, tf.reshape(conv_bias, [1, 1, 1, -1])))
+    def conv(x: Any, k: Any, b: Any) -> Any:
+        return tf.nn.relu(tf.add(tf.nn.conv2d(x, k, strides=1, padding="SAME"), tf.reshape(b, [1, 1, 1, -1])))
 
-    # In graph mode, as fit and predict run them: oneDNN's graph rewrites (its fused kernels) apply only there.
+    # In graph mode, as fit and predict run them (oneDNN's graph rewrites, its fused kernels, apply only there),
+    # with the inputs as arguments: constants would be folded when the graph is optimised, by TF's own kernels
+    # whatever oneDNN's setting.
     kernels = {
-        "matmul": tf.function(matmul),
-        "conv": tf.function(conv),
-        "reduction": tf.function(lambda: tf.stack([tf.reduce_sum(values), tf.reduce_mean(values, axis=0)[0]])),
-        "exp": tf.function(lambda: tf.exp(small)),
+        "matmul": (tf.function(matmul), (article, hidden, zeros10, last, zeros1, *big)),
+        "conv": (tf.function(conv), (images, kernel, conv_bias)),
+        "reduction": (tf.function(lambda v: tf.stack([tf.reduce_sum(v), tf.reduce_mean(v, axis=0)[0]])), (values,)),
+        "exp": (tf.function(tf.exp), (small,)),
     }
-    digests = {name: _digest(fn().numpy()) for name, fn in kernels.items()}
+    digests = {name: _digest(fn(*(tf.constant(a) for a in args)).numpy()) for name, (fn, args) in kernels.items()}
+    # The article's model itself, with fixed weights, through Keras's predict (its own graph, its own ops).
+    model = tf.keras.Sequential([tf.keras.Input(shape=(2,)), tf.keras.layers.Dense(10, activation="relu"),
+                                 tf.keras.layers.Dense(1)])  # fmt: skip
+    model.set_weights([hidden, zeros10, last, zeros1])
+    digests["keras_dense"] = _digest(np.asarray(model.predict(article, verbose=0)))
     from .worker import thread_pools
 
     try:  # private module, present in every TF 2.x
