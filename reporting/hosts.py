@@ -200,18 +200,22 @@ def plain_runs(variants: list[Variant], hosts: list[dict[str, Any]]) -> list[Pla
     return found
 
 
-def plain_run_lines(found: list[PlainRun], hosts: list[dict[str, Any]]) -> list[str]:
-    lines = []
-    if found:
-        lines.append("What a plain `python train.py` gets (TF's own choices on the host, no variable set):")
-        lines += [p.line() for p in found]
+def plain_run_lines(found: list[PlainRun]) -> list[str]:
+    if not found:
+        return []
+    return ["What a plain `python train.py` gets (TF's own choices on the host, no variable set):"] + [
+        p.line() for p in found
+    ]
+
+
+def unprobed_lines(found: list[PlainRun], hosts: list[dict[str, Any]]) -> list[str]:
     unprobed = sorted(str(h.get("label")) for h in hosts if not h.get("computes") and h.get("id"))
-    if unprobed and (found or len(hosts) > 1):
-        lines.append(
-            f"Not probed (records or a published report made before repromatrix recorded what a host computes): "
-            f"{_join(unprobed)}; rerun with --force to probe."
-        )
-    return lines
+    if not unprobed or not (found or len(hosts) > 1):
+        return []
+    return [
+        f"Not probed (its records, or the published report, predate the probe of what a host computes and what "
+        f"a plain run gets): {_join(unprobed)}; a run there with --force probes it."
+    ]
 
 
 # -- what each host computes ------------------------------------------------------------------------
@@ -329,7 +333,12 @@ class HostComparison:
 
     def lines(self, hosts: list[dict[str, Any]]) -> list[str]:
         """The report's Hosts section: what the merge did, what a plain run gets, who computes alike."""
-        blocks = [[f"- {n}" for n in self.notes], plain_run_lines(self.plain, hosts), compute_lines(self.computes)]
+        blocks = [
+            [f"- {n}" for n in self.notes],
+            plain_run_lines(self.plain),
+            unprobed_lines(self.plain, hosts),
+            compute_lines(self.computes),
+        ]
         lines: list[str] = []
         for block in (b for b in blocks if b):
             # A blank line between blocks: in Markdown a sentence right after a list joins its last item.
