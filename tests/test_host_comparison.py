@@ -220,3 +220,21 @@ def test_probes_of_two_versions_are_not_compared():
     found = compare.compute_groups([{"label": "a", "computes": {"2.21.0": old}},
                                     {"label": "b", "computes": {"2.21.0": new}}])  # fmt: skip
     assert found == []  # one host per version: nothing to group, and no "alike" made up across versions
+
+
+def test_every_record_of_a_run_carries_what_the_host_computes(tmp_path):
+    """Through the runner and the real harness (the test worker in place of TensorFlow): the probe's answer
+    lands in every record's host, beside the fingerprint, and is measured once per cell folder."""
+    from repromatrix import runner
+    from tests.fakes import FakeBackend
+    from tests.test_runner_logic import CELL, matrix
+
+    host = hosts.fingerprint(label="laptop", text=EPYC2)
+    runner.run_matrix(FakeBackend(), matrix(), [CELL], runner.RunOptions(tmp_path, host=host))
+    found = [records.Record.read(p).host for _, p in Layout(tmp_path).record_files()]
+    assert found and all(h.id == host.id and h.label == "laptop" for h in found)
+    assert all(h.computes["plain_run"]["onednn"] is False for h in found)
+    assert all(set(h.computes["probe"]) == {"onednn0", "onednn1"} for h in found)
+    assert len(list(tmp_path.glob(f"*/{hostprobe.CELL_CACHE}"))) == 1
+    report = reporting.build([tmp_path])
+    assert report.comparison is not None and [p.host for p in report.comparison.plain] == ["laptop"]
