@@ -47,7 +47,9 @@ CELL_CACHE = ".host-probe.json"  # hidden at the cell's root: never read as a re
 def cache_files(host: Host, cell: dict[str, Any], cell_root: Path, shared: bool = True) -> list[Path]:
     """Where this host's answer for this TF version may be cached: the user's cache folder first (when
     `shared`: the real worker's answers only, never a test's stand-in's), then the cell's folder."""
-    name = f"{host.id or 'unknown'}-tf{cell.get('tf') or 'unknown'}-{cell.get('device') or 'cpu'}.json"
+    if not cell.get("tf"):
+        return []  # a harness run by hand knows no TF version to cache the answer under: measured every time
+    name = f"{host.id or 'unknown'}-tf{cell['tf']}-{cell.get('device') or 'cpu'}.json"
     base = os.environ.get("REPROMATRIX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "repromatrix"
     )
@@ -69,10 +71,10 @@ def _cached(paths: list[Path], host: Host, cell: dict[str, Any]) -> dict[str, An
 
 
 def _store(paths: list[Path], answer: dict[str, Any]) -> None:
+    """Into each place it may be cached: a container's user cache folder may be writable and vanish with it."""
     for path in paths:
         with contextlib.suppress(OSError):
             fileio.write_json(path, answer)
-            return
 
 
 def plain_env(base: dict[str, str], onednn: bool | None) -> dict[str, str]:
