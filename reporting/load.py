@@ -168,11 +168,12 @@ def load(folders: list[Path]) -> Loading:
 
 def pooled(loaded: Iterable[Loaded]) -> list[str]:
     """One note per host × cell measured in more than one folder: its repeats were pooled."""
-    folders: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for item in loaded:
-        folders[(item.record.host_label or hostid.UNKNOWN_HOST, item.cell_id)][item.folder] += 1
+    folders: dict[tuple[hostid.HostKey, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item in loaded:  # one label on two machines is two hosts (hostid.py): never pooled, never said so
+        folders[(hostid.key_of(item.record.host), item.cell_id)][item.folder] += 1
     notes = []
-    for (label, cell_id), counts in sorted(folders.items()):
+    for ((label, _), cell_id), counts in sorted(folders.items()):
+        label = label or hostid.UNKNOWN_HOST
         if len(counts) < 2:
             continue
         parts = " + ".join(f"{n} from {folder}" for folder, n in counts.items())

@@ -177,6 +177,7 @@ def test_one_label_on_two_different_machines_is_kept_apart_with_a_warning(tmp_pa
     assert len({v.cell["host"] for v in report.variants}) == 2
     (warning,) = report.warnings
     assert "the host label ci names 2 machines" in warning and "--host NAME" in warning
+    assert report.comparison is not None and not report.comparison.notes  # kept apart: nothing pooled
 
 
 def test_the_probe_runs_without_the_knobs_once_per_host_and_tf(tmp_path):
