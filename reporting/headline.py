@@ -20,6 +20,7 @@ from repromatrix.reporting.analysis import (
     output_order,
 )
 from repromatrix.reporting.distances import Distance
+from repromatrix.reporting.matter import clause
 
 
 def _join(items: list[str]) -> str:
@@ -149,6 +150,8 @@ def _per_output(compared: list[Attribution]) -> str:
         never = [e for e in entries if not e.differ]
         if never:
             text += f", never its {_join([e.output.removeprefix('model1.') for e in never])} (0/{never[0].pairs})"
+        if clause(changed):
+            text += f" — {clause(changed)}"
         parts.append(text)
     return "; ".join(parts)
 

@@ -77,6 +77,8 @@ def read_published(path: Path) -> Published:
 @dataclass
 class Loading:
     records: list[Loaded] = field(default_factory=list)
+    # Spread runs (the variant with other seeds): only reporting/matter.py reads them, never a verdict.
+    spread: list[Loaded] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     left_out_of_plan: int = 0
@@ -96,6 +98,7 @@ def _read(path: Path, cell_id: str, verifications: records.Verifications) -> Loa
 def load(folders: list[Path]) -> Loading:
     """All valid records of the folders, first folder winning a conflict, and the warnings."""
     found: dict[tuple[str, str, str, str, int], Loaded] = {}
+    spread: dict[tuple[str, str, str, str, int | None], Loaded] = {}
     loading = Loading()
     conflicts: dict[tuple[Path, str], list[Path]] = {}
     for folder in folders:
@@ -117,8 +120,13 @@ def load(folders: list[Path]) -> Loading:
                 except records.RecordError as exc:
                     loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
                     continue
-                if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat):
+                spread_seed = loaded.record.seed if loaded.record.spread else None
+                if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat,
+                                      spread_seed):  # fmt: skip
                     loading.left_out_of_plan += 1
+                    continue
+                if loaded.record.spread:  # kept apart: never a repeat of its variant
+                    spread.setdefault((*loaded.key[:4], spread_seed), loaded)
                     continue
                 previous = found.get(loaded.key)
                 if previous is None:
@@ -138,4 +146,5 @@ def load(folders: list[Path]) -> Loading:
             "no longer runs) were left out"
         )
     loading.records = sorted(found.values(), key=lambda r: r.key)
+    loading.spread = [spread[key] for key in sorted(spread, key=str)]
     return loading

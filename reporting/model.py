@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from repromatrix.reporting import analysis, distances, drift, headline
+from repromatrix.reporting import analysis, distances, drift, headline, matter
 from repromatrix.reporting.load import load
 
 
@@ -26,6 +26,7 @@ class Report:
     baseline: str | None = None
     drift: list[dict[str, str]] | None = None
     timeline: list[dict[str, Any]] | None = None  # published runs, oldest first (reporting/history.py)
+    evidence: matter.Evidence | None = None  # the seed-to-seed spreads (reporting/matter.py)
 
     @property
     def scenarios(self) -> list[str]:
@@ -48,8 +49,11 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
     found = analysis.variants(loading.records, arrays, loading.published)
     tables = analysis.class_tables(found)
     analysis.add_distances(tables, arrays)
-    findings = analysis.findings(found)
+    evidence = matter.evidence(found, loading.spread, arrays)
+    findings = matter.annotate_findings(analysis.findings(found), found, evidence)
     attributed = analysis.attribution(found, arrays)
+    matter.annotate_attribution(attributed, evidence)
+    matter.annotate_classes(tables, found, evidence)
     hosts = analysis.hosts_of(loading.records)
     known = {h.get("id") for h in hosts}
     hosts += [{**h, "published": str(p.path)} for p in loading.published for h in p.hosts if h.get("id") not in known]
@@ -61,14 +65,17 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         findings=findings,
         tables=tables,
         attribution=attributed,
-        headline=headline.headline(found, findings, attributed, hosts) + headline.against_published(found),
+        headline=headline.headline(found, findings, attributed, hosts) + headline.against_published(found)
+        + matter.headline_lines(attributed, evidence),
         hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,
+        evidence=evidence,
     )
     if baseline is not None:
         report.baseline = str(baseline)
         try:
             report.drift = drift.drift(drift.summary_for_drift(found), drift.load_baseline(baseline))
+            matter.annotate_drift(report.drift, found, evidence, baseline)
         except ValueError as exc:
             report.warnings.append(f"{exc}; drift not computed")
         before = {h.get("id") for h in drift.baseline_hosts(baseline)}
