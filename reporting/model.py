@@ -65,7 +65,8 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         findings=findings,
         tables=tables,
         attribution=attributed,
-        headline=headline.headline(found, findings, attributed, hosts) + headline.against_published(found)
+        headline=headline.headline(found, findings, attributed, hosts)
+        + headline.against_published(found)
         + matter.headline_lines(attributed, evidence),
         hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,

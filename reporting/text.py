@@ -146,8 +146,14 @@ def distance_section(table: analysis.ClassTable) -> Section:
         )
     return Section(
         f"{table.scenario} · {table.output}: how far apart the classes are",
-        ["classes", "max |Δ|", "max ULP", *([] if shared is not None else ["first divergence"]), "note",
-         "does it matter"],
+        [
+            "classes",
+            "max |Δ|",
+            "max ULP",
+            *([] if shared is not None else ["first divergence"]),
+            "note",
+            "does it matter",
+        ],
         rows,
         intro=intro.strip(),
     )
@@ -163,8 +169,16 @@ def attribution_section(report: Report) -> Section:
     ]  # fmt: skip
     return Section(
         "What changes the bits: pairs of cells that differ in one axis alone",
-        ["axis", "change", "scenario", "output", "differ / pairs", "not comparable", "largest difference",
-         "does it matter"],
+        [
+            "axis",
+            "change",
+            "scenario",
+            "output",
+            "differ / pairs",
+            "not comparable",
+            "largest difference",
+            "does it matter",
+        ],
         rows,
         intro="A pair counts when both cells gave one stable result; pairs where a side varies run to run or has "
         "no result are counted as not comparable. Variants meant to vary (unseeded) are left out here; "
@@ -357,10 +371,14 @@ def json_report(report: Report) -> str:
         "drift": report.drift,
         "timeline": report.timeline,
         "drift_summary": drift.summary_for_drift(report.variants),
-        "seed_spread": [s.to_json() for per in (report.evidence.spreads.values() if report.evidence else [])
-                        for s in per.values()],
-        "matter_thresholds": {"bit_level": matter.BIT_LEVEL, "material": matter.MATERIAL,
-                              "text": matter.THRESHOLDS_TEXT},
+        "seed_spread": [
+            s.to_json() for per in (report.evidence.spreads.values() if report.evidence else []) for s in per.values()
+        ],
+        "matter_thresholds": {
+            "bit_level": matter.BIT_LEVEL,
+            "material": matter.MATERIAL,
+            "text": matter.THRESHOLDS_TEXT,
+        },
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 

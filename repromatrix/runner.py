@@ -98,7 +98,8 @@ def missing(
         r
         for r in repeats
         if not records.is_reusable(
-            layout.record(r.name, r.variant, r.index, r.spread_seed), repeat_key(environment_key, r, matrix),
+            layout.record(r.name, r.variant, r.index, r.spread_seed),
+            repeat_key(environment_key, r, matrix),
             verifications,
         )
     ]

@@ -120,8 +120,9 @@ def execute(
             print(f"the run that started this harness is gone ({gone}); stopping (the next run measures the rest)",
                   file=sys.stderr, flush=True)  # fmt: skip
             break
-        path = layout.record(planned.scenario, planned.variant, planned.repeat,
-                             planned.seed if planned.spread else None)
+        path = layout.record(
+            planned.scenario, planned.variant, planned.repeat, planned.seed if planned.spread else None
+        )
         # A runner's plan lists only what must run; planning alone, the harness skips what it can reuse.
         if not attempt and not force and records.is_reusable(path, planned.reuse_key):
             summary.reused += 1

@@ -125,8 +125,11 @@ def _inspect(path: Path) -> Scenario:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         return replace(info, problem=f"SEED must be an integer literal, got {seed!r}")
     decision = assigned.get("DECISION", {})
-    if not (isinstance(decision, dict) and set(decision) <= set(DECISION_KEYS)
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in decision.values())):
+    if not (
+        isinstance(decision, dict)
+        and set(decision) <= set(DECISION_KEYS)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in decision.values())
+    ):
         return replace(info, problem=f'DECISION must be a literal dict such as {{"threshold": 0.5}}, got {decision!r}')
     return replace(info, expect=expect, seed=seed, decision={k: float(v) for k, v in decision.items()})
 

@@ -438,8 +438,11 @@ class Record:
             host=Host.from_json(_dict(raw.get("host"), "host")),
             extra={k: v for k, v in raw.items() if k not in known},
             spread=bool(raw.get("spread", False)),
-            decision={str(k): float(v) for k, v in _dict(raw.get("decision"), "decision").items()
-                      if isinstance(v, int | float) and not isinstance(v, bool)},
+            decision={
+                str(k): float(v)
+                for k, v in _dict(raw.get("decision"), "decision").items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
         )
 
     # -- files -----------------------------------------------------------------
