@@ -20,7 +20,7 @@ from repromatrix.reporting.analysis import (
     output_order,
 )
 from repromatrix.reporting.distances import Distance
-from repromatrix.reporting.matter import clause
+from repromatrix.reporting.matter import clause, thresholds_line
 
 
 def _join(items: list[str]) -> str:
@@ -90,6 +90,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     if clauses:
         lines.append("What changes the bits, most pairs first:")
         lines += [f"- {clause}" for clause in clauses]
+        lines += thresholds_line(stable)
     elif attributed:
         lines.append("No single axis changed the bits of any stable result.")
     quiet = []

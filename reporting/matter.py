@@ -183,7 +183,11 @@ def evidence(all_variants: list[Variant], spread_runs: Iterable[Loaded], arrays:
         per_output: dict[str, SeedSpread] = {}
         for output in v.compared_outputs:
             if not others:
-                how = "no spread runs ([run] spread_seeds = 0) and no unseeded sibling" if v.seeded else "one repeat"
+                how = (
+                    "no spread run measured ([run] spread_seeds) and no measured unseeded sibling here"
+                    if v.seeded
+                    else "one repeat"
+                )
                 per_output[output] = SeedSpread(v.cell_id, v.name, output, None, "", note=f"not measured: {how}")
                 continue
             worst = Distance()
@@ -394,18 +398,19 @@ def annotate_drift(changes: list[dict[str, str]], all_variants: list[Variant], f
         change["matter"] = between(found, new, old, output).text()
 
 
-def headline_lines(attributed: list[Attribution], found: Evidence) -> list[str]:
-    """The thresholds, said once under the headline's per-axis lines, with where the spread came from."""
-    if not any(entry.matter for entry in attributed) and not found.spreads:
+def thresholds_line(attributed: list[Attribution]) -> list[str]:
+    """The thresholds, said once under the headline's per-axis lines, with where the spreads came from."""
+    judged = [e.matter for e in attributed if e.matter is not None and e.matter.verdict != Verdict.UNJUDGED]
+    if not judged:
         return []
-    sources = sorted({s.source.split(" (")[0] for per in found.spreads.values() for s in per.values() if s.source})
-    said = f" (spread from {'; '.join(sources)})" if sources else ""
-    return [f"Does it matter: {THRESHOLDS_TEXT}{said}; docs/reading-the-report.md."]
+    sources = sorted({m.source.split(" (")[0] for m in judged if m.source})
+    said = f" Spread from {'; '.join(sources)} in the same cell." if sources else ""
+    return [f"Does it matter: {THRESHOLDS_TEXT} (docs/reading-the-report.md).{said}"]
 
 
 def clause(entries: list[Attribution]) -> str:
     """The headline's word on the outputs a transition changed: 'predictions: 0.1 % of the ...: bit-level'."""
-    judged = [e for e in entries if e.matter is not None]
+    judged = [e for e in entries if e.matter is not None and e.matter.verdict != Verdict.UNJUDGED]
     if len(judged) == 1 and judged[0].matter is not None:
         return judged[0].matter.text()
     return "; ".join(f"{e.output.removeprefix('model1.')}: {e.matter.text()}" for e in judged if e.matter is not None)

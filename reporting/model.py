@@ -65,9 +65,7 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         findings=findings,
         tables=tables,
         attribution=attributed,
-        headline=headline.headline(found, findings, attributed, hosts)
-        + headline.against_published(found)
-        + matter.headline_lines(attributed, evidence),
+        headline=headline.headline(found, findings, attributed, hosts) + headline.against_published(found),
         hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,
         evidence=evidence,

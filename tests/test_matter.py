@@ -11,6 +11,7 @@ import pytest
 from repromatrix import cleanup, reporting, runner
 from repromatrix.harness import catalog, records
 from repromatrix.harness.axes import Cell
+from repromatrix.harness.forkserver import fork_order
 from repromatrix.harness.layout import CellLayout, Layout
 from repromatrix.matrix import DockerSettings, Matrix
 from repromatrix.reporting import matter, text
@@ -174,17 +175,23 @@ def test_a_report_json_carries_the_spread_and_the_thresholds(tmp_path):
 # -- planning, running, reusing -------------------------------------------------------
 
 
-def test_spread_runs_are_planned_for_seeded_variants_without_an_unseeded_sibling():
+def test_spread_runs_are_planned_for_seeded_variants_naming_the_sibling_that_stands_in():
     found = catalog.discover()
     planned = catalog.plan(found, ["seeded_init", "dropout_training"], 3, 42, spread_seeds=2)
-    spread = [(r.name, r.variant, r.seed, r.index) for r in planned if r.spread]
-    assert spread == [("seeded_init", "seeded", 43, 0), ("seeded_init", "seeded", 44, 0)]
+    spread = [(r.name, r.variant, r.seed, r.index, r.sibling) for r in planned if r.spread]
+    assert spread == [("seeded_init", "seeded", 43, 0, ""), ("seeded_init", "seeded", 44, 0, ""),
+                      ("dropout_training", "seeded", 43, 0, "unseeded"),
+                      ("dropout_training", "seeded", 44, 0, "unseeded")]  # fmt: skip
     everywhere = catalog.plan(found, ["dropout_training"], 3, 42, spread_seeds=1, spread_siblings=False)
-    assert [(r.variant, r.seed) for r in everywhere if r.spread] == [("seeded", 43)]
+    assert [(r.variant, r.seed, r.sibling) for r in everywhere if r.spread] == [("seeded", 43, "")]
     assert not any(r.spread for r in catalog.plan(found, ["seeded_init"], 3, 42, spread_seeds=0))
-    # Alone, the seeded variant has no sibling in the plan: it gets its own spread runs.
+    # Alone, the seeded variant has no sibling in the plan: its spread runs always run.
     alone = catalog.plan(found, ["dropout_training"], 2, 42, "seeded", spread_seeds=2)
-    assert [r.seed for r in alone if r.spread] == [43, 44]
+    assert [(r.seed, r.sibling) for r in alone if r.spread] == [(43, ""), (44, "")]
+    # The unseeded sibling runs first in its repeat index (fork order), so the harness can ask it.
+    specs = fork_order([r.spec(None) for r in planned])
+    labels = [s.label for s in specs if s.scenario == "dropout_training" and s.repeat == 0]
+    assert labels.index("dropout_training-unseeded #0") < labels.index("dropout_training-seeded seed 43")
 
 
 def test_a_user_scenario_declares_its_decision_threshold(tmp_path):
@@ -246,3 +253,27 @@ def test_spread_runs_are_recorded_apart_and_reused_like_any_repeat(tmp_path):
     assert report.evidence is not None
     seed_spread = report.evidence.of(report.variant(cell.id, "seeded_init-seeded"), "model1.predictions")
     assert seed_spread is not None and seed_spread.source == "1 other seed (43)" and (seed_spread.spread or 0) > 0
+
+
+@pytest.mark.usefixtures("_not_stopping")
+def test_the_unseeded_sibling_stands_in_where_measured_and_spread_runs_run_where_tf_refused_it(tmp_path):
+    cell = Cell("2.21.0", "cpu")
+    plan = Matrix(cells=(cell,), scenarios=("dropout_training",), repeats=2, seed=42, timeout=60.0,
+                  docker=DockerSettings(), source=Path("matrix.toml"), spread_seeds=2)  # fmt: skip
+    here = FakeBackend()
+    runner.run_matrix(here, plan, [cell], runner.RunOptions(tmp_path / "measured"))
+    assert not any("seed 4" in label for label in here.started)
+    folder = Layout(tmp_path / "measured").cell(cell.id).root / "dropout_training-seeded"
+    stood_in = records.Record.read(folder / "spread-43.json")
+    assert stood_in.status == "skipped" and "the unseeded variant's repeats measure" in stood_in.message
+    again = FakeBackend()
+    [reused] = runner.run_matrix(again, plan, [cell], runner.RunOptions(tmp_path / "measured"))
+    assert reused.state == "up to date" and again.started == []
+    refused = {f"dropout_training-unseeded #{i}" for i in (0, 1)}  # op determinism: TF asks for a seed
+    there = FakeBackend(refused_repeats=refused)
+    runner.run_matrix(there, plan, [cell], runner.RunOptions(tmp_path / "refused"))
+    assert {"dropout_training-seeded seed 43", "dropout_training-seeded seed 44"} <= set(there.started)
+    report = reporting.build([tmp_path / "refused"])
+    assert report.evidence is not None
+    spread = report.evidence.of(report.variant(cell.id, "dropout_training-seeded"), "model1.predictions")
+    assert spread is not None and spread.source == "2 other seeds (43, 44)"

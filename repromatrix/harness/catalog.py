@@ -264,6 +264,7 @@ class PlannedRepeat:
     scenario: Scenario | None = None
     problem: str = ""
     spread: bool = False  # a spread run: the variant with another seed, once (records.Record.spread)
+    sibling: str = ""  # the unseeded variant that stands in for this spread run where it is measured
 
     @property
     def spread_seed(self) -> int | None:
@@ -283,7 +284,7 @@ class PlannedRepeat:
              record_bytes: int = records.DEFAULT_RECORD_BYTES) -> exchange.RepeatSpec:  # fmt: skip
         return exchange.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
                                   expect=self.expect, isolation=Isolation(isolation), record_bytes=record_bytes,
-                                  problem=self.problem, spread=self.spread,
+                                  problem=self.problem, spread=self.spread, sibling=self.sibling,
                                   decision=dict(self.scenario.decision) if self.scenario else {})  # fmt: skip
 
 
@@ -300,8 +301,9 @@ def plan(
 
     With `spread_seeds`, each seeded variant also runs once with each of that many other seeds (its
     seed + 1, + 2, ...): spread runs, measuring what a different seed does to the same model here. A
-    seeded variant whose scenario has an unseeded variant in the plan measures that spread from the
-    unseeded repeats instead, unless `spread_siblings` is False.
+    seeded variant whose scenario has an unseeded variant in the plan takes that spread from the
+    unseeded repeats instead, unless `spread_siblings` is False: its spread runs name the sibling,
+    and the harness runs them only in a cell where the sibling measured nothing.
     """
     planned: list[PlannedRepeat] = []
     for name in names or [n for n, info in found.items() if info.problem is None]:
@@ -316,13 +318,13 @@ def plan(
             problem, variants = f"has no {only_variant} variant (it has {info.variants})", [only_variant]
         else:
             problem, variants = "", [only_variant] if only_variant else list(info.variants)
-        sibling = spread_siblings and any(not records.is_seeded(v) for v in variants)
+        sibling = next((v for v in variants if not records.is_seeded(v)), "") if spread_siblings else ""
         for variant in variants:
             used = info.seed_for(variant, seed) if info else records.seed_for(variant, seed)
             for index in range(repeats):
                 planned.append(PlannedRepeat(name, variant, used, index, None if problem else info, problem))
-            if used is None or problem or sibling:
+            if used is None or problem:
                 continue
             for offset in range(1, spread_seeds + 1):
-                planned.append(PlannedRepeat(name, variant, used + offset, 0, info, spread=True))
+                planned.append(PlannedRepeat(name, variant, used + offset, 0, info, spread=True, sibling=sibling))
     return planned

@@ -48,6 +48,9 @@ class RepeatSpec:
     problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
     spread: bool = False  # a spread run: the variant with another seed (records.Record.spread)
     decision: dict[str, float] = field(default_factory=dict)  # the scenario's DECISION, for the report
+    # A spread run that the scenario's unseeded variant stands in for: run only where that variant's
+    # repeat 0 has no measured record in the cell (TF refuses unseeded ops under op determinism).
+    sibling: str = ""
     # Filled in by the harness for the scenario process:
     record: str = ""  # where the record goes
     knobs: Knobs = field(default_factory=Knobs)
