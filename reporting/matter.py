@@ -253,8 +253,9 @@ class Matter:
         if self.spread == 0:
             return "other seeds gave the very same values (spread 0)"
         ratio = self.ratio or 0.0
-        percent = f"{ratio * 100:.2g} %" if ratio < 10 else f"{ratio:.3g}×"
-        return f"{percent} of the seed-to-seed spread ({self.spread:.2g})"
+        if ratio >= 1:
+            return f"{ratio:.2g}× the seed-to-seed spread ({self.spread:.2g})"
+        return f"{ratio * 100:.2g} % of the seed-to-seed spread ({self.spread:.2g})"
 
     def text(self) -> str:
         """'0.1 % of the seed-to-seed spread (0.21); 0 of 64 predicted classes change: bit-level'."""

@@ -277,3 +277,14 @@ def test_the_unseeded_sibling_stands_in_where_measured_and_spread_runs_run_where
     assert report.evidence is not None
     spread = report.evidence.of(report.variant(cell.id, "dropout_training-seeded"), "model1.predictions")
     assert spread is not None and spread.source == "2 other seeds (43, 44)"
+
+
+def test_the_verdict_thresholds_and_their_words():
+    assert matter.judge(0.009, 1.0) == matter.Verdict.BIT_LEVEL
+    assert matter.judge(0.01, 1.0) == matter.Verdict.SMALL
+    assert matter.judge(0.1, 1.0) == matter.Verdict.MATERIAL
+    assert matter.judge(1e-9, 1.0, [matter.Decisions("signs", 1, 10)]) == matter.Verdict.MATERIAL
+    assert matter.judge(1e-9, None) == matter.Verdict.UNJUDGED
+    assert matter.judge(1e-9, 0.0) == matter.Verdict.MATERIAL  # other seeds did not move it at all
+    assert matter.Matter(matter.Verdict.SMALL, 0.05, 1.0).share() == "5 % of the seed-to-seed spread (1)"
+    assert matter.Matter(matter.Verdict.MATERIAL, 1.1, 0.5).share() == "2.2× the seed-to-seed spread (0.5)"
