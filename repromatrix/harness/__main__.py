@@ -100,11 +100,6 @@ def plan_by_hand(args: argparse.Namespace) -> exchange.Plan:
                          timeout=args.timeout, verbose=args.verbose)  # fmt: skip
 
 
-# A spread run not needed: the scenario's unseeded variant measured the spread in this cell. The record
-# carries the reuse key, so a later run reuses it rather than asking again.
-SIBLING_STANDS_IN = "not run: the {sibling} variant's repeats measure the seed-to-seed spread in this cell"
-
-
 def _measured(path: Path) -> bool:
     record = records.read_if_valid(path)
     return record is not None and record.is_ok
@@ -143,7 +138,7 @@ def execute(
         if spec.problem:
             outcome = Outcome(Status.ERROR, spec.problem)
         elif spec.sibling and _measured(layout.record(spec.scenario, spec.sibling, 0)):
-            outcome = Outcome(Status.SKIPPED, SIBLING_STANDS_IN.format(sibling=spec.sibling))
+            outcome = Outcome(Status.SKIPPED, exchange.SIBLING_STANDS_IN.format(sibling=spec.sibling))
         else:
             summary.started += 1
             started = time.perf_counter()

@@ -21,6 +21,9 @@ from .records import DEFAULT_ISOLATION, DEFAULT_RECORD_BYTES, DEFAULT_TIMEOUT_S,
 # The harness's exit code when the results folder has no room left: it wrote nothing of the failed
 # repeat, and the runner says so once, for the whole run.
 RESULTS_FULL = 74
+# A spread run not needed: the scenario's unseeded variant measured the spread in this cell. Its skipped
+# record carries the reuse key, so a later run reuses it rather than asking again.
+SIBLING_STANDS_IN = "not run: the {sibling} variant's repeats measure the seed-to-seed spread in this cell"
 
 
 def spread_label(scenario: str, variant: str, repeat: int, spread_seed: int | None) -> str:
