@@ -492,7 +492,7 @@ class Attribution:
     # False for variants meant to vary (unseeded): their pairs can never be stable, which says nothing.
     expected_stable: bool = True
     # The pairs whose bits differ, for reporting/matter.py; and its word on the worst of them.
-    differing: list[tuple[Variant, Variant]] = field(default_factory=list, repr=False)
+    differing: list[tuple[Variant, Variant, Distance]] = field(default_factory=list, repr=False)
     matter: Matter | None = None
 
     @property
@@ -554,8 +554,9 @@ def _count_pair(found: dict, axis: str, scenario: str, output: str, left: Varian
     entry.pairs += 1
     if da != db:
         entry.differ += 1
-        entry.distance = entry.distance.worse(arrays.distance(left.representative, right.representative, output))
-        entry.differing.append((left, right))
+        distance = arrays.distance(left.representative, right.representative, output)
+        entry.distance = entry.distance.worse(distance)
+        entry.differing.append((left, right, distance))
 
 
 # -- pairwise and drift ---------------------------------------------------------------

@@ -322,7 +322,7 @@ def worst(matters: list[Matter]) -> Matter | None:
 def annotate_attribution(attributed: list[Attribution], found: Evidence) -> None:
     """Each axis transition's differing pairs, judged: `entry.matter` is the worst of them."""
     for entry in attributed:
-        entry.matter = worst([between(found, left, right, entry.output) for left, right in entry.differing])
+        entry.matter = worst([between(found, left, right, entry.output, d) for left, right, d in entry.differing])
 
 
 def annotate_classes(tables: list[ClassTable], all_variants: list[Variant], found: Evidence) -> None:
