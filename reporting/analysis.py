@@ -15,13 +15,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import combinations, pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repromatrix.harness import axes, records
 from repromatrix.harness.records import Status
 from repromatrix.reporting import hostid
 from repromatrix.reporting.distances import TOLERANCE_ULP, Arrays, Distance
 from repromatrix.reporting.load import Loaded, Published
+
+if TYPE_CHECKING:
+    from repromatrix.reporting.matter import Matter
 
 
 class RunToRun(StrEnum):
@@ -369,9 +372,11 @@ class ClassPair:
     b: str
     distance: Distance
     divergence: str = ""
+    matter: Matter | None = None  # beside the seed-to-seed spread (reporting/matter.py)
 
     def to_json(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, **self.distance.to_json(), "first_divergence": self.divergence}
+        return {"a": self.a, "b": self.b, **self.distance.to_json(), "first_divergence": self.divergence,
+                **({"matter": self.matter.to_json()} if self.matter else {})}  # fmt: skip
 
 
 @dataclass
@@ -500,6 +505,9 @@ class Attribution:
     distance: Distance = field(default_factory=Distance)
     # False for variants meant to vary (unseeded): their pairs can never be stable, which says nothing.
     expected_stable: bool = True
+    # The pairs whose bits differ, for reporting/matter.py; and its word on the worst of them.
+    differing: list[tuple[Variant, Variant, Distance]] = field(default_factory=list, repr=False)
+    matter: Matter | None = None
 
     @property
     def transition(self) -> str:
@@ -509,7 +517,8 @@ class Attribution:
         return {"axis": self.axis, "from": self.from_value, "to": self.to_value, "scenario": self.scenario,
                 "output": self.output, "pairs": self.pairs, "differ": self.differ, "unstable": self.unstable,
                 "max_abs": self.distance.max_abs, "max_ulp": self.distance.max_ulp,
-                "max_rel": self.distance.max_rel, "expected_stable": self.expected_stable}  # fmt: skip
+                "max_rel": self.distance.max_rel, "expected_stable": self.expected_stable,
+                **({"matter": self.matter.to_json()} if self.matter else {})}  # fmt: skip
 
 
 def _axes(group: list[Variant]) -> list[str]:
@@ -560,7 +569,9 @@ def _count_pair(found: dict, axis: str, scenario: str, output: str, left: Varian
     entry.pairs += 1
     if da != db:
         entry.differ += 1
-        entry.distance = entry.distance.worse(arrays.distance(left.representative, right.representative, output))
+        distance = arrays.distance(left.representative, right.representative, output)
+        entry.distance = entry.distance.worse(distance)
+        entry.differing.append((left, right, distance))
 
 
 # -- pairwise and drift ---------------------------------------------------------------

@@ -20,6 +20,7 @@ from repromatrix.reporting.analysis import (
     output_order,
 )
 from repromatrix.reporting.distances import Distance
+from repromatrix.reporting.matter import clause, thresholds_line
 
 
 def _join(items: list[str]) -> str:
@@ -89,6 +90,7 @@ def headline(all_variants: list[Variant], found: list[Finding], attributed: list
     if clauses:
         lines.append("What changes the bits, most pairs first:")
         lines += [f"- {clause}" for clause in clauses]
+        lines += thresholds_line(stable)
     elif attributed:
         lines.append("No single axis changed the bits of any stable result.")
     quiet = []
@@ -149,6 +151,8 @@ def _per_output(compared: list[Attribution]) -> str:
         never = [e for e in entries if not e.differ]
         if never:
             text += f", never its {_join([e.output.removeprefix('model1.') for e in never])} (0/{never[0].pairs})"
+        if clause(changed):
+            text += f" — {clause(changed)}"
         parts.append(text)
     return "; ".join(parts)
 

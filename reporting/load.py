@@ -88,6 +88,8 @@ def read_published(path: Path) -> Published:
 @dataclass
 class Loading:
     records: list[Loaded] = field(default_factory=list)
+    # Spread runs (the variant with other seeds): only reporting/matter.py reads them, never a verdict.
+    spread: list[Loaded] = field(default_factory=list)
     published: list[Published] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     left_out_of_plan: int = 0
@@ -118,8 +120,10 @@ def _distinct(folders: list[Path]) -> list[Path]:
 
 
 def load(folders: list[Path]) -> Loading:
-    """All valid records of the folders (none dropped because folders look alike), the warnings and notes."""
+    """All valid records of the folders (none dropped because folders look alike), the warnings and notes;
+    spread runs kept apart from the repeats."""
     found: dict[tuple[str, str, str, str, str, int], list[Loaded]] = {}
+    spread: dict[tuple[str, str, str, str, str, int | None], Loaded] = {}
     loading = Loading()
     copies: dict[tuple[str, str], int] = defaultdict(int)  # (folder, folder it repeats) → records
     for folder in _distinct(folders):
@@ -141,8 +145,13 @@ def load(folders: list[Path]) -> Loading:
                 except records.RecordError as exc:
                     loading.warnings.append(f"{path}: {exc}; left out (the next run measures it again)")
                     continue
-                if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat):
+                spread_seed = loaded.record.seed if loaded.record.spread else None
+                if not manifest.plans(loaded.record.scenario, loaded.record.variant, loaded.record.repeat,
+                                      spread_seed):  # fmt: skip
                     loading.left_out_of_plan += 1
+                    continue
+                if loaded.record.spread:  # kept apart: never a repeat of its variant
+                    spread.setdefault((*loaded.key[:5], spread_seed), loaded)
                     continue
                 same = found.setdefault(loaded.key, [])
                 twin = next((r for r in same if r.record == loaded.record), None)
@@ -163,6 +172,7 @@ def load(folders: list[Path]) -> Loading:
             "no longer runs) were left out"
         )
     loading.records = sorted((item for group in found.values() for item in group), key=lambda r: (r.key, r.folder))
+    loading.spread = [spread[key] for key in sorted(spread, key=str)]
     return loading
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from repromatrix.reporting import analysis, distances, drift, headline, hostid
+from repromatrix.reporting import analysis, distances, drift, headline, hostid, matter
 from repromatrix.reporting import hosts as host_comparison
 from repromatrix.reporting.load import load
 
@@ -28,6 +28,7 @@ class Report:
     drift: list[dict[str, str]] | None = None
     timeline: list[dict[str, Any]] | None = None  # published runs, oldest first (reporting/history.py)
     comparison: host_comparison.HostComparison | None = None  # hosts against each other (reporting/hosts.py)
+    evidence: matter.Evidence | None = None  # the seed-to-seed spreads (reporting/matter.py)
 
     @property
     def scenarios(self) -> list[str]:
@@ -56,8 +57,11 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
     found = analysis.variants(loading.records, arrays, loading.published)
     tables = analysis.class_tables(found)
     analysis.add_distances(tables, arrays)
-    findings = analysis.findings(found)
+    evidence = matter.evidence(found, loading.spread, arrays)
+    findings = matter.annotate_findings(analysis.findings(found), found, evidence)
     attributed = analysis.attribution(found, arrays)
+    matter.annotate_attribution(attributed, evidence)
+    matter.annotate_classes(tables, found, evidence)
     hosts = analysis.hosts_of(loading.records)
     loading.warnings += hostid.clash_warnings(item.record.host for item in loading.records)
     known = {hostid.key_of_json(h) for h in hosts}
@@ -77,11 +81,13 @@ def build(folders: list[Path], baseline: Path | None = None) -> Report:
         hosts=hosts,
         left_out_of_plan=loading.left_out_of_plan,
         comparison=compared,
+        evidence=evidence,
     )
     if baseline is not None:
         report.baseline = str(baseline)
         try:
             report.drift = drift.drift(drift.summary_for_drift(found), drift.load_baseline(baseline))
+            matter.annotate_drift(report.drift, found, evidence, baseline)
         except ValueError as exc:
             report.warnings.append(f"{exc}; drift not computed")
         before = {h.get("id") for h in drift.baseline_hosts(baseline)}

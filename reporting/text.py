@@ -17,7 +17,7 @@ from tabulate import tabulate
 
 from repromatrix.harness import axes
 from repromatrix.harness.records import Status
-from repromatrix.reporting import analysis, distances, drift
+from repromatrix.reporting import analysis, distances, drift, matter
 from repromatrix.reporting.history import rows as history_rows
 from repromatrix.reporting.model import Report
 
@@ -120,7 +120,7 @@ def distance_section(table: analysis.ClassTable) -> Section:
     rows = [
         [f"{p.a}–{p.b}", "" if p.distance.max_abs is None else f"{p.distance.max_abs:.3g}", p.distance.ulp_cell(),
          *([] if shared is not None else [p.divergence]),
-         "; ".join(filter(None, [p.distance.note, p.distance.estimated]))]
+         "; ".join(filter(None, [p.distance.note, p.distance.estimated])), p.matter.text() if p.matter else ""]
         for p in pairs[:DISTANCE_ROWS]
     ]  # fmt: skip
     near_zero = any(p.distance.near_zero for p in table.pairs)
@@ -146,7 +146,14 @@ def distance_section(table: analysis.ClassTable) -> Section:
         )
     return Section(
         f"{table.scenario} · {table.output}: how far apart the classes are",
-        ["classes", "max |Δ|", "max ULP", *([] if shared is not None else ["first divergence"]), "note"],
+        [
+            "classes",
+            "max |Δ|",
+            "max ULP",
+            *([] if shared is not None else ["first divergence"]),
+            "note",
+            "does it matter",
+        ],
         rows,
         intro=intro.strip(),
     )
@@ -155,13 +162,23 @@ def distance_section(table: analysis.ClassTable) -> Section:
 def attribution_section(report: Report) -> Section:
     rows = [
         [axes.axis(a.axis).label, a.transition, a.scenario, a.output.removeprefix("model1."),
-         f"{a.differ}/{a.pairs}", str(a.unstable), a.distance.brief() if a.differ else ""]
+         f"{a.differ}/{a.pairs}", str(a.unstable), a.distance.brief() if a.differ else "",
+         a.matter.text() if a.matter and a.differ else ""]
         for a in sorted(report.attribution, key=lambda a: (-a.differ, a.axis))
         if a.expected_stable and (a.pairs or a.unstable)
     ]  # fmt: skip
     return Section(
         "What changes the bits: pairs of cells that differ in one axis alone",
-        ["axis", "change", "scenario", "output", "differ / pairs", "not comparable", "largest difference"],
+        [
+            "axis",
+            "change",
+            "scenario",
+            "output",
+            "differ / pairs",
+            "not comparable",
+            "largest difference",
+            "does it matter",
+        ],
         rows,
         intro="A pair counts when both cells gave one stable result; pairs where a side varies run to run or has "
         "no result are counted as not comparable. Variants meant to vary (unseeded) are left out here; "
@@ -192,6 +209,9 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
         result.append(Section("Hosts", [], [], intro="\n".join(host_lines), kind="hosts"))
     if report.attribution:
         result.append(attribution_section(report))
+    if report.evidence is not None and matter.spread_rows(report.evidence):
+        result.append(Section("Seed-to-seed spread", matter.SPREAD_HEADERS, matter.spread_rows(report.evidence),
+                              intro=matter.SPREAD_INTRO, kind="spread"))  # fmt: skip
     for table in report.tables:  # seeded variants first (class_tables orders them so)
         result.append(compatibility(report, table))
         if table.pairs:
@@ -241,8 +261,8 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
         result.append(
             Section(
                 f"Drift against {report.baseline}",
-                ["cell / scenario", "change", "before", "after"],
-                [[d["variant"], d["change"], d["before"], d["after"]] for d in report.drift],
+                ["cell / scenario", "change", "before", "after", "does it matter"],
+                [[d["variant"], d["change"], d["before"], d["after"], d.get("matter", "")] for d in report.drift],
                 intro="No cell changed class or verdict." if not report.drift else "",
             )
         )
@@ -355,6 +375,14 @@ def json_report(report: Report) -> str:
         "drift": report.drift,
         "timeline": report.timeline,
         "drift_summary": drift.summary_for_drift(report.variants),
+        "seed_spread": [
+            s.to_json() for per in (report.evidence.spreads.values() if report.evidence else []) for s in per.values()
+        ],
+        "matter_thresholds": {
+            "bit_level": matter.BIT_LEVEL,
+            "material": matter.MATERIAL,
+            "text": matter.THRESHOLDS_TEXT,
+        },
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 

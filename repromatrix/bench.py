@@ -2,6 +2,7 @@
 
 - isolation: the same cells from an empty folder in process and in fork mode: matrix wall
   time of each, seconds per repeat of each, and their ratio;
+- the seed-to-seed spread's cost: the fork run again without spread runs (`spread_seeds = 0`);
 - warm re-run: the whole matrix again with nothing changed (should start no process);
 - orchestration overhead: matrix wall time over the sum of the bare scenario
   process times the records report (jobs=1, so the two are comparable);
@@ -54,9 +55,9 @@ def _process_seconds(results: Path) -> tuple[float, float, int]:
 
 
 def _mode(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, isolation: Isolation,
-          jobs: int) -> tuple[float, int, Path]:  # fmt: skip
+          jobs: int, folder_name: str = "") -> tuple[float, int, Path]:  # fmt: skip
     """(matrix wall seconds, scenario repeats started, folder) of one cold run in one isolation mode."""
-    folder = results / isolation
+    folder = results / (folder_name or isolation)
     shutil.rmtree(folder, ignore_errors=True)
     options = runner.RunOptions(results=folder, jobs=jobs)
     wall, outcomes = _timed(lambda: runner.run_matrix(backend, replace(matrix, isolation=isolation), cells, options))
@@ -77,6 +78,10 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, jobs
 
     process_wall, process_started, process_folder = _mode(backend, matrix, cells, results, Isolation.PROCESS, jobs)
     fork_wall, fork_started, _ = _mode(backend, matrix, cells, results, Isolation.FORK, jobs)
+    # The seed-to-seed spread's cost (reporting/matter.py): the same fork run without spread runs.
+    bare = replace(matrix, spread_seeds=0)
+    bare_wall, bare_started, _ = _mode(backend, bare, cells, results, Isolation.FORK, jobs, "fork-no-spread")
+    spread_wall, spread_count = _spread_seconds(results / "fork")
     summed, tf_import, count = _process_seconds(process_folder)
     # Core-seconds per repeat: the wall time of the whole run, times the cells run at once, per repeat.
     per_process = process_wall * jobs / max(process_started, 1)
@@ -97,6 +102,10 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, jobs
         ["repeats run (each mode)", f"{process_started} / {fork_started}", "process / fork"],
         ["matrix wall time, process isolation", f"{process_wall:.1f} s", ""],
         ["matrix wall time, fork isolation", f"{fork_wall:.1f} s", f"{process_wall / fork_wall:.2f}× faster"],
+        [f"fork, no spread runs (spread_seeds 0 instead of {matrix.spread_seeds})", f"{bare_wall:.1f} s",
+         f"{bare_started} repeats; with them {fork_wall / max(bare_wall, 1e-9):.2f}× the time"],
+        ["  spread runs (fork children)", f"{spread_wall:.1f} s", f"{spread_count} run, the rest stood in for "
+         "by an unseeded sibling"],
         ["seconds per repeat, process", f"{per_process:.2f} s", "wall × jobs / repeats"],
         ["seconds per repeat, fork", f"{per_fork:.2f} s", f"{per_fork / per_process:.2f}× a process repeat"],
         ["Σ scenario process wall (process mode)", f"{summed:.1f} s", f"{count} records"],
@@ -121,6 +130,17 @@ def run(backend: Backend, matrix: Matrix, cells: list[Cell], results: Path, jobs
     print()
     print(tabulate(report_scaling(results / "synthetic"), ["records", "first report s", "per 1 000",
                    "next report s", "per 1 000"], disable_numparse=True))  # fmt: skip
+
+
+def _spread_seconds(folder: Path) -> tuple[float, int]:
+    """Σ wall seconds and count of the spread runs that ran (not those an unseeded sibling stood in for)."""
+    wall, count = 0.0, 0
+    for _, path in Layout(folder).record_files():
+        record = records.read_if_valid(path)
+        if record is not None and record.spread and record.is_ok:
+            wall += record.process_wall_s
+            count += 1
+    return wall, count
 
 
 def _bytes(path: Path) -> int:

@@ -62,6 +62,9 @@ class Matrix:
     isolation: Isolation = records.DEFAULT_ISOLATION
     # Array bytes a record keeps whole (past it, and per-layer/per-epoch arrays: a fixed sample).
     record_bytes: int = records.DEFAULT_RECORD_BYTES
+    # Other seeds per seeded variant for the seed-to-seed spread; an unseeded sibling's repeats serve instead.
+    spread_seeds: int = records.DEFAULT_SPREAD_SEEDS
+    spread_siblings: bool = True
     # The user's pip-installable project and extra requirements, installed in every cell on top of its lock.
     project: Path | None = None
     requirements: tuple[str, ...] = ()
@@ -165,6 +168,8 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         timeout=float(run["timeout"]),
         isolation=Isolation(run["isolation"]),
         record_bytes=run["record_bytes"],
+        spread_seeds=run["spread_seeds"],
+        spread_siblings=run["spread_siblings"],
         project=project,
         requirements=tuple(r.strip() for r in run["requirements"]),
         scenario_paths=_scenario_paths(path, run["scenario_paths"]),

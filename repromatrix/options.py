@@ -107,6 +107,11 @@ OPTIONS: tuple[Option, ...] = (
            check=_at_least(1, "at least 1 (2 or more to test run-to-run)")),
     Option("seed", "seed of the seeded variants (a scenario's own SEED still wins)", ("overrides",), ("--seed",),
            "run.seed", default=records.DEFAULT_SEED, kind=int, type=int),
+    Option("spread_seeds", "other seeds each seeded variant runs with, once each, for the seed-to-seed spread "
+           "a difference is judged against (0: none)", ("overrides",), ("--spread-seeds",), "run.spread_seeds",
+           default=records.DEFAULT_SPREAD_SEEDS, kind=int, type=int, check=_at_least(0, "0 (no spread runs) or more")),
+    Option("spread_siblings", "a seeded variant with an unseeded sibling in its scenario takes the spread from the "
+           "unseeded repeats instead of running other seeds", key="run.spread_siblings", default=True, kind=bool),
     Option("isolation", "process: a new interpreter per repeat; fork: children of one parent per repeat index",
            ("overrides",), ("--isolation",), "run.isolation", default=records.DEFAULT_ISOLATION,
            choices=records.ISOLATIONS, check=lambda v: "" if v in records.ISOLATIONS else

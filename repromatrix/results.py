@@ -176,11 +176,12 @@ def check_backend(layout: Layout, backend: str) -> None:
 
 
 def write_manifest(layout: Layout, backend: str, cells: list[str], variants: list[tuple[str, str]],
-                   repeats: int, host: Host | None = None) -> None:  # fmt: skip
+                   repeats: int, host: Host | None = None,
+                   spread: frozenset[tuple[str, str, int]] = frozenset()) -> None:  # fmt: skip
     """What made the folder; a run narrowed to some cells does not disown the others."""
     before = Manifest.read(layout.manifest)
     manifest = Manifest(backend, before.cells | set(cells), frozenset(variants), repeats,
-                        {"id": host.id, "label": host.label} if host else {})  # fmt: skip
+                        {"id": host.id, "label": host.label} if host else {}, spread)  # fmt: skip
     fileio.write_json(layout.manifest, manifest.to_json())
 
 

@@ -72,7 +72,8 @@ class RunOptions:
 
 
 def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
-    return plan(found, matrix.scenarios, matrix.repeats, matrix.seed)
+    return plan(found, matrix.scenarios, matrix.repeats, matrix.seed, spread_seeds=matrix.spread_seeds,
+                spread_siblings=matrix.spread_siblings)  # fmt: skip
 
 
 def cell_key(environment_key: str, cell: Cell, host: Host) -> str:
@@ -97,7 +98,9 @@ def missing(
         r
         for r in repeats
         if not records.is_reusable(
-            layout.record(r.name, r.variant, r.index), repeat_key(environment_key, r, matrix), verifications
+            layout.record(r.name, r.variant, r.index, r.spread_seed),
+            repeat_key(environment_key, r, matrix),
+            verifications,
         )
     ]
     verifications.save()
@@ -108,7 +111,7 @@ def _fill(layout: CellLayout, cell: Cell, repeats: list[PlannedRepeat], status: 
           detail: str, keep: set[str], host: Host) -> None:  # fmt: skip
     """Status records for the repeats that have no record worth keeping; measured ones are never replaced."""
     for repeat in repeats:
-        path = layout.record(repeat.name, repeat.variant, repeat.index)
+        path = layout.record(repeat.name, repeat.variant, repeat.index, repeat.spread_seed)
         if repeat.label in keep:
             continue
         existing = records.read_if_valid(path)
@@ -134,8 +137,10 @@ def ended(result: HarnessRun) -> str:
 def _count(layout: CellLayout, repeats: list[PlannedRepeat]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for repeat in repeats:
-        record = records.read_if_valid(layout.record(repeat.name, repeat.variant, repeat.index))
+        record = records.read_if_valid(layout.record(repeat.name, repeat.variant, repeat.index, repeat.spread_seed))
         status = record.status if record else "missing"
+        if record is not None and record.spread and record.message.startswith(exchange.SIBLING_STANDS_IN[:12]):
+            status = "spread from the unseeded sibling"  # not a skip of anything measured
         counts[status] = counts.get(status, 0) + 1
     return counts
 
@@ -254,8 +259,10 @@ def run_matrix(
     with results.exclusive(layout, wait=options.wait):
         results.check_backend(layout, backend.name)
         results.check_host(layout, options.host)
-        variants = sorted({(r.name, r.variant) for r in repeats})
-        results.write_manifest(layout, backend.name, [c.id for c in cells], variants, matrix.repeats, options.host)
+        variants = sorted({(r.name, r.variant) for r in repeats if not r.spread})
+        spread = frozenset((r.name, r.variant, r.seed) for r in repeats if r.spread and r.seed is not None)
+        results.write_manifest(layout, backend.name, [c.id for c in cells], variants, matrix.repeats, options.host,
+                               spread)  # fmt: skip
         backend.sweep()
         results.remove_litter(layout)
         try:

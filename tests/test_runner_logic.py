@@ -24,10 +24,12 @@ CELL = Cell("2.21.0", "cpu")
 OTHER = Cell("2.21.0", "cpu", onednn=False)
 
 
-def matrix(repeats: int = 2, scenarios: tuple[str, ...] = ("init", "seeded_init")) -> Matrix:
+def matrix(repeats: int = 2, scenarios: tuple[str, ...] = ("init", "seeded_init"), spread_seeds: int = 0) -> Matrix:
+    # No spread runs by default here: these tests count the repeats of the verdicts (tests/test_matter.py
+    # runs the spread runs).
     return Matrix(
         cells=(CELL, OTHER), scenarios=scenarios, repeats=repeats, seed=42, timeout=60.0,
-        docker=DockerSettings(), source=Path("matrix.toml"),
+        docker=DockerSettings(), source=Path("matrix.toml"), spread_seeds=spread_seeds,
     )  # fmt: skip
 
 

@@ -100,6 +100,11 @@ def plan_by_hand(args: argparse.Namespace) -> exchange.Plan:
                          timeout=args.timeout, verbose=args.verbose)  # fmt: skip
 
 
+def _measured(path: Path) -> bool:
+    record = records.read_if_valid(path)
+    return record is not None and record.is_ok
+
+
 def execute(
     work: exchange.Plan, layout: CellLayout, attempt: str | None, launcher: Launcher, watch: lease.Watch,
     force: bool = False,
@@ -120,7 +125,9 @@ def execute(
             print(f"the run that started this harness is gone ({gone}); stopping (the next run measures the rest)",
                   file=sys.stderr, flush=True)  # fmt: skip
             break
-        path = layout.record(planned.scenario, planned.variant, planned.repeat)
+        path = layout.record(
+            planned.scenario, planned.variant, planned.repeat, planned.seed if planned.spread else None
+        )
         # A runner's plan lists only what must run; planning alone, the harness skips what it can reuse.
         if not attempt and not force and records.is_reusable(path, planned.reuse_key):
             summary.reused += 1
@@ -130,6 +137,8 @@ def execute(
         elapsed = 0.0
         if spec.problem:
             outcome = Outcome(Status.ERROR, spec.problem)
+        elif spec.sibling and _measured(layout.record(spec.scenario, spec.sibling, 0)):
+            outcome = Outcome(Status.SKIPPED, exchange.SIBLING_STANDS_IN.format(sibling=spec.sibling))
         else:
             summary.started += 1
             started = time.perf_counter()

@@ -41,6 +41,8 @@ VARIANT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # What a comparison may be declared to show.
 OUTCOMES = ("identical", "differs", "any")
 EXPECT_KEYS = ("run_to_run", "in_process")
+# What a scenario may declare of its predictions' decisions (reporting/matter.py counts them).
+DECISION_KEYS = ("threshold",)
 
 
 def default_expectation(variant: str) -> dict[str, str]:
@@ -58,6 +60,7 @@ class Scenario:
     expect: dict[str, dict[str, str]] = field(default_factory=dict)
     seed: int | None = None  # the scenario's own seed; None: the matrix's
     problem: str | None = None  # why the module does not follow the contract
+    decision: dict[str, float] = field(default_factory=dict)  # DECISION: e.g. {"threshold": 0.5}
 
     def seed_for(self, variant: str, matrix_seed: int) -> int | None:
         return records.seed_for(variant, self.seed if self.seed is not None else matrix_seed)
@@ -98,7 +101,7 @@ def _inspect(path: Path) -> Scenario:
     for node in tree.body:
         if isinstance(node, ast.Assign):
             for target in node.targets:
-                if isinstance(target, ast.Name) and target.id in ("VARIANTS", "EXPECT", "SEED"):
+                if isinstance(target, ast.Name) and target.id in ("VARIANTS", "EXPECT", "SEED", "DECISION"):
                     assigned[target.id] = _literal(node.value)
         elif isinstance(node, ast.FunctionDef) and node.name == "run":
             has_run = True
@@ -121,7 +124,14 @@ def _inspect(path: Path) -> Scenario:
     seed = assigned.get("SEED")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         return replace(info, problem=f"SEED must be an integer literal, got {seed!r}")
-    return replace(info, expect=expect, seed=seed)
+    decision = assigned.get("DECISION", {})
+    if not (
+        isinstance(decision, dict)
+        and set(decision) <= set(DECISION_KEYS)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in decision.values())
+    ):
+        return replace(info, problem=f'DECISION must be a literal dict such as {{"threshold": 0.5}}, got {decision!r}')
+    return replace(info, expect=expect, seed=seed, decision={k: float(v) for k, v in decision.items()})
 
 
 def is_scenario_module(path: Path) -> bool:
@@ -253,10 +263,17 @@ class PlannedRepeat:
     index: int
     scenario: Scenario | None = None
     problem: str = ""
+    spread: bool = False  # a spread run: the variant with another seed, once (records.Record.spread)
+    sibling: str = ""  # the unseeded variant that stands in for this spread run where it is measured
+
+    @property
+    def spread_seed(self) -> int | None:
+        """The seed a spread run's record is named by; None for an ordinary repeat."""
+        return self.seed if self.spread else None
 
     @property
     def label(self) -> str:
-        return f"{self.name}-{self.variant} #{self.index}"
+        return exchange.spread_label(self.name, self.variant, self.index, self.spread_seed)
 
     @property
     def expect(self) -> dict[str, str]:
@@ -267,7 +284,8 @@ class PlannedRepeat:
              record_bytes: int = records.DEFAULT_RECORD_BYTES) -> exchange.RepeatSpec:  # fmt: skip
         return exchange.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
                                   expect=self.expect, isolation=Isolation(isolation), record_bytes=record_bytes,
-                                  problem=self.problem)  # fmt: skip
+                                  problem=self.problem, spread=self.spread, sibling=self.sibling,
+                                  decision=dict(self.scenario.decision) if self.scenario else {})  # fmt: skip
 
 
 def plan(
@@ -276,8 +294,17 @@ def plan(
     repeats: int,
     seed: int,
     only_variant: str | None = None,
+    spread_seeds: int = 0,
+    spread_siblings: bool = True,
 ) -> list[PlannedRepeat]:
-    """Every repeat of every requested scenario variant; broken or unknown ones carry their problem."""
+    """Every repeat of every requested scenario variant; broken or unknown ones carry their problem.
+
+    With `spread_seeds`, each seeded variant also runs once with each of that many other seeds (its
+    seed + 1, + 2, ...): spread runs, measuring what a different seed does to the same model here. A
+    seeded variant whose scenario has an unseeded variant in the plan takes that spread from the
+    unseeded repeats instead, unless `spread_siblings` is False: its spread runs name the sibling,
+    and the harness runs them only in a cell where the sibling measured nothing.
+    """
     planned: list[PlannedRepeat] = []
     for name in names or [n for n, info in found.items() if info.problem is None]:
         info = found.get(name)
@@ -291,8 +318,13 @@ def plan(
             problem, variants = f"has no {only_variant} variant (it has {info.variants})", [only_variant]
         else:
             problem, variants = "", [only_variant] if only_variant else list(info.variants)
+        sibling = next((v for v in variants if not records.is_seeded(v)), "") if spread_siblings else ""
         for variant in variants:
             used = info.seed_for(variant, seed) if info else records.seed_for(variant, seed)
             for index in range(repeats):
                 planned.append(PlannedRepeat(name, variant, used, index, None if problem else info, problem))
+            if used is None or problem:
+                continue
+            for offset in range(1, spread_seeds + 1):
+                planned.append(PlannedRepeat(name, variant, used + offset, 0, info, spread=True, sibling=sibling))
     return planned

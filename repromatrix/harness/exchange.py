@@ -21,6 +21,14 @@ from .records import DEFAULT_ISOLATION, DEFAULT_RECORD_BYTES, DEFAULT_TIMEOUT_S,
 # The harness's exit code when the results folder has no room left: it wrote nothing of the failed
 # repeat, and the runner says so once, for the whole run.
 RESULTS_FULL = 74
+# A spread run not needed: the scenario's unseeded variant measured the spread in this cell. Its skipped
+# record carries the reuse key, so a later run reuses it rather than asking again.
+SIBLING_STANDS_IN = "not run: the {sibling} variant's repeats measure the seed-to-seed spread in this cell"
+
+
+def spread_label(scenario: str, variant: str, repeat: int, spread_seed: int | None) -> str:
+    """How progress lines and summaries name a repeat: `init-unseeded #0`, or `cnn_training-seeded seed 43`."""
+    return f"{scenario}-{variant} " + (f"#{repeat}" if spread_seed is None else f"seed {spread_seed}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,11 @@ class RepeatSpec:
     record_bytes: int = DEFAULT_RECORD_BYTES  # what the record may keep of its arrays whole
     host: Host = field(default_factory=Host)  # the machine measuring it
     problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
+    spread: bool = False  # a spread run: the variant with another seed (records.Record.spread)
+    decision: dict[str, float] = field(default_factory=dict)  # the scenario's DECISION, for the report
+    # A spread run that the scenario's unseeded variant stands in for: run only where that variant's
+    # repeat 0 has no measured record in the cell (TF refuses unseeded ops under op determinism).
+    sibling: str = ""
     # Filled in by the harness for the scenario process:
     record: str = ""  # where the record goes
     knobs: Knobs = field(default_factory=Knobs)
@@ -52,11 +65,12 @@ class RepeatSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.scenario}-{self.variant} #{self.repeat}"
+        return spread_label(self.scenario, self.variant, self.repeat, self.seed if self.spread else None)
 
     def record_fields(self) -> dict[str, Any]:
         """What a record of this repeat says about it, whatever its outcome."""
-        names = ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect", "isolation", "host")
+        names = ("scenario", "variant", "seed", "repeat", "cell", "reuse_key", "expect", "isolation", "host",
+                 "spread", "decision")  # fmt: skip
         return {name: getattr(self, name) for name in names}
 
     def to_json(self) -> dict[str, Any]:

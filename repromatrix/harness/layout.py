@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+SPREAD_PREFIX = "spread-"
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -24,13 +26,18 @@ class Manifest:
     variants: frozenset[tuple[str, str]] = frozenset()
     repeats: int = 0
     host: dict[str, Any] = field(default_factory=dict, hash=False)  # the machine whose records these are
+    spread: frozenset[tuple[str, str, int]] = frozenset()  # spread runs planned: (scenario, variant, seed)
 
-    def plans(self, scenario: str, variant: str, repeat: int) -> bool:
+    def plans(self, scenario: str, variant: str, repeat: int, spread_seed: int | None = None) -> bool:
         """Whether the folder's last plan has this repeat (a folder without a plan plans everything)."""
+        if spread_seed is not None:
+            return not self.repeats or (scenario, variant, spread_seed) in self.spread
         return not self.repeats or ((scenario, variant) in self.variants and repeat < self.repeats)
 
     def to_json(self) -> dict[str, Any]:
         plan = {"cells": sorted(self.cells), "variants": sorted(self.variants), "repeats": self.repeats}
+        if self.spread:
+            plan["spread"] = sorted(self.spread)
         return {"backend": self.backend, "plan": plan, "host": self.host}
 
     @classmethod
@@ -43,6 +50,7 @@ class Manifest:
                 backend=str(raw.get("backend") or ""),
                 cells=frozenset(str(c) for c in plan.get("cells", [])),
                 variants=frozenset((str(s), str(v)) for s, v in plan.get("variants", [])),
+                spread=frozenset((str(s), str(v), int(seed)) for s, v, seed in plan.get("spread", [])),
                 repeats=int(plan.get("repeats", 0)),
                 host=raw.get("host") if isinstance(raw.get("host"), dict) else {},
             )
@@ -59,8 +67,10 @@ class CellLayout:
 
     root: Path
 
-    def record(self, scenario: str, variant: str, repeat: int) -> Path:
-        return self.root / f"{scenario}-{variant}" / f"{repeat}.json"
+    def record(self, scenario: str, variant: str, repeat: int, spread_seed: int | None = None) -> Path:
+        """A repeat's record; a spread run's (the variant with another seed) is `spread-<seed>.json` beside them."""
+        name = f"{repeat}.json" if spread_seed is None else f"{SPREAD_PREFIX}{spread_seed}.json"
+        return self.root / f"{scenario}-{variant}" / name
 
     @property
     def verified_file(self) -> Path:

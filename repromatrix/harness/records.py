@@ -53,6 +53,11 @@ STDERR_TAIL_CHARS = 4000
 DEFAULT_REPEATS = 3
 DEFAULT_SEED = 42
 DEFAULT_TIMEOUT_S = 600.0
+# Other seeds each seeded variant is run with, once each, to measure what a different seed does to
+# the same model in the same cell (the seed-to-seed spread a difference is judged against). Two keep
+# the default matrix within +25% of its time (docs/benchmarks.md); variants with an unseeded sibling
+# use its repeats instead unless [run] spread_siblings = false.
+DEFAULT_SPREAD_SEEDS = 2
 # Fork mode measures the same bits as fresh processes (tests/test_isolation.py proves it per TF line).
 DEFAULT_ISOLATION = Isolation.FORK
 # Bytes of array data a record keeps whole at most (predictions and final weights first); past
@@ -280,6 +285,11 @@ class Record:
     host: Host = field(default_factory=Host)
     # Extra facts a run attaches (e.g. the fork parent); kept as they are.
     extra: dict[str, Any] = field(default_factory=dict)
+    # A spread run: the variant with another seed, measuring the seed-to-seed spread. Never part of
+    # run-to-run or cross-cell verdicts (the reporter keeps it apart); written only when true.
+    spread: bool = False
+    # What the scenario declared of its decisions (DECISION, e.g. {"threshold": 0.5}); written when given.
+    decision: dict[str, float] = field(default_factory=dict)
 
     # -- constructors ----------------------------------------------------------
 
@@ -365,6 +375,10 @@ class Record:
             payload["process_id"] = self.process_id
         if self.started_at:
             payload["started_at"] = self.started_at
+        if self.spread:
+            payload["spread"] = True
+        if self.decision:
+            payload["decision"] = self.decision
         payload.update(self.extra)
         return payload
 
@@ -391,6 +405,8 @@ class Record:
             raise RecordError("status ok but it names no outputs")
         outputs = {name: Output.from_json(name, value) for name, value in _dict(outputs_raw, "outputs").items()}
         error = _dict(raw.get("error"), "error")
+        if not isinstance(raw.get("spread", False), bool):
+            raise RecordError(f"spread must be true or false, got {raw['spread']!r}")
         in_process = raw.get("in_process_identical")
         if in_process is not None and not isinstance(in_process, bool):
             raise RecordError(f"in_process_identical must be true, false or null, got {in_process!r}")
@@ -399,7 +415,7 @@ class Record:
             raise RecordError(f"unknown isolation {isolation!r}")
         known = {"schema", "cell", "scenario", "variant", "seed", "repeat", "status", "error", "outputs",
                  "in_process_identical", "knobs", "environment", "timings", "reuse_key", "isolation",
-                 "process_id", "started_at", "expect", "host"}  # fmt: skip
+                 "process_id", "started_at", "expect", "host", "spread", "decision"}  # fmt: skip
         return cls(
             scenario=raw["scenario"],
             variant=raw["variant"],
@@ -421,6 +437,12 @@ class Record:
             expect={str(k): str(v) for k, v in _dict(raw.get("expect"), "expect").items()},
             host=Host.from_json(_dict(raw.get("host"), "host")),
             extra={k: v for k, v in raw.items() if k not in known},
+            spread=bool(raw.get("spread", False)),
+            decision={
+                str(k): float(v)
+                for k, v in _dict(raw.get("decision"), "decision").items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
         )
 
     # -- files -----------------------------------------------------------------
