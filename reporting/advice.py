@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from repromatrix import options
 from repromatrix.harness import axes
 from repromatrix.reporting import analysis
 
@@ -36,7 +37,7 @@ class Across(StrEnum):
 
 
 # The axes a user sets in their own code or environment, in the order settings are named and tried.
-CONTROLLED: tuple[str, ...] = ("onednn", "op_determinism", "intra_op_threads", "inter_op_threads", "cpu_isa")
+CONTROLLED: tuple[str, ...] = options.ADVISE_SEARCH
 
 # The TF call a user makes for an axis applied with one (axes.py's tf_call makes the same call).
 _CALLS = {
@@ -426,3 +427,35 @@ def _verdict_cell(trial: Trial) -> str:
 
 def to_json(advice: list[Advice]) -> list[dict[str, Any]]:
     return [a.to_json() for a in advice]
+
+
+def table(advice: list[Advice]) -> tuple[list[str], list[list[str]], str]:
+    """The report's "What to change" section: headers, rows (a scenario's settings, working ones first,
+    cheapest first) and its intro (the headline's sentences)."""
+    headers = ["scenario", "setting", "set it with", "verdict", "time"]
+    rows = []
+    for a in advice:
+        for option in a.options:
+            if option.works:
+                verdict = "works"
+            elif not option.tried:
+                verdict = "not tried"
+            else:
+                verdict = f"{option.differing} of {len(a.outputs)} outputs differ"
+            rows.append([a.scenario, option.setting.label(), " ".join(option.setting.how()) or "(nothing)", verdict,
+                         option.cost_text()])  # fmt: skip
+    intro = (
+        "Every measured setting of the axes you control, per seeded scenario variant: it works when its cells "
+        "at every value gave one whole-array digest, each reproducible run to run; not tried: some value was "
+        "not measured under it. Per output: advice.md beside this report."
+    )
+    return headers, rows, intro
+
+
+def question(across: Iterable[str]) -> str:
+    """The question advice answers, in words."""
+    named = [axes.axis(str(a)).label for a in across]
+    return (
+        f"Which settings of the axes you control (oneDNN, op determinism, thread counts, the ISA cap) make "
+        f"every value of {_and(named)} give the very same bits, and at what cost?"
+    )

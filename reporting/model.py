@@ -26,6 +26,7 @@ class Report:
     baseline: str | None = None
     drift: list[dict[str, str]] | None = None
     timeline: list[dict[str, Any]] | None = None  # published runs, oldest first (reporting/history.py)
+    advice: list[Any] = field(default_factory=list)  # what to change, when asked (reporting/advice.py's Advice)
 
     @property
     def scenarios(self) -> list[str]:

@@ -174,6 +174,7 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
     found = [[f.severity.upper(), f.cell_id, f.scenario, f.text] for f in report.findings]
     result = [
         Section("Headline", [], [], intro="\n".join(report.headline), kind="headline"),
+        *_what_to_change(report),
         Section(
             "Findings",
             ["kind", "cell", "scenario", "what"],
@@ -244,6 +245,16 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
             )
         )
     return result
+
+
+def _what_to_change(report: Report) -> list[Section]:
+    """Right after the headline, when advice was asked for (`repromatrix advise`)."""
+    if not report.advice:
+        return []
+    from repromatrix.reporting import advice
+
+    headers, rows, intro = advice.table(report.advice)
+    return [Section("What to change", headers, rows, intro=intro, kind="advice")]
 
 
 def terminal(report: Report) -> str:
@@ -351,6 +362,7 @@ def json_report(report: Report) -> str:
         "drift": report.drift,
         "timeline": report.timeline,
         "drift_summary": drift.summary_for_drift(report.variants),
+        "advice": [a.to_json() for a in report.advice],
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 
