@@ -167,6 +167,8 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
             raise _fail(path, "[run].project", run["project"], how)
 
     advise = _settings(path, data, "advise")
+    advised = AdviseSettings(across=tuple(advise["across"]), advise_scenarios=tuple(advise["advise_scenarios"]),
+                             search=tuple(advise["search"]), budget=advise["budget"])  # fmt: skip
     chosen = design_cells(chosen_values, design, crossed)
     cells = tuple(chosen)
     return Matrix(
@@ -184,7 +186,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         source=path,
         design=design,
         reasons={cell.id: why for cell, why in chosen.items()},
-        advise=AdviseSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in advise.items()}),
+        advise=advised,
     )
 
 
