@@ -32,7 +32,7 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None, his
     report = build(folders, baseline)
     for axis in across:  # what to change, when asked: a section after the headline, a line in it, advice.md
         report.advice += advice.advise(report.variants, axis, scenarios)
-    report.headline += [a.line() for a in report.advice]
+    report.headline += advice.headline(report.advice)
     if keep_history:
         report.timeline = timeline(report, history)
     if not report.variants:

@@ -160,19 +160,19 @@ class Option:
 
     @property
     def worst_cost(self) -> float | None:
-        """The largest ratio over the axis's values; None when any is unmeasured."""
-        known = list(self.cost.values())
-        if not known or any(c is None for c in known):
-            return None
-        return max(c for c in known if c is not None)
+        """The largest ratio over the values timed under both it and the defaults; None when none is."""
+        known = [c for c in self.cost.values() if c is not None]
+        return max(known) if known else None
 
     def cost_text(self) -> str:
         worst = self.worst_cost
         if self.setting.is_default:
             return "1.0× (the baseline)"
         if worst is None:
-            return "time cost not measured (the defaults lack a timed cell at some value)"
+            return "time cost not measured (no value timed under both it and the defaults)"
         spread = ", ".join(f"{value} {ratio:.2f}×" for value, ratio in self.cost.items() if ratio is not None)
+        untimed = [value for value, ratio in self.cost.items() if ratio is None]
+        spread += f"; not timed: {', '.join(untimed)}" if untimed else ""
         return f"{worst:.2f}× time ({spread})"
 
     def sort_key(self) -> tuple[Any, ...]:
@@ -209,6 +209,11 @@ class Advice:
     @property
     def not_tried(self) -> list[Option]:
         return [o for o in self.options if not o.tried]
+
+    @property
+    def askable(self) -> bool:
+        """Two or more values of the axis measured: something to agree across."""
+        return len(self.values) > 1
 
     def working_for(self, output: str) -> list[Option]:
         """Settings that make this one output agree (maybe not the others), cheapest first."""
@@ -386,8 +391,9 @@ def markdown(advice: list[Advice], question: str = "") -> str:
     if not advice:
         lines += ["No seeded scenario variant was measured: no advice (unseeded variants are meant to vary).", ""]
         return "\n".join(lines)
-    lines += [f"- {a.line()}" for a in advice]
+    lines += [f"- {line}" for line in headline(advice)]
     lines.append("")
+    advice = [a for a in advice if a.askable]
     lines.append(
         "A setting *works* when its cells at every value gave one whole-array digest and each was reproducible "
         "run to run; *not tried* means some value was not measured under it (never advice). Time: median "
@@ -417,6 +423,20 @@ def markdown(advice: list[Advice], question: str = "") -> str:
     return "\n".join(lines)
 
 
+def headline(advice: list[Advice]) -> list[str]:
+    """A line per scenario variant and context with two or more values of the axis measured; the others
+    (one host's folder, a context only one side has) in one line."""
+    lines = [a.line() for a in advice if a.askable]
+    single = [a for a in advice if not a.askable]
+    if single:
+        values = sorted({v for a in single for v in a.values})
+        where = sorted({a.context_text() or "everywhere" for a in single})
+        lines.append(f"Nothing to agree across for {len(single)} scenario variant × context"
+                     f"{'s' if len(single) != 1 else ''} measured at one value only ({', '.join(values)}): "
+                     f"{'; '.join(where)}")  # fmt: skip
+    return lines
+
+
 def _verdict_cell(trial: Trial) -> str:
     if trial.verdict == Verdict.DIFFERS:
         return f"differs ({trial.classes} digests)"
@@ -435,6 +455,8 @@ def table(advice: list[Advice]) -> tuple[list[str], list[list[str]], str]:
     headers = ["scenario", "setting", "set it with", "verdict", "time"]
     rows = []
     for a in advice:
+        if not a.askable:
+            continue
         for option in a.options:
             if option.works:
                 verdict = "works"

@@ -167,6 +167,9 @@ def test_one_value_of_the_axis_is_nothing_to_agree_across(tmp_path):
     measure(tmp_path, cell(), GOOD)
     [found] = advice.advise(report_variants(tmp_path), "host")
     assert found.line().endswith("only amd-epyc-avx2-2c measured, nothing to agree across")
+    assert advice.headline([found]) == ["Nothing to agree across for 1 scenario variant × context measured at one "
+                                        "value only (amd-epyc-avx2-2c): TensorFlow 2.21.0, device cpu"]  # fmt: skip
+    assert "### " not in advice.markdown([found])  # no table for it
     assert found.working == [] or found.working[0].setting.is_default
 
 
