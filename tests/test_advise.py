@@ -151,3 +151,18 @@ def test_the_across_axes_are_the_options_and_the_searched_axes_the_controllable_
     assert tuple(Across) == options.ADVISE_ACROSS
     assert set(judge.CONTROLLED) <= {a.name for a in axes.AT_RUN_TIME}
     assert set(advise.ALONE) | {"cpu_isa"} == set(options.ADVISE_SEARCH)
+
+
+def test_a_report_not_asked_for_advice_has_none(tmp_path):
+    from repromatrix import reporting
+    from tests.test_advice import cell
+
+    measure(tmp_path / "r", cell(), GOOD)
+    measure(tmp_path / "r", cell(cpus=1), OTHER_PREDICTIONS)
+    report = reporting.render_all([tmp_path / "r"], tmp_path / "out")
+    assert report.advice == [] and json.loads((tmp_path / "out" / "report.json").read_text())["advice"] == []
+    assert not (tmp_path / "out" / "advice.md").exists()
+    assert "What to change" not in (tmp_path / "out" / "report.md").read_text()
+    asked = reporting.render_all([tmp_path / "r"], tmp_path / "asked", across=["cpus"])
+    assert "none of the 1 measured settings" in asked.headline[-1]
+    assert 'id="advice"' in (tmp_path / "asked" / "report.html").read_text()
