@@ -166,3 +166,14 @@ def test_a_report_not_asked_for_advice_has_none(tmp_path):
     asked = reporting.render_all([tmp_path / "r"], tmp_path / "asked", across=["cpus"])
     assert "none of the 1 measured settings" in asked.headline[-1]
     assert 'id="advice"' in (tmp_path / "asked" / "report.html").read_text()
+
+
+def test_across_host_on_one_host_runs_that_hosts_own_search_at_every_core():
+    steps = advise.singles(("onednn",), AVX2_HOST)
+    search = advise.first_search(CELLS, Across.HOST, steps, budget=40)
+    assert search.values == (None,)
+    assert [p.cell.id for p in search.cells] == ["tf2.21.0-cpu-onednn1-det0", "tf2.16.2-cpu-onednn1-det0",
+                                                 "tf2.21.0-cpu-onednn0-det0", "tf2.16.2-cpu-onednn0-det0"]  # fmt: skip
+    assert "(this host's own search)" in advise.describe([search], 40, set())
+    across_tf = advise.first_search(CELLS, Across.TF, steps, budget=40)
+    assert across_tf.values == ("2.16.2", "2.21.0") and across_tf.contexts == ({"device": "cpu", "recipe": "pip"},)
