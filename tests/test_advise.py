@@ -10,8 +10,9 @@ from repromatrix import advise, cleanup, cli, matrix
 from repromatrix.harness.axes import Cell
 from repromatrix.reporting import advice as judge
 from repromatrix.reporting.advice import Across, Setting
+from tests.conftest import NEWEST_TF, repromatrix_cli
 from tests.fakes import FakeBackend
-from tests.test_advice import ALL_OTHER, GOOD, OTHER_PREDICTIONS, measure, report_variants
+from tests.test_advice import ALL_OTHER, GOOD, OTHER_PREDICTIONS, check_claims, measure, report_variants
 
 AVX2_HOST = {"sse4_1", "avx", "avx2"}
 CELLS = [Cell("2.21.0", "cpu"), Cell("2.21.0", "cpu", cpus=1), Cell("2.16.2", "cpu")]
@@ -127,7 +128,9 @@ def test_advise_across_hosts_over_folders_runs_nothing(tmp_path, monkeypatch, ca
     assert cli.main(["advise", "--across", "host", str(amd), str(intel), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "identical on amd-epyc-avx2-2c and intel-xeon-avx512-2c" in printed and "ISA cap avx2" in printed
-    assert json.loads((out / "report.json").read_text())["advice"][0]["working"] == ["ISA cap avx2"]
+    answers = json.loads((out / "report.json").read_text())["advice"]
+    assert answers[0]["working"] == ["ISA cap avx2"]
+    assert check_claims(answers, amd, intel) == 2
 
 
 def test_advise_settings_come_from_matrix_toml_and_are_checked(tmp_path, capsys):
@@ -177,3 +180,23 @@ def test_across_host_on_one_host_runs_that_hosts_own_search_at_every_core():
     assert "(this host's own search)" in advise.describe([search], 40, set())
     across_tf = advise.first_search(CELLS, Across.TF, steps, budget=40)
     assert across_tf.values == ("2.16.2", "2.21.0") and across_tf.contexts == ({"device": "cpu", "recipe": "pip"},)
+
+
+@pytest.mark.tf
+def test_advise_on_real_tensorflow_claims_only_what_its_records_show(tmp_path, tf_python):
+    """A real search across cores (the defaults and oneDNN off, seeded_init, 2 repeats): it finishes, says
+    something per seeded variant, and every setting it calls working has one digest per output in the records."""
+    tf_python(NEWEST_TF)
+    path = tmp_path / "matrix.toml"
+    path.write_text(f'[matrix]\ntf = ["{NEWEST_TF}"]\ndevice = ["cpu"]\ncpus = [0, 1]\n'
+                    '[run]\nscenarios = ["seeded_init"]\nrepeats = 2\n[advise]\nsearch = ["onednn"]\n')  # fmt: skip
+    results, out = tmp_path / "results", tmp_path / "report"
+    done = repromatrix_cli("advise", "--matrix", str(path), "--backend", "local", "--jobs", "1", "--results",
+                           str(results), "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [answer] = json.loads((out / "report.json").read_text())["advice"]
+    assert answer["scenario"] == "seeded_init-seeded" and answer["values"] == ["all cores", "1 core"]
+    assert {s["label"] for s in answer["settings"]} == {"the defaults", "oneDNN off"}
+    assert all(s["tried"] for s in answer["settings"])
+    check_claims([answer], results)
+    assert answer["line"] in done.stdout
