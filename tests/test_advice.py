@@ -114,7 +114,7 @@ def check_claims(answers: list[dict], *folders: Path) -> int:
                 for record in on_disk:
                     cell = Cell.from_record(record.cell).params()
                     elsewhere = any(cell.get(k, v) != v for k, v in answer["context"].items() if k != "host")
-                    if record.name != answer["scenario"] or Setting.of(cell) != wanted or elsewhere:
+                    if not record.is_ok or record.name != answer["scenario"] or Setting.of(cell) != wanted or elsewhere:
                         continue
                     value = record.host_label if answer["across"] == "host" else cell[answer["across"]]
                     digests.setdefault(str(value), set()).add(record.outputs[output].sha256)
