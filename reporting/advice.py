@@ -198,7 +198,8 @@ class Advice:
 
     @property
     def working(self) -> list[Option]:
-        return [o for o in self.options if o.works]
+        """Settings that work for every output; none when one value was measured (nothing to agree across)."""
+        return [o for o in self.options if o.works] if self.askable else []
 
     @property
     def closest(self) -> Option | None:
@@ -253,7 +254,7 @@ class Advice:
         closest = self.closest
         return {
             "scenario": self.scenario, "across": self.across, "context": self.context, "values": list(self.values),
-            "outputs": list(self.outputs), "line": self.line(),
+            "outputs": list(self.outputs), "line": self.line(), "askable": self.askable,
             "working": [o.setting.label() for o in self.working],
             "closest": closest.setting.label() if closest is not None and not self.working else None,
             "not_tried": [o.setting.label() for o in self.not_tried],
