@@ -465,7 +465,8 @@ def table(advice: list[Advice]) -> tuple[list[str], list[list[str]], str]:
                 verdict = "not tried"
             else:
                 verdict = f"{option.differing} of {len(a.outputs)} outputs differ"
-            rows.append([a.scenario, option.setting.label(), " ".join(option.setting.how()) or "(nothing)", verdict,
+            where = f"{a.scenario} ({a.context_text()})" if a.context_text() else a.scenario
+            rows.append([where, option.setting.label(), " ".join(option.setting.how()) or "(nothing)", verdict,
                          option.cost_text()])  # fmt: skip
     intro = (
         "Every measured setting of the axes you control, per seeded scenario variant: it works when its cells "
