@@ -209,6 +209,12 @@ def command(args: argparse.Namespace) -> int:
     flags = host_cpu_flags()
     steps = singles(settings.search, flags)
     searches = [first_search(cells, a, steps, settings.budget) for a in across]
+    for search in searches:
+        if search.across != Across.HOST and len(search.values) < 2:
+            name = search.across.value
+            how = " (or --tf A,B)" if name == "tf" else ""
+            progress.warn(f"warning: the selection has one value of {name} ({search.values[0]}): nothing to agree "
+                          f"across; give [matrix].{name} two or more values{how}")  # fmt: skip
     if args.plan_only:
         measured = {cell_id for cell_id, _ in Layout(args.results).cells()} if args.results.is_dir() else set()
         progress.say(describe(searches, settings.budget, measured))
