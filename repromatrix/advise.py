@@ -272,7 +272,11 @@ def _report(args: argparse.Namespace, folders: list[Path], across: list[Across],
     from repromatrix.reporting import render_all
 
     destination = cli.report_folder(folders, args.out)
-    report = render_all(folders, destination, baseline=args.baseline, across=[a.value for a in across],
+    # --history as `report` takes it: a previous site's history.json to continue, or "-" (start one).
+    given = args.history
+    history = given if given is not None and given != Path("-") and given.is_file() else None
+    report = render_all(folders, destination, baseline=args.baseline, history=history,
+                        keep_history=args.history is not None, across=[a.value for a in across],
                         scenarios=scenarios)  # fmt: skip
     progress.say("\n".join(report.headline))
     progress.say("")
