@@ -22,7 +22,7 @@ from typing import Any
 
 from repromatrix import cli, matrix, options, progress, runner
 from repromatrix.backends import host_cpu_flags
-from repromatrix.errors import CellsFailedError, ConfigurationError
+from repromatrix.errors import CellsFailedError, ConfigurationError, ExpectationsBrokenError
 from repromatrix.harness import axes
 from repromatrix.harness.axes import CPU_ISAS, ISA_FLAGS, NO_ISA_CAP, Cell
 from repromatrix.harness.layout import Layout
@@ -203,7 +203,7 @@ def command(args: argparse.Namespace) -> int:
     across = [Across(a) for a in settings.across]
     if args.results_dirs:  # advice from folders that met (several hosts, say): nothing runs
         cli.check_report_folder(args.results_dirs, args.out)
-        return _report(args, args.results_dirs, across, scenarios)
+        return _broken(_report(args, args.results_dirs, across, scenarios))
     if not cells:
         raise ConfigurationError("the selection has no cells; see nox -s plan")
     flags = host_cpu_flags()
@@ -240,11 +240,19 @@ def command(args: argparse.Namespace) -> int:
     for search in second:
         for step in search.left_out:
             progress.say(f"advise: over the budget of {settings.budget} cells, not tried: {step.setting.label()}")
-    code = _report(args, [args.results], across, scenarios)
+    broken = _report(args, [args.results], across, scenarios)
     failed = [o.cell.id for o in outcomes if o.state == runner.CellState.ERROR]
     if failed:  # the advice is written either way: a failed cell is "not tried" in it
         raise CellsFailedError(f"{len(failed)} cells had errors ({', '.join(failed)}); see the lines above")
-    return code
+    return _broken(broken)
+
+
+def _broken(count: int) -> int:
+    """Exit 5 as `matrix` and `report` do when an expectation broke (a seeded variant that varies, say)."""
+    if count:
+        raise ExpectationsBrokenError(f"{count} expectation{'s' if count != 1 else ''} broke (see the report's "
+                                      "Findings); every report file and advice.md is written")  # fmt: skip
+    return 0
 
 
 def _run(args: argparse.Namespace, loaded: Matrix, planned: list[Planned], found: dict[str, Any]) -> list[Any]:
@@ -269,6 +277,7 @@ def _advice(results: Path, across: list[Across], scenarios: Sequence[str]) -> li
 
 
 def _report(args: argparse.Namespace, folders: list[Path], across: list[Across], scenarios: Sequence[str]) -> int:
+    """Every report file with the advice; returns how many expectations broke."""
     from repromatrix.reporting import render_all
 
     destination = cli.report_folder(folders, args.out)
@@ -282,4 +291,4 @@ def _report(args: argparse.Namespace, folders: list[Path], across: list[Across],
     progress.say("")
     progress.say(judge.markdown(report.advice, judge.question(a.value for a in across)))
     progress.say(f"advice written to {destination}/advice.md (and report.json's advice, report.md's What to change)")
-    return 0
+    return report.expectations_broken

@@ -200,3 +200,15 @@ def test_advise_on_real_tensorflow_claims_only_what_its_records_show(tmp_path, t
     assert all(s["tried"] for s in answer["settings"])
     check_claims([answer], results)
     assert answer["line"] in done.stdout
+
+
+def test_advise_exits_5_when_a_seeded_variant_varies_and_still_writes_the_advice(tmp_path, capsys):
+    from tests.test_advice import cell
+
+    measure(tmp_path / "r", cell(), GOOD, vary=True)
+    measure(tmp_path / "r", cell(cpus=1), GOOD)
+    out = tmp_path / "report"
+    assert cli.main(["advise", "--across", "cpus", str(tmp_path / "r"), "--out", str(out)]) == 5
+    assert "1 expectation broke" in capsys.readouterr().err
+    [answer] = json.loads((out / "report.json").read_text())["advice"]
+    assert answer["working"] == [] and "varies run to run" in (out / "advice.md").read_text()
