@@ -83,6 +83,12 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def advise(session: nox.Session) -> None:
+    """What to change: nox -s advise -- --across cpus [--scenario X] [--plan] (settings that make cells agree)."""
+    repromatrix(session, "advise")
+
+
+@nox.session(default=False)
 def version_sweep(session: nox.Session) -> None:
     """Regenerate docs/version-sweep/ from a real run: every TF line 2.12–2.21 × oneDNN on/off."""
     repromatrix(session, "matrix", "--matrix", "docs/version-sweep/matrix.toml", "--backend", "local",

@@ -29,6 +29,7 @@ class Report:
     timeline: list[dict[str, Any]] | None = None  # published runs, oldest first (reporting/history.py)
     comparison: host_comparison.HostComparison | None = None  # hosts against each other (reporting/hosts.py)
     evidence: matter.Evidence | None = None  # the seed-to-seed spreads (reporting/matter.py)
+    advice: list[Any] = field(default_factory=list)  # what to change, when asked (reporting/advice.py's Advice)
 
     @property
     def scenarios(self) -> list[str]:

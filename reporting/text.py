@@ -191,6 +191,7 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
     found = [[f.severity.upper(), f.cell_id, f.scenario, f.text] for f in report.findings]
     result = [
         Section("Headline", [], [], intro="\n".join(report.headline), kind="headline"),
+        *_what_to_change(report),
         Section(
             "Findings",
             ["kind", "cell", "scenario", "what"],
@@ -267,6 +268,16 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
             )
         )
     return result
+
+
+def _what_to_change(report: Report) -> list[Section]:
+    """Right after the headline, when advice was asked for (`repromatrix advise`)."""
+    if not report.advice:
+        return []
+    from repromatrix.reporting import advice
+
+    headers, rows, intro = advice.table(report.advice)
+    return [Section("What to change", headers, rows, intro=intro, kind="advice")]
 
 
 def terminal(report: Report) -> str:
@@ -383,6 +394,7 @@ def json_report(report: Report) -> str:
             "material": matter.MATERIAL,
             "text": matter.THRESHOLDS_TEXT,
         },
+        "advice": [a.to_json() for a in report.advice],
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 

@@ -49,9 +49,12 @@ COMMAND_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base-image": ("build a base image from Debian's packages (no registry)", ()),
     "bench": ("measure warm re-runs, orchestration overhead, cached builds",
               ("selection", "environment", "overrides", "bench")),
+    "advise": ("what to change: measured settings that make the cells agree across cpus, host or tf, with their cost",
+               ("selection", "environment", "running", "overrides", "reporting", "advise")),
 }  # fmt: skip
 # A command's own default for an option (bench measures into its own folder).
-COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"bench": {"results": Path("results/bench")}}
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"bench": {"results": Path("results/bench")},
+                                               "advise": {"results": Path("results/advise")}}  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
                                help="what to run (default: python)")  # fmt: skip
     made["report"].add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
     made["base-image"].add_argument("name", nargs="?", default="repromatrix/debian-python:bookworm")
+    made["advise"].add_argument("results_dirs", nargs="*", type=Path, metavar="RESULTS_DIR",
+                                help="advise from these results folders or report.json files (several hosts' say); "
+                                "nothing runs")  # fmt: skip
     return top
 
 
@@ -96,7 +102,8 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
         option = options.BY_NAME[name]
         problem = option.check(value)
         if problem:
-            raise ConfigurationError(f"{option.flags[-1]} {value}: not valid; {problem}")
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            raise ConfigurationError(f"{option.flags[-1]} {shown}: not valid; {problem}")
     run: dict[str, Any] = {
         name: tuple(v) if isinstance(v, list) else v
         for name, v in given.items()
@@ -329,6 +336,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(args: argparse.Namespace) -> int:
+    from repromatrix import advise
+
+    return advise.command(args)
+
+
 # Every command the parser declares, and what runs it: its exit code, or a FatalError's.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plan": cmd_plan,
@@ -340,6 +353,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "base-image": cmd_base_image,
     "shell": cmd_shell,
     "bench": cmd_bench,
+    "advise": cmd_advise,
 }
 
 

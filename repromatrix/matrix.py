@@ -50,6 +50,16 @@ class DockerSettings:
 
 
 @dataclass(frozen=True)
+class AdviseSettings:
+    """What `advise` asks: matrix.toml's [advise] (options.py declares each key)."""
+
+    across: tuple[str, ...] = ("cpus",)
+    advise_scenarios: tuple[str, ...] = ()  # empty: [run].scenarios
+    search: tuple[str, ...] = options.ADVISE_SEARCH
+    budget: int = options.ADVISE_BUDGET
+
+
+@dataclass(frozen=True)
 class Matrix:
     cells: tuple[Cell, ...]
     scenarios: tuple[str, ...]
@@ -72,6 +82,7 @@ class Matrix:
     scenario_paths: tuple[Path, ...] = ()
     # Why each cell is in the plan (one-at-a-time: "baseline", "changes cpus to 1", ...).
     reasons: dict[str, str] = field(default_factory=dict)
+    advise: AdviseSettings = field(default_factory=AdviseSettings)
 
 
 # Keys of [matrix] that choose cells rather than name an axis.
@@ -131,8 +142,8 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         raise ConfigurationError(f"{path}: no such matrix file; pass --matrix PATH") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path.name}: not valid TOML: {exc}") from None
-    _check_keys(path, "top level", data, ["matrix", "run", "docker"])
-    for table in ("matrix", "run", "docker"):
+    _check_keys(path, "top level", data, ["matrix", "run", "docker", "advise"])
+    for table in ("matrix", "run", "docker", "advise"):
         if not isinstance(data.get(table, {}), dict):
             raise _fail(path, f"[{table}]", data[table], "it must be a table")
     axes_raw = dict(data.get("matrix", {}))
@@ -158,6 +169,9 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
             how = f"{project} has no pyproject.toml or setup.py; give the folder of a pip-installable project"
             raise _fail(path, "[run].project", run["project"], how)
 
+    advise = _settings(path, data, "advise")
+    advised = AdviseSettings(across=tuple(advise["across"]), advise_scenarios=tuple(advise["advise_scenarios"]),
+                             search=tuple(advise["search"]), budget=advise["budget"])  # fmt: skip
     chosen = design_cells(chosen_values, design, crossed)
     cells = tuple(chosen)
     return Matrix(
@@ -177,6 +191,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         source=path,
         design=design,
         reasons={cell.id: why for cell, why in chosen.items()},
+        advise=advised,
     )
 
 

@@ -22,6 +22,11 @@ DEFAULT_SCENARIOS = ("init", "seeded_init", "dropout_training", "cnn_training")
 DEFAULT_RESULTS = Path("results/matrix")
 DEFAULT_REPORTS = Path("reports")
 BACKENDS = ("auto", "docker", "local")
+# What `advise` asks settings to agree across (axes a user does not control), and the axes a user controls
+# that it searches (reporting/advice.py reads both).
+ADVISE_ACROSS = ("cpus", "host", "tf")
+ADVISE_SEARCH = ("onednn", "op_determinism", "intra_op_threads", "inter_op_threads", "cpu_isa")
+ADVISE_BUDGET = 40
 MEMORY = r"^\d+(\.\d+)?[kmg]?$"
 
 
@@ -82,6 +87,12 @@ class Option:
 
 def _at_least(minimum: float, what: str) -> Callable[[Any], str]:
     return lambda value: "" if value >= minimum else what
+
+
+def _names_from(value: Any, allowed: tuple[str, ...]) -> str:
+    if isinstance(value, list) and value and all(name in allowed for name in value):
+        return ""
+    return f"a non-empty list from: {', '.join(allowed)}"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -159,6 +170,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("history", "keep a timeline of published runs in --out (history.json, history/), continuing the "
            "previous site's history.json when given one that exists", ("reporting",), ("--history",), type=Path,
            metavar="HISTORY_JSON", nargs="?", const=Path("-")),
+    # -- what to change ([advise]; the advise command)
+    Option("across", "make the cells agree across this axis: cpus, host or tf (comma-separated: a question each)",
+           ("advise",), ("--across",), "advise.across", default=["cpus"], kind=list, type=csv, metavar="AXIS,...",
+           check=lambda v: _names_from(v, ADVISE_ACROSS)),
+    Option("advise_scenarios", "the scenarios advised on (default: [run].scenarios; --scenario narrows both)",
+           key="advise.scenarios", default=[], kind=list,
+           check=lambda v: "" if all(isinstance(s, str) and s for s in v) else "a list of scenario names"),
+    Option("search", "the axes a user controls that the search changes", ("advise",), ("--search",),
+           "advise.search", default=list(ADVISE_SEARCH), kind=list, type=csv, metavar="AXIS,...",
+           check=lambda v: _names_from(v, ADVISE_SEARCH)),
+    Option("budget", "cells the search plans at most (a setting takes one per value of --across)", ("advise",),
+           ("--budget",), "advise.budget", default=ADVISE_BUDGET, kind=int, type=int,
+           check=_at_least(1, "at least 1 cell")),
+    Option("plan_only", "list the cells the search plans and why each is there; run nothing", ("advise",),
+           ("--plan",), action="store_true"),
 )  # fmt: skip
 BY_NAME = {option.name: option for option in OPTIONS}
 
