@@ -41,6 +41,9 @@ class RepeatSpec:
     record_bytes: int = DEFAULT_RECORD_BYTES  # what the record may keep of its arrays whole
     host: Host = field(default_factory=Host)  # the machine measuring it
     problem: str = ""  # why this repeat cannot run (unknown or broken scenario): it becomes an error record
+    # A command scenario (harness/command.py): the command, and the staged project folder it runs from.
+    command: tuple[str, ...] = ()
+    project: str = ""
     # Filled in by the harness for the scenario process:
     record: str = ""  # where the record goes
     knobs: Knobs = field(default_factory=Knobs)
@@ -67,7 +70,7 @@ class RepeatSpec:
     def from_json(cls, raw: dict[str, Any]) -> RepeatSpec:
         spec = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
         return replace(spec, host=Host.from_json(raw.get("host")), knobs=Knobs.from_json(raw.get("knobs") or {}),
-                       isolation=Isolation(spec.isolation))  # fmt: skip
+                       isolation=Isolation(spec.isolation), command=tuple(spec.command))  # fmt: skip
 
 
 @dataclass(frozen=True)
