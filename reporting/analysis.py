@@ -222,13 +222,11 @@ def _judge(variant: Variant) -> None:
     reasons = []
     want_r2r, want_ip = variant.expectation.get("run_to_run", "any"), variant.expectation.get("in_process", "any")
     if want_r2r == "identical" and variant.run_to_run == RunToRun.VARIES:
-        varied = (
-            "; ".join(
-                f"{s.output} {s.distinct} distinct among {s.processes} processes ({s.distance.brief()})"
-                for s in variant.spreads
-            )
-            or "per-layer or per-epoch arrays"
-        ) + (f"; {variant.divergence}" if variant.divergence else "")
+        spreads = [f"{s.output} {s.distinct} distinct among {s.processes} processes ({s.distance.brief()})"
+                   for s in variant.spreads]  # fmt: skip
+        command = variant.in_process == InProcess.NOT_FOR_COMMAND
+        varied = (commands.varied(spreads) if command else "; ".join(spreads)) or "per-layer or per-epoch arrays"
+        varied += f"; {variant.divergence}" if variant.divergence else ""
         reasons.append(f"expected identical run to run ({_source(variant, 'run_to_run')}), but varied: {varied}")
     if want_r2r == "differs" and variant.run_to_run == RunToRun.IDENTICAL:
         reasons.append(

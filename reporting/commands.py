@@ -45,9 +45,10 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - NAMED} more" if len(names) > NAMED else "")
 
 
-def first_divergence(left: records.Record, right: records.Record) -> str:
+def first_divergence(left: records.Record, right: records.Record, arrays: bool = True) -> str:
     """Where two runs of a command part: the first epoch whose checkpoint differs and in which variables,
-    the saved arrays that differ, and the files without arrays that also differ."""
+    the saved arrays that differ (unless `arrays` is false: run to run names them already), and the files
+    without arrays that also differ."""
     parts = []
     epochs: dict[int, list[str]] = {}
     for name in sorted(left.outputs):
@@ -55,16 +56,21 @@ def first_divergence(left: records.Record, right: records.Record) -> str:
         if match:
             epochs.setdefault(int(match.group(1)), []).append(name)
     if epochs:
-        differing = [(n, [EPOCH.sub(r"\2", x) for x in names if _differs(left, right, x)]) for n, names in epochs.items()]
-        first = next(((n, names) for n, names in sorted(differing) if names), None)
+        per_epoch = [
+            (n, [EPOCH.sub(r"\2", x) for x in names if _differs(left, right, x)]) for n, names in epochs.items()
+        ]
+        first = next(((n, names) for n, names in sorted(per_epoch) if names), None)
         if first is None:
             parts.append(f"every epoch's checkpoint equal ({len(epochs)} epochs)")
         else:
             earlier = "" if first[0] == min(epochs) else f"checkpoints equal up to epoch {first[0] - 1}; "
-            parts.append(f"{earlier}first difference at epoch {first[0]}, variable {_names(first[1])}")
-    arrays = [name for name in sorted(left.outputs) if is_output(name) and _differs(left, right, name)]
-    if arrays:
-        parts.append(f"saved arrays that differ: {_names(arrays)}")
+            files = sorted({name.split(":", 1)[0] for name in first[1]})
+            variables = [name.split(":", 1)[-1] for name in first[1]]
+            what = f"variable{'s' if len(variables) > 1 else ''} {_names(variables)}"
+            parts.append(f"{earlier}first difference at epoch {first[0]} ({', '.join(files)}), {what}")
+    differing = [name for name in sorted(left.outputs) if is_output(name) and _differs(left, right, name)]
+    if differing and arrays:
+        parts.append(f"saved arrays that differ: {_names(differing)}")
     also = [name.removeprefix(records.COMMAND_BYTES_PREFIX) for name in sorted(left.outputs)
             if is_bytes(name) and _differs(left, right, name)]  # fmt: skip
     if also:
@@ -79,7 +85,7 @@ def run_to_run_divergence(ok: list[records.Record]) -> str:
     first = ok[0]
     for other in ok[1:]:
         if other.outputs != first.outputs:
-            return first_divergence(first, other)
+            return first_divergence(first, other, arrays=False)
     return ""
 
 
@@ -92,3 +98,8 @@ def table_outputs(group: list[Variant], outputs: list[str]) -> list[str]:
     telling = [o for o in outputs if len({v.digests.get(o, "") for v in group if v.ok_repeats}) > 1]
     telling += [o for o in outputs if o not in telling and any(v.digests.get(o, "") is None for v in group)]
     return telling[:TABLES] or outputs[:1]
+
+
+def varied(spreads: list[str]) -> str:
+    """A command's outputs that varied, in one sentence: the first few (its files can hold hundreds)."""
+    return "; ".join(spreads[:NAMED]) + (f"; and {len(spreads) - NAMED} more outputs" if len(spreads) > NAMED else "")

@@ -126,10 +126,8 @@ def _backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
         progress.say("backend: local (chosen with --backend local)")
         return local
     engine = DockerEngine()
-    docker = DockerBackend(
-        settings=loaded.docker, engine=engine, verbose=args.verbose, scenario_dirs=loaded.scenario_paths, extras=extras,
-        projects=loaded.projects,
-    )
+    docker = DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose,
+                           scenario_dirs=loaded.scenario_paths, extras=extras, projects=loaded.projects)  # fmt: skip
     if args.backend == "docker":
         engine.client()  # raises EngineUnavailableError with how to start one
         progress.say("backend: docker (chosen with --backend docker)")

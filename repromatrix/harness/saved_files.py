@@ -217,8 +217,8 @@ def readable_name(inner: str, names: dict[str, list[str]]) -> str:
     index = int(match["index"])
     if index >= len(own):
         return inner
-    outer = (match["outer"] or "").removeprefix("layers").strip("/").replace("/layers/", "/")
-    return "/".join(part for part in (outer, match["layer"], own[index]) if part)
+    outer = [part for part in (match["outer"] or "").split("/") if part and part != "layers"]  # Keras's nesting
+    return "/".join([*outer, match["layer"], own[index]])
 
 
 def read_folder(folder: Path, np: Any, tf: Any) -> SavedFiles:

@@ -30,12 +30,14 @@ def main() -> None:
     if args.seed is not None:
         tf.keras.utils.set_random_seed(args.seed)
     inputs, targets = data()
-    model = tf.keras.Sequential([
-        tf.keras.Input(shape=(4,)),
-        tf.keras.layers.Dense(8, activation="relu"),
-        tf.keras.layers.Dropout(0.25),
-        tf.keras.layers.Dense(1),
-    ])
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input(shape=(4,)),
+            tf.keras.layers.Dense(8, activation="relu"),
+            tf.keras.layers.Dropout(0.25),
+            tf.keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer="adam", loss="mse")
     every_epoch = tf.keras.callbacks.ModelCheckpoint(
         os.path.join(args.out, "checkpoints", "epoch-{epoch:02d}.weights.h5"), save_weights_only=True

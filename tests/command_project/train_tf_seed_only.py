@@ -20,8 +20,9 @@ def main() -> None:
     if args.seed is not None:
         tf.random.set_seed(args.seed)
     inputs, targets = data()
-    model = tf.keras.Sequential([tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(8, activation="relu"),
-                                 tf.keras.layers.Dense(1)])
+    model = tf.keras.Sequential(
+        [tf.keras.Input(shape=(4,)), tf.keras.layers.Dense(8, activation="relu"), tf.keras.layers.Dense(1)]
+    )
     model.compile(optimizer="adam", loss="mse")
     model.fit(inputs, targets, epochs=2, batch_size=16, verbose=0, shuffle=False)
     model.save(os.path.join(args.out, "model.keras"))
