@@ -254,3 +254,16 @@ def test_a_commands_class_tables_are_the_telling_outputs():
     assert reported.is_output("model.keras:dense/kernel") and reported.is_output("preds.npy")
     assert not reported.is_output("epoch.01:a.h5:x") and not reported.is_output("bytes:log")
     assert not reported.is_output("model1.weights")
+
+
+def test_a_failed_command_is_said_in_its_own_words(tmp_path):
+    from repromatrix.harness.launch import COMMAND_SAYS, judge_exit
+
+    stderr = f"Traceback ...\nValueError: no data\n{COMMAND_SAYS}the command `python t.py` failed (exit code 3): x\n"
+    outcome = judge_exit(3, stderr, tmp_path / "0.json")
+    assert outcome.status == records.Status.ERROR
+    assert outcome.message == "the command `python t.py` failed (exit code 3): x" and outcome.stderr == stderr
+    # A scenario's own failure keeps its words as before.
+    assert (
+        judge_exit(1, "ValueError: no data\n", tmp_path / "0.json").message == "exited with code 1: ValueError: no data"
+    )

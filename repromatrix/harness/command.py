@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import command_site, exchange, saved_files
+from .launch import COMMAND_SAYS
 
 SEED = "{seed}"
 OUT = "{out}"
@@ -165,7 +166,7 @@ def check(spec: exchange.RepeatSpec, ran: Ran, out: Path) -> None:
     if ran.returncode != 0:
         code = ran.returncode if 0 < ran.returncode < 126 else 1
         raise CommandFailed(
-            f"the command `{shown(spec.command)}` exited with code {ran.returncode}: {last_line(ran.tail)}", code
+            f"the command `{shown(spec.command)}` failed (exit code {ran.returncode}): {last_line(ran.tail)}", code
         )
     if not any(path.is_file() for path in out.rglob("*")):
         raise CommandFailed(
@@ -186,7 +187,7 @@ def measure(spec: exchange.RepeatSpec, np: Any, tf: Any) -> tuple[dict[str, Any]
         saved = saved_files.read_folder(out, np, tf)
     except CommandFailed as failed:
         shutil.rmtree(scratch, ignore_errors=True)
-        print(failed.message, file=sys.stderr, flush=True)
+        print(f"{COMMAND_SAYS}{failed.message}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(failed.code)  # the command's own code; the message is the line the record quotes
     finally:
