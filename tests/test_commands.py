@@ -267,3 +267,60 @@ def test_a_failed_command_is_said_in_its_own_words(tmp_path):
     assert (
         judge_exit(1, "ValueError: no data\n", tmp_path / "0.json").message == "exited with code 1: ValueError: no data"
     )
+
+
+SCRIPT = """
+import json, os, sys
+import numpy as np
+out = sys.argv[sys.argv.index("--out") + 1]
+print("training", file=sys.stderr)
+if "--fail" in sys.argv:
+    raise SystemExit("ValueError: no data")
+if "--nothing" not in sys.argv:
+    np.save(os.path.join(out, "preds.npy"), np.arange(3) + int(sys.argv[sys.argv.index("--seed") + 1]))
+    with open(os.path.join(out, "env.json"), "w") as f:
+        json.dump({"knobs": os.environ.get("REPROMATRIX_COMMAND_KNOBS"), "cwd": os.getcwd()}, f)
+"""
+
+
+def command_spec(tmp_path: Path, monkeypatch, *extra: str):
+    from repromatrix.harness import exchange
+    from repromatrix.harness.axes import Knobs
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "train.py").write_text(SCRIPT)
+    monkeypatch.setattr(command, "project_dir", lambda key: folder)
+    argv = ("python", "train.py", "--seed", "{seed}", "--out", "{out}", *extra)
+    return exchange.RepeatSpec("train", "seeded", 5, 0, command=argv, project="project-1", knobs=Knobs(onednn=False))
+
+
+def test_a_command_runs_from_its_folder_with_the_cells_knobs(tmp_path, monkeypatch, capfd):
+    import json
+
+    spec = command_spec(tmp_path, monkeypatch)
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "out").mkdir()
+    ran = command.run(spec, tmp_path / "out", tmp_path / "scratch")
+    command.check(spec, ran, tmp_path / "out")
+    assert ran.returncode == 0 and "training" in ran.tail
+    assert "training" in capfd.readouterr().err  # passed through as it came: a timeout keeps it too
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "preds.npy"), np.arange(3) + 5)
+    seen = json.loads((tmp_path / "out" / "env.json").read_text())
+    assert json.loads(seen["knobs"]) == {"onednn": False} and seen["cwd"] == str(tmp_path / "project")
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    ("--fail", "the command `python train.py --seed {seed} --out {out} --fail` failed (exit code 1): "
+               "ValueError: no data"),
+    ("--nothing", "the command `python train.py --seed {seed} --out {out} --nothing` exited 0 but wrote nothing "
+                  "under {out}"),
+])  # fmt: skip
+def test_a_command_that_fails_or_writes_nothing_says_so(tmp_path, monkeypatch, extra, said):
+    spec = command_spec(tmp_path, monkeypatch, extra)
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "out").mkdir()
+    ran = command.run(spec, tmp_path / "out", tmp_path / "scratch")
+    with pytest.raises(command.CommandFailed) as caught:
+        command.check(spec, ran, tmp_path / "out")
+    assert caught.value.message.startswith(said), caught.value.message
