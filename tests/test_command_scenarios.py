@@ -176,3 +176,43 @@ def test_a_command_that_fails_writes_nothing_or_hangs_is_an_error_per_repeat(tmp
     assert record(folder, "train", "seeded", 0).is_ok and record(folder, "train", "seeded", 1).is_ok
     # Nothing the hanging command started is left running.
     assert "broken.py hangs" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+FORMATS = """
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+from repromatrix.harness import saved_files
+
+out = sys.argv[1]
+model = tf.keras.Sequential([tf.keras.Input(shape=(2,)), tf.keras.layers.Dense(3), tf.keras.layers.Dense(1)])
+model.compile("adam", "mse")
+model.fit(np.ones((4, 2)), np.ones((4, 1)), epochs=1, verbose=0)
+model.save(os.path.join(out, "model.keras"))
+checkpoint = tf.train.Checkpoint(step=tf.Variable(7, dtype=tf.int64), w=tf.Variable([1.5, 2.5]))
+checkpoint.write(os.path.join(out, "ck", "ckpt"))
+module = tf.Module()
+module.v = tf.Variable([[1.0, 2.0]])
+tf.saved_model.save(module, os.path.join(out, "saved"))
+np.savez(os.path.join(out, "arrays.npz"), x=np.arange(2))
+saved = saved_files.read_folder(__import__("pathlib").Path(out), np, tf)
+print(json.dumps({"names": sorted(saved.arrays), "files": saved.units}))
+"""
+
+
+def test_every_format_is_read_by_file_and_path_inside_it(tmp_path, tf_python):
+    from repromatrix.backends import code_root
+
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(code_root()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([tf_python(NEWEST_TF), "-c", FORMATS, str(out)], capture_output=True, text=True, env=env,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    names = set(found["names"])
+    assert {"model.keras:dense/kernel", "model.keras:dense_1/bias", "model.keras:optimizer/vars/0"} <= names
+    assert {"ck/ckpt:step/.ATTRIBUTES/VARIABLE_VALUE", "ck/ckpt:w/.ATTRIBUTES/VARIABLE_VALUE"} <= names
+    assert "saved/variables/variables:v/.ATTRIBUTES/VARIABLE_VALUE" in names  # a SavedModel's variables
+    assert "bytes:saved/saved_model.pb" in names and "arrays.npz:x" in names
+    assert found["files"]["ck/ckpt"] == "checkpoint" and found["files"]["model.keras"] == "keras"
