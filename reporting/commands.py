@@ -100,6 +100,14 @@ def table_outputs(group: list[Variant], outputs: list[str]) -> list[str]:
     return telling[:TABLES] or outputs[:1]
 
 
+def telling_first(name: str) -> tuple[int, str]:
+    """Predictions first, then a layer's variables, then the rest (optimizer state, checkpoints' bookkeeping)."""
+    file, _, inner = name.partition(":")
+    return (0 if not inner else 2 if "optimizer" in inner or "/." in inner else 1, name)
+
+
 def varied(spreads: list[str]) -> str:
-    """A command's outputs that varied, in one sentence: the first few (its files can hold hundreds)."""
-    return "; ".join(spreads[:NAMED]) + (f"; and {len(spreads) - NAMED} more outputs" if len(spreads) > NAMED else "")
+    """A command's outputs that varied, in one sentence: the telling few (its files can hold hundreds)."""
+    ordered = sorted(spreads, key=lambda text: telling_first(text.split(" ", 1)[0]))
+    more = f"; and {len(spreads) - NAMED} more outputs" if len(spreads) > NAMED else ""
+    return "; ".join(ordered[:NAMED]) + more
