@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from repromatrix.harness import axes, records
 from repromatrix.harness.records import Status
-from repromatrix.reporting import hostid
+from repromatrix.reporting import commands, hostid
 from repromatrix.reporting.distances import TOLERANCE_ULP, Arrays, Distance
 from repromatrix.reporting.load import Loaded, Published
 
@@ -42,6 +42,7 @@ class InProcess(StrEnum):
     DIFFERS = "differs"
     MIXED = "mixed"  # identical in some processes, not in others
     UNTESTED = "untested"
+    NOT_FOR_COMMAND = "does not exist for a command"  # a command has no model1 and model2 (reporting/commands.py)
 
 
 class Claim(StrEnum):
@@ -68,6 +69,8 @@ UNKNOWN_HOST = hostid.UNKNOWN_HOST
 
 
 def is_compared(output: str) -> bool:
+    if commands.is_output(output):  # an array of a file a command saved
+        return True
     return output.startswith("model1.") and not PER_LAYER.match(output) and not output.startswith("model1.epoch.")
 
 
@@ -112,6 +115,7 @@ class Variant:
     claim: Claim = Claim.UNTESTED
     claim_reasons: list[str] = field(default_factory=list)
     published: str = ""  # the report.json it was read from (digests and verdicts only), or ""
+    divergence: str = ""  # a command's: where its first two differing repeats part (reporting/commands.py)
 
     @property
     def name(self) -> str:
@@ -158,7 +162,9 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
                 worst = worst.worse(arrays.distance(left, right, name))
             variant.spreads.append(Spread(name, len(seen), len(ok), worst))
     variant.identities, variant.identity_text = identities(ok)
-    if len(ok) >= 2 and not all(d is not None for d in variant.digests.values()):
+    # A file without arrays (a log, say) is "also differs", never what makes a command vary.
+    decisive = [d for name, d in variant.digests.items() if not commands.is_bytes(name)]
+    if len(ok) >= 2 and not all(d is not None for d in decisive):
         variant.run_to_run = RunToRun.VARIES  # a difference needs no second identity to be real
     elif variant.identities >= 2:
         variant.run_to_run = RunToRun.IDENTICAL
@@ -175,6 +181,9 @@ def _summarise(variant: Variant, arrays: Arrays) -> None:
     else:
         only = checks.pop()
         variant.in_process = InProcess.UNTESTED if only is None else InProcess.IDENTICAL if only else InProcess.DIFFERS
+    if all(commands.is_command(r.record) for r in ok):
+        variant.in_process = InProcess.NOT_FOR_COMMAND
+        variant.divergence = commands.run_to_run_divergence([r.record for r in ok])
     devices = {r.record.ran_on for r in ok}
     variant.ran_on = devices.pop() if len(devices) == 1 else "mixed"
     isolations = {r.record.isolation for r in ok}
@@ -216,13 +225,11 @@ def _judge(variant: Variant) -> None:
     reasons = []
     want_r2r, want_ip = variant.expectation.get("run_to_run", "any"), variant.expectation.get("in_process", "any")
     if want_r2r == "identical" and variant.run_to_run == RunToRun.VARIES:
-        varied = (
-            "; ".join(
-                f"{s.output} {s.distinct} distinct among {s.processes} processes ({s.distance.brief()})"
-                for s in variant.spreads
-            )
-            or "per-layer or per-epoch arrays"
-        )
+        spreads = [f"{s.output} {s.distinct} distinct among {s.processes} processes ({s.distance.brief()})"
+                   for s in variant.spreads]  # fmt: skip
+        command = variant.in_process == InProcess.NOT_FOR_COMMAND
+        varied = (commands.varied(spreads) if command else "; ".join(spreads)) or "per-layer or per-epoch arrays"
+        varied += f"; {variant.divergence}" if variant.divergence else ""
         reasons.append(f"expected identical run to run ({_source(variant, 'run_to_run')}), but varied: {varied}")
     if want_r2r == "differs" and variant.run_to_run == RunToRun.IDENTICAL:
         reasons.append(
@@ -240,7 +247,8 @@ def _judge(variant: Variant) -> None:
             f"but they came out identical{' in some processes' if variant.in_process == InProcess.MIXED else ''}"
         )
     variant.claim_reasons = reasons
-    tested = variant.in_process != InProcess.UNTESTED or variant.run_to_run != RunToRun.UNTESTED
+    tested = (variant.in_process not in (InProcess.UNTESTED, InProcess.NOT_FOR_COMMAND)
+              or variant.run_to_run != RunToRun.UNTESTED)  # fmt: skip
     variant.claim = Claim.BROKEN if reasons else (Claim.HELD if tested else Claim.UNTESTED)
 
 
@@ -406,6 +414,7 @@ def class_tables(all_variants: list[Variant]) -> list[ClassTable]:
     tables = []
     for scenario, group in sorted(by_scenario.items(), key=lambda kv: (not kv[1][0].seeded, kv[0])):
         outputs = sorted({o for v in group for o in v.compared_outputs}, key=output_order)
+        outputs = commands.table_outputs(group, outputs)  # a command's files hold many arrays: the telling ones
         for output in outputs:
             by_cell: dict[str, str] = {}
             classes: dict[str, dict[str, Any]] = {}
@@ -437,6 +446,8 @@ def output_order(output: str) -> tuple[int, str]:
 
 def first_divergence(left: records.Record, right: records.Record) -> str:
     """Where two results part: the first epoch whose weights differ, the first layer whose output does."""
+    if commands.is_command(left) and commands.is_command(right):
+        return commands.first_divergence(left, right)
     parts = []
     epochs = sorted((int(m.group(1)), name) for name in left.outputs if (m := PER_EPOCH.match(name)))
     differing = [n for n, name in epochs if name in right.outputs and left.outputs[name] != right.outputs[name]]

@@ -57,9 +57,9 @@ def header_lines(report: Report) -> list[str]:
 
 def _spread(v: analysis.Variant) -> str:
     return "; ".join(
-        f"{s.output.removeprefix('model1.')}: {s.distinct} distinct of {s.processes}, {s.distance.brief()}"
-        for s in v.spreads
-    )
+        [f"{s.output.removeprefix('model1.')}: {s.distinct} distinct of {s.processes}, {s.distance.brief()}"
+         for s in v.spreads] + ([v.divergence] if v.divergence else [])
+    )  # fmt: skip
 
 
 def run_to_run_rows(report: Report, only_not_held: bool) -> tuple[list[list[str]], int]:
@@ -364,6 +364,7 @@ def json_report(report: Report) -> str:
                 "ok_repeats": v.ok_repeats,
                 "run_to_run": v.run_to_run,
                 "run_to_run_note": v.run_to_run_note,
+                **({"first_divergence": v.divergence} if v.divergence else {}),
                 "identities": v.identities,
                 "identity_text": v.identity_text,
                 "in_process": v.in_process,

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from repromatrix import cleanup, locks, matrix, options, progress, results, runner
+from repromatrix import cleanup, commands, locks, matrix, options, progress, results, runner
 from repromatrix.backends import Backend
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
@@ -91,8 +91,8 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
             raise ConfigurationError(f"--scenarios {folder}: no such folder; give a folder of scenario modules")
         folders.append(folder.resolve())
     try:
-        found = discover(builtin_dir(), *folders)
-        staged_files(folders)  # what every cell will hold: no clash, not too large
+        found = commands.add_to(discover(builtin_dir(), *folders), loaded.commands)
+        staged_files(folders, loaded.projects)  # what every cell will hold: no clash, not too large
     except ScenarioClash as exc:
         raise ConfigurationError(str(exc)) from None
     matrix.check_scenarios(loaded.source, loaded.scenarios, list(found))
@@ -128,14 +128,13 @@ def choose_backend(args: argparse.Namespace, loaded: Matrix, cells: list[Cell]) 
 def _backend(args: argparse.Namespace, loaded: Matrix) -> Backend:
     extras = Extras(loaded.project, loaded.requirements)
     local = LocalBackend(index_url=loaded.docker.index_url, verbose=args.verbose, scenario_dirs=loaded.scenario_paths,
-                         extras=extras)  # fmt: skip
+                         extras=extras, projects=loaded.projects)  # fmt: skip
     if args.backend == "local":
         progress.say("backend: local (chosen with --backend local)")
         return local
     engine = DockerEngine()
-    docker = DockerBackend(
-        settings=loaded.docker, engine=engine, verbose=args.verbose, scenario_dirs=loaded.scenario_paths, extras=extras
-    )
+    docker = DockerBackend(settings=loaded.docker, engine=engine, verbose=args.verbose,
+                           scenario_dirs=loaded.scenario_paths, extras=extras, projects=loaded.projects)  # fmt: skip
     if args.backend == "docker":
         engine.client()  # raises EngineUnavailableError with how to start one
         progress.say("backend: docker (chosen with --backend docker)")

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repromatrix import commands as command_scenarios
 from repromatrix import options
 from repromatrix.errors import ConfigurationError
 from repromatrix.harness import axes, records
 from repromatrix.harness.axes import Cell
+from repromatrix.harness.catalog import Scenario
 from repromatrix.harness.records import Isolation
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -83,6 +85,13 @@ class Matrix:
     # Why each cell is in the plan (one-at-a-time: "baseline", "changes cpus to 1", ...).
     reasons: dict[str, str] = field(default_factory=dict)
     advise: AdviseSettings = field(default_factory=AdviseSettings)
+    # The user's own commands ([run.commands], repromatrix/commands.py), scenarios without a module.
+    commands: tuple[Scenario, ...] = ()
+
+    @property
+    def projects(self) -> tuple[Path, ...]:
+        """The folders the commands run from: staged into every cell."""
+        return command_scenarios.projects(self.commands)
 
 
 # Keys of [matrix] that choose cells rather than name an axis.
@@ -160,6 +169,9 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
     chosen_values = {a.name: _axis(path, a.name, axes_raw.get(a.name, list(a.planned))) for a in axes.AXES}
 
     run = _settings(path, data, "run")
+    commands = command_scenarios.parse(path, run["commands"])
+    if commands and "scenarios" not in data.get("run", {}):  # declaring a command is asking to run it
+        run["scenarios"] = [command.name for command in commands]
     if known_scenarios is not None:
         check_scenarios(path, run["scenarios"], known_scenarios)
     project = None
@@ -192,6 +204,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         design=design,
         reasons={cell.id: why for cell, why in chosen.items()},
         advise=advised,
+        commands=commands,
     )
 
 

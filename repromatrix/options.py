@@ -134,6 +134,9 @@ OPTIONS: tuple[Option, ...] = (
            check=_at_least(0, "0 (sample every large array) or more bytes")),
     Option("project", "your pip-installable project, installed in every cell (relative to matrix.toml)",
            key="run.project", default=""),
+    Option("commands", "your own commands, run as they are in every cell ([run.commands.NAME]: command, "
+           "variants, expect, folder; repromatrix/commands.py checks them)", key="run.commands", default={},
+           kind=dict),
     Option("requirements", "extra requirements installed in every cell", key="run.requirements", default=[],
            kind=list, check=lambda v: "" if all(isinstance(r, str) and r.strip() for r in v) else
            'a list of requirement strings, e.g. ["einops==0.8.2"]'),

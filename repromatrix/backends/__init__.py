@@ -28,7 +28,7 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = ()) -> Path:
+def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = (), projects: tuple[Path, ...] = ()) -> Path:
     """A folder whose only content is the package `repromatrix` as a cell holds it: the harness, the
     built-in scenarios, and every file of the user's scenario folders (scenarios, helper modules,
     subpackages, small data files) beside them (a container mounts it read-only).
@@ -37,7 +37,7 @@ def code_root(cache: Path | None = None, scenario_dirs: tuple[Path, ...] = ()) -
     makes a new one. Staged rather than pointing into this package, whose other modules (the
     runner, the reporter) have no business inside a cell.
     """
-    files = staged_files(scenario_dirs)
+    files = staged_files(scenario_dirs, projects)  # and the folders commands run from
     sha = hashlib.sha256()
     for name, path in sorted(files.items()):
         sha.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())

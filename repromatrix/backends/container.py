@@ -129,6 +129,7 @@ class DockerBackend:
     verbose: bool = False
     cache: Path = field(default_factory=cache_dir)
     scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
+    projects: tuple[Path, ...] = ()  # the folders the user's commands run from (staged beside them)
     extras: Extras = field(default_factory=Extras)  # the user's project and requirements, on top of the lock
     name: str = "docker"
     _api: Any = field(default=None, init=False, repr=False)
@@ -394,7 +395,7 @@ class DockerBackend:
             uid, gid = (int(part) for part in NOBODY.split(":"))
             for path in [out_dir, *out_dir.rglob("*")]:
                 os.chown(path, uid, gid, follow_symlinks=False)
-        code = code_root(self.cache, self.scenario_dirs) / PACKAGE
+        code = code_root(self.cache, self.scenario_dirs, self.projects) / PACKAGE
         host_config = self.api.create_host_config(
             binds={
                 str(code): {"bind": f"{CONTAINER_CODE}/{PACKAGE}", "mode": "ro"},

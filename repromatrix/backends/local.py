@@ -70,6 +70,7 @@ class LocalBackend:
     index_url: str = ""
     cache: Path = field(default_factory=cache_dir)
     scenario_dirs: tuple[Path, ...] = ()  # the user's scenario folders, beside the built-ins
+    projects: tuple[Path, ...] = ()  # the folders the user's commands run from (staged beside them)
     verbose: bool = False  # stream the harness's and the scenarios' output
     extras: Extras = field(default_factory=Extras)  # the user's project and requirements, on top of the lock
     name: str = "local"
@@ -175,7 +176,7 @@ class LocalBackend:
     def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
         prepared = self.prepare(cell, verbose=False)
         bin_dir = Path(prepared.handle).parent
-        code = str(code_root(self.cache, self.scenario_dirs))
+        code = str(code_root(self.cache, self.scenario_dirs, self.projects))
         path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
         env = {**os.environ, **cell_env(cell, code, knobs=True), "VIRTUAL_ENV": str(bin_dir.parent), "PATH": path}
         cores = first_cores(cell.cpus) if cell.cpus else None
@@ -186,7 +187,7 @@ class LocalBackend:
             return process.wait()
 
     def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
-        env = {**os.environ, **cell_env(cell, str(code_root(self.cache, self.scenario_dirs)))}
+        env = {**os.environ, **cell_env(cell, str(code_root(self.cache, self.scenario_dirs, self.projects)))}
         # -P and the cell's folder as working directory: a checkout's own scenarios/ (the folder this
         # was started from, say) never shadows the staged one.
         out_dir = out_dir.resolve()

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import exchange, records
+from . import command, exchange, records
 from .records import Isolation
 
 HARNESS_DIR = Path(__file__).resolve().parent
@@ -61,6 +61,10 @@ class Scenario:
     seed: int | None = None  # the scenario's own seed; None: the matrix's
     problem: str | None = None  # why the module does not follow the contract
     decision: dict[str, float] = field(default_factory=dict)  # DECISION: e.g. {"threshold": 0.5}
+    # A command scenario ([run.commands] in matrix.toml, repromatrix/commands.py): no module, but the
+    # command and the project folder it runs from (staged into every cell).
+    command: tuple[str, ...] = ()
+    project: Path | None = None
 
     def seed_for(self, variant: str, matrix_seed: int) -> int | None:
         return records.seed_for(variant, self.seed if self.seed is not None else matrix_seed)
@@ -177,25 +181,34 @@ def folder_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def staged_files(directories: tuple[Path, ...] | list[Path]) -> dict[str, Path]:
+def _limited(directory: Path, own: dict[str, Path]) -> dict[str, Path]:
+    size = sum(path.stat().st_size for path in own.values())
+    if size > STAGE_LIMIT_BYTES:
+        name, largest = max(own.items(), key=lambda item: item[1].stat().st_size)
+        raise ScenarioClash(
+            f"{directory}: {size / 2**20:.0f} MiB of files to stage into every cell, more than the "
+            f"{STAGE_LIMIT_BYTES / 2**20:.0f} MiB allowed (largest: {name}, "
+            f"{largest.stat().st_size / 2**20:.0f} MiB); keep large data outside the scenario folder"
+        )
+    return own
+
+
+def staged_files(directories: tuple[Path, ...] | list[Path], projects: tuple[Path, ...] = ()) -> dict[str, Path]:
     """What every cell's code folder holds, by path inside it: this package's `__init__`, the harness,
-    the built-in scenarios and each scenario folder's files beside them (`repromatrix/scenarios/...`).
+    the built-in scenarios and each scenario folder's files beside them (`repromatrix/scenarios/...`),
+    and each command's project folder (`repromatrix/projects/<key>/...`, harness/command.py).
     ScenarioClash when two would land on one name, or a folder is past STAGE_LIMIT_BYTES."""
     package = PACKAGE.replace(".", "/")
     files = {f"{package}/__init__.py": HARNESS_DIR.parent / "__init__.py"}
     files |= {f"{package}/{HARNESS_DIR.name}/{path.name}": path for path in sorted(HARNESS_DIR.glob("*.py"))}
+    for project in projects:
+        own = _limited(project, project_files(project))
+        files |= {f"{package}/{command.PROJECTS}/{command.project_key(project)}/{n}": p for n, p in own.items()}
     staged = {path.name: path for path in sorted(builtin_dir().glob("*.py"))}
     for directory in directories:
         own = folder_files(directory)
         own.pop("__init__.py", None)  # the staged package has its own; a folder's marks it a package, no more
-        size = sum(path.stat().st_size for path in own.values())
-        if size > STAGE_LIMIT_BYTES:
-            name, largest = max(own.items(), key=lambda item: item[1].stat().st_size)
-            raise ScenarioClash(
-                f"{directory}: {size / 2**20:.0f} MiB of files to stage into every cell, more than the "
-                f"{STAGE_LIMIT_BYTES / 2**20:.0f} MiB allowed (largest: {name}, "
-                f"{largest.stat().st_size / 2**20:.0f} MiB); keep large data outside the scenario folder"
-            )
+        _limited(directory, own)
         for name, path in own.items():
             if name in staged:
                 raise ScenarioClash(f"{path} would replace {staged[name]} in every cell; rename one of them")
@@ -204,9 +217,15 @@ def staged_files(directories: tuple[Path, ...] | list[Path]) -> dict[str, Path]:
     return files | {f"{scenarios}/{name}": path for name, path in staged.items()}
 
 
-def folder_digest(directory: Path) -> str:
+def project_files(directory: Path) -> dict[str, Path]:
+    """A command's project folder as staged: its files but the matrix file (which says where to run it,
+    not what runs: adding a TF version to it must not make every record stale)."""
+    return {name: path for name, path in folder_files(directory).items() if name != "matrix.toml"}
+
+
+def folder_digest(directory: Path, files: dict[str, Path] | None = None) -> str:
     sha = hashlib.sha256()
-    for name, path in folder_files(directory).items():
+    for name, path in (folder_files(directory) if files is None else files).items():
         sha.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return sha.hexdigest()
 
@@ -230,9 +249,12 @@ def source_digest(scenario: Scenario) -> str:
     """The scenario's source and the harness's; for a user's scenario, every file of its folder too
     (a helper module or a data file changes its bits as surely as the scenario itself)."""
     sha = hashlib.sha256()
-    if scenario.path.parent.resolve() != builtin_dir():
+    if scenario.project is not None:  # a command: what it runs, and every file of the folder it runs from
+        files = project_files(scenario.project)
+        sha.update("\0".join(scenario.command).encode() + b"\0" + folder_digest(scenario.project, files).encode())
+    elif scenario.path.parent.resolve() != builtin_dir():
         sha.update(folder_digest(scenario.path.parent).encode())
-    for path in (scenario.path, *shared_sources()):
+    for path in ((scenario.path,) if scenario.project is None else ()) + shared_sources():
         sha.update(path.name.encode() + b"\0")
         sha.update(path.read_bytes() if path.is_file() else b"")
     return sha.hexdigest()
@@ -285,7 +307,14 @@ class PlannedRepeat:
         return exchange.RepeatSpec(self.name, self.variant, self.seed, self.index, reuse_key=reuse_key,
                                   expect=self.expect, isolation=Isolation(isolation), record_bytes=record_bytes,
                                   problem=self.problem, spread=self.spread, sibling=self.sibling,
-                                  decision=dict(self.scenario.decision) if self.scenario else {})  # fmt: skip
+                                  decision=dict(self.scenario.decision) if self.scenario else {},
+                                  **self.command_fields())  # fmt: skip
+
+    def command_fields(self) -> dict[str, Any]:
+        """What a command scenario's repeat needs besides (harness/command.py): empty for a module."""
+        if self.scenario is None or self.scenario.project is None:
+            return {}
+        return {"command": self.scenario.command, "project": command.project_key(self.scenario.project)}
 
 
 def plan(

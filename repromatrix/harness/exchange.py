@@ -54,6 +54,9 @@ class RepeatSpec:
     # A spread run that the scenario's unseeded variant stands in for: run only where that variant's
     # repeat 0 has no measured record in the cell (TF refuses unseeded ops under op determinism).
     sibling: str = ""
+    # A command scenario (harness/command.py): the command, and the staged project folder it runs from.
+    command: tuple[str, ...] = ()
+    project: str = ""
     # Filled in by the harness for the scenario process:
     record: str = ""  # where the record goes
     knobs: Knobs = field(default_factory=Knobs)
@@ -81,7 +84,7 @@ class RepeatSpec:
     def from_json(cls, raw: dict[str, Any]) -> RepeatSpec:
         spec = cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
         return replace(spec, host=Host.from_json(raw.get("host")), knobs=Knobs.from_json(raw.get("knobs") or {}),
-                       isolation=Isolation(spec.isolation))  # fmt: skip
+                       isolation=Isolation(spec.isolation), command=tuple(spec.command))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,8 @@ def oom_kills() -> int | None:
 TF_REFUSES_UNSEEDED = "Random ops require a seed to be set when determinism is enabled"
 TIMED_OUT = "timed out after {timeout:g} s (raise the timeout if it needs longer)"
 OUT_OF_MEMORY = "killed: out of memory (raise [docker].memory)"
+# A command scenario's repeat says how its command ended on its last line, after this (harness/command.py).
+COMMAND_SAYS = "repromatrix: "
 
 
 def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None = None) -> Outcome:
@@ -111,6 +113,8 @@ def judge_exit(returncode: int, stderr: str, path: Path, oom_before: int | None 
         if returncode == -signal.SIGKILL and grew:
             return Outcome(Status.ERROR, OUT_OF_MEMORY, stderr)
         return Outcome(Status.ERROR, f"killed by {name}: {last_line(stderr)}", stderr)
+    if returncode > 0 and last_line(stderr).startswith(COMMAND_SAYS):  # how a command scenario's command ended
+        return Outcome(Status.ERROR, last_line(stderr).removeprefix(COMMAND_SAYS), stderr)
     if returncode != 0:
         return Outcome(Status.ERROR, f"exited with code {returncode}: {last_line(stderr)}", stderr)
     try:

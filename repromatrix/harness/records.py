@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -102,9 +103,16 @@ def digest(array: Any) -> str:
     return hashlib.sha256(canonical_bytes(array)).hexdigest()
 
 
+# A command's outputs (harness/saved_files.py): one of a series of per-epoch files, and a file that holds
+# no array (its bytes). Both are details: read for first divergence and "also differs", kept as a sample.
+COMMAND_EPOCH_PREFIX = "epoch."
+COMMAND_BYTES_PREFIX = "bytes:"
+COMMAND_DETAIL = re.compile(r"^(epoch\.\d+:|bytes:)")
+
+
 def is_detail(name: str) -> bool:
     """Per-layer and per-epoch arrays: read for first divergence (by digest), kept only as a sample."""
-    return ".layer." in name or ".epoch." in name
+    return ".layer." in name or ".epoch." in name or COMMAND_DETAIL.match(name) is not None
 
 
 def sample_positions(size: int, count: int = SAMPLE_VALUES) -> Any:
@@ -294,7 +302,7 @@ class Record:
     # -- constructors ----------------------------------------------------------
 
     @classmethod
-    def ok(cls, *, arrays: dict[str, Any], in_process_identical: bool, record_bytes: int = DEFAULT_RECORD_BYTES,
+    def ok(cls, *, arrays: dict[str, Any], in_process_identical: bool | None, record_bytes: int = DEFAULT_RECORD_BYTES,
            **fields: Any) -> Record:  # fmt: skip
         """A measured repeat: every array digested whole, kept whole or sampled within `record_bytes`."""
         outputs = bound(arrays, record_bytes)

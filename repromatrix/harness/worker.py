@@ -23,7 +23,7 @@ from datetime import UTC, datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from . import exchange, forkserver, hosts, lease, records  # noqa: E402
+from . import command, exchange, forkserver, hosts, lease, records  # noqa: E402
 from .axes import Knobs  # noqa: E402
 from .catalog import SCENARIOS_PACKAGE as SCENARIOS  # noqa: E402
 from .catalog import builtin_dir  # noqa: E402
@@ -195,16 +195,21 @@ def importable_helpers() -> None:
 def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, process_start: float) -> None:
     """Run one repeat in this process (TF already imported and configured) and write its record."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    importable_helpers()
-    module = importlib.import_module(f"{SCENARIOS}.{spec.scenario}")
-    before_run = time.perf_counter()
-    arrays = check_outputs(module.run(spec.variant, spec.seed))
-    scenario_seconds = time.perf_counter() - before_run
-
-    names = sorted({name.split(".", 1)[1] for name in arrays})
-    identical = all(
-        records.canonical_bytes(arrays[f"model1.{n}"]) == records.canonical_bytes(arrays[f"model2.{n}"]) for n in names
-    )
+    extra: dict[str, Any] = {"fork_parent": spec.fork_parent} if spec.fork_parent else {}
+    identical: bool | None = None  # a command has no model1 and model2: in-process does not exist for it
+    if spec.command:
+        arrays, extra["command"], scenario_seconds = command.measure(spec, np, tf)
+    else:
+        importable_helpers()
+        module = importlib.import_module(f"{SCENARIOS}.{spec.scenario}")
+        before_run = time.perf_counter()
+        arrays = check_outputs(module.run(spec.variant, spec.seed))
+        scenario_seconds = time.perf_counter() - before_run
+        names = sorted({name.split(".", 1)[1] for name in arrays})
+        identical = all(
+            records.canonical_bytes(arrays[f"model1.{n}"]) == records.canonical_bytes(arrays[f"model2.{n}"])
+            for n in names
+        )
     record = records.Record.ok(
         arrays=arrays,
         in_process_identical=identical,
@@ -217,7 +222,7 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
             "scenario_s": round(scenario_seconds, 4),
             "process_wall_s": round(time.perf_counter() - process_start, 4),
         },
-        extra={"fork_parent": spec.fork_parent} if spec.fork_parent else {},
+        extra=extra,
         **spec.record_fields(),
     )
     if not lease.still_held(spec.lease):  # its run is gone: no record lands in a folder nobody holds
