@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
                                help="what to run (default: python)")  # fmt: skip
     made["report"].add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
     made["base-image"].add_argument("name", nargs="?", default="repromatrix/debian-python:bookworm")
+    made["base-image"].add_argument("suite", nargs="?", help="Debian release (default: the name's tag when it is one, "
+                                    "e.g. :trixie for Python 3.13, else bookworm)")  # fmt: skip
     return top
 
 
@@ -320,7 +322,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def cmd_base_image(args: argparse.Namespace) -> int:
     script = matrix.RECIPES_DIR / "base" / "build-debian-base.sh"
-    return subprocess.run(["bash", str(script), args.name], check=False).returncode
+    tag = args.name.rpartition(":")[2]
+    suite = args.suite or (tag if tag in envaxes.DEBIAN_PYTHON.values() else "bookworm")
+    return subprocess.run(["bash", str(script), args.name, suite], check=False).returncode
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

@@ -225,7 +225,7 @@ def test_a_python_this_machine_lacks_is_skipped_never_run_on_another():
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert python_for(running) == (sys.executable, "")
     path, why = python_for("3.99")
-    assert path == "" and why.startswith("no Python 3.99 on this machine (uv python find 3.99:")
+    assert path == "" and why.startswith("no Python 3.99 found here by uv's discovery (uv python find 3.99:")
     backend = LocalBackend()
     assert backend.skip_reason(Cell("2.21.0", "cpu", python="3.99")) == why
     assert backend.skip_reason(Cell("2.21.0", "cpu")) is None

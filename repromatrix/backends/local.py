@@ -69,8 +69,10 @@ def _find_python(version: str) -> tuple[str, str]:
     done = cleanup.run([locks.uv_binary(), "python", "find", version], env=env)
     found = done.stdout.strip().splitlines()
     if done.returncode != 0 or not found:
-        said = " ".join((done.stderr or "").split()).removeprefix("error: ")[:200] or f"exit code {done.returncode}"
-        return "", (f"no Python {version} on this machine (uv python find {version}: {said}); install one "
+        # uv's own warnings (a deprecated variable) are not the reason.
+        kept = [line for line in (done.stderr or "").splitlines() if not line.startswith("warning:")]
+        said = " ".join(" ".join(kept).split()).removeprefix("error: ")[:240] or f"exit code {done.returncode}"
+        return "", (f"no Python {version} found here by uv's discovery (uv python find {version}: {said}); install one "
                     f"(uv python install {version}, or your system's packages) or use the docker backend")  # fmt: skip
     return found[-1], ""
 
