@@ -332,3 +332,19 @@ def test_a_tf_keras_cell_runs_keras_2_and_its_records_say_so(tmp_path):
     assert made.is_ok, made.message
     assert made.environment["keras"].split(".")[0] == "2"  # tf_keras, not the installed Keras 3
     assert made.environment["tensorflow"] == "2.21.0" and made.cell["keras"] == "tf-keras"
+
+
+def test_docker_builds_a_tf_keras_cell_from_its_own_lock_and_a_python_cell_from_its_own_base():
+    from repromatrix.backends.container import DockerBackend
+    from repromatrix.matrix import DockerSettings
+
+    backend = DockerBackend(settings=DockerSettings(base_image="repromatrix/debian-python:bookworm"))
+    legacy, plain = Cell("2.21.0", "cpu", keras="tf-keras"), Cell("2.21.0", "cpu")
+    assert (
+        backend.context_files(legacy)["requirements.lock"] == (locks.LOCK_DIR / "tf2.21.0-cpu-tfkeras.txt").read_bytes()
+    )
+    assert backend.image_tag(legacy) != backend.image_tag(plain)  # an image of its own
+    assert backend.build_args(Cell("2.21.0", "cpu", python="3.13"))["BASE_IMAGE"] == "repromatrix/debian-python:trixie"
+    assert backend.build_args(plain)["BASE_IMAGE"] == "repromatrix/debian-python:bookworm"
+    # Skipped before the engine is asked anything (no engine is needed to say so).
+    assert "no Debian base image has Python 3.12" in backend.skip_reason(Cell("2.21.0", "cpu", python="3.12"))
