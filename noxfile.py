@@ -8,6 +8,7 @@ nox -s shell -- --cell ID -- python x.py   a command in one cell's virtualenv or
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,14 +21,22 @@ nox.options.sessions = ["lint", "tests"]
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from repromatrix import envaxes, nightly  # noqa: E402
 from repromatrix import matrix as matrix_toml  # noqa: E402  (needs ROOT on sys.path)
 from repromatrix import session as orchestrator  # noqa: E402
 
 try:
     CELL_IDS = [cell.id for cell in matrix_toml.load(ROOT / "matrix.toml").cells]
+    # CI's nightly job: the plan job pinned the nightly ($REPROMATRIX_TF_NIGHTLY), its cell is one session more.
+    NIGHTLY_IDS = [
+        cell.id
+        for cell in envaxes.beside_newest(matrix_toml.load(ROOT / "matrix.toml"), nightly.resolve(Path()).version).cells
+        if cell.id not in CELL_IDS
+    ] if os.environ.get(nightly.NIGHTLY_ENV) else []  # fmt: skip
 except matrix_toml.ConfigurationError as exc:  # nox -l must still work; `nox -s matrix` reports the error
     print(f"warning: {exc.message}; no per-cell sessions", file=sys.stderr)
-    CELL_IDS = []
+    CELL_IDS, NIGHTLY_IDS = [], []
+CELL_IDS += NIGHTLY_IDS
 
 
 def repromatrix(session: nox.Session, *args: str) -> None:
@@ -67,7 +76,8 @@ def run(session: nox.Session) -> None:
 @nox.parametrize("cell", CELL_IDS, ids=CELL_IDS)
 def cell(session: nox.Session, cell: str) -> None:
     """Run exactly one cell into results/cells/<id> (one CI job per cell)."""
-    repromatrix(session, "run", "--cell", cell, "--results", f"results/cells/{cell}")
+    nightly_cell = ["--nightly"] if cell in NIGHTLY_IDS else []
+    repromatrix(session, "run", "--cell", cell, "--results", f"results/cells/{cell}", *nightly_cell)
 
 
 @nox.session(default=False)

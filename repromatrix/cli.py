@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from repromatrix import cleanup, commands, locks, matrix, options, progress, results, runner
-from repromatrix.backends import Backend
+from repromatrix import cleanup, commands, envaxes, locks, matrix, nightly, options, progress, results, runner
+from repromatrix.backends import Backend, cache_dir
 from repromatrix.backends.container import DockerBackend, DockerEngine
 from repromatrix.backends.local import LocalBackend
 from repromatrix.errors import (
@@ -29,7 +29,7 @@ from repromatrix.errors import (
 )
 from repromatrix.extras import Extras
 from repromatrix.harness import hosts
-from repromatrix.harness.axes import Cell
+from repromatrix.harness.axes import Cell, is_nightly
 from repromatrix.harness.catalog import Scenario, ScenarioClash, builtin_dir, discover, staged_files
 from repromatrix.harness.hosts import Host
 from repromatrix.harness.records import Isolation
@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     made["advise"].add_argument("results_dirs", nargs="*", type=Path, metavar="RESULTS_DIR",
                                 help="advise from these results folders or report.json files (several hosts' say); "
                                 "nothing runs")  # fmt: skip
+    made["base-image"].add_argument("suite", nargs="?", help="Debian release (default: the name's tag when it is one, "
+                                    "e.g. :trixie for Python 3.13, else bookworm)")  # fmt: skip
     return top
 
 
@@ -113,6 +115,8 @@ def load_plan(args: argparse.Namespace) -> tuple[Matrix, list[Cell], dict[str, S
         run["isolation"] = Isolation(run["isolation"])
     docker = {name: value for name, value in given.items() if options.BY_NAME[name].table == "docker"}
     loaded = replace(loaded, docker=replace(loaded.docker, **docker), scenario_paths=tuple(folders), **run)
+    if getattr(args, "nightly", False):  # one cell beside the newest release, on the newest tf-nightly
+        loaded = envaxes.beside_newest(loaded, nightly.resolve(cache_dir(), loaded.docker.index_url).version)
     cells = matrix.select(loaded.cells, tf=args.tf, device=args.device, cell_ids=args.cell)
     return loaded, cells, found
 
@@ -160,9 +164,13 @@ def fan_out(loaded: Matrix, cells: list[Cell], runners: list[str]) -> list[dict[
             if cell.device == "cuda" and label != runners[0]:
                 continue
             host = "gpu" if cell.device == "cuda" else label
+            if is_nightly(cell.tf) and label != runners[0]:  # one nightly cell, beside the newest release
+                continue
             jobs.append({"id": cell.id, "session": f"cell({cell.id})", "device": cell.device,
                          "why": loaded.reasons[cell.id], "runner": host,
                          "artifact": f"results-{cell.id}-{host}"})  # fmt: skip
+            if is_nightly(cell.tf):  # its pin travels with its job, whose planner pins "nightly" the same
+                jobs[-1]["tf_nightly"] = f"{nightly.package_for(cell.tf)}=={cell.tf}"
     return jobs
 
 
@@ -299,14 +307,20 @@ def cmd_lock(args: argparse.Namespace) -> int:
     loaded, cells, _ = load_plan(args)
     index_url = loaded.docker.index_url
     failed = []
-    for tf, device in sorted({(c.tf, c.device) for c in cells if c.recipe == "pip"}):
+    # Per (tf, device, python, keras); a nightly is pinned per run and package pins are laid over a lock
+    # when a cell needs them: neither is committed.
+    wanted = {(c.tf, c.device, c.python, c.keras) for c in cells
+              if c.recipe == "pip" and not is_nightly(c.tf) and envaxes.skip_reason(c) is None}  # fmt: skip
+    for tf, device, python, keras in sorted(wanted):
+        name = locks.lock_name(tf, device, python, keras)
+        what = f"{locks.requirement(tf, device)}" + (" + tf-keras" if keras != "3" else "") + f" (Python {python})"
         try:
-            path = locks.generate(tf, device, locks.LOCK_DIR / locks.lock_name(tf, device), index_url)
+            path = locks.generate(tf, device, locks.LOCK_DIR / name, index_url, python, keras)
         except LockError as exc:
             progress.warn(f"error: {exc.message}")
-            failed.append(locks.requirement(tf, device))
+            failed.append(what)
             continue
-        progress.say(f"locked {locks.requirement(tf, device)} → {path}")
+        progress.say(f"locked {what} → {path}")
     if failed:
         raise CellsFailedError(f"{len(failed)} locks could not be resolved: {', '.join(failed)}")
     return 0
@@ -314,7 +328,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def cmd_base_image(args: argparse.Namespace) -> int:
     script = matrix.RECIPES_DIR / "base" / "build-debian-base.sh"
-    return subprocess.run(["bash", str(script), args.name], check=False).returncode
+    tag = args.name.rpartition(":")[2]
+    suite = args.suite or (tag if tag in envaxes.DEBIAN_PYTHON.values() else "bookworm")
+    return subprocess.run(["bash", str(script), args.name, suite], check=False).returncode
 
 
 def cmd_shell(args: argparse.Namespace) -> int:

@@ -114,3 +114,8 @@ class CellError(RepromatrixError):
         self.cell_id = cell_id
         self.reason = message
         self.detail = detail  # build log or stderr tail, kept in the records
+
+
+class CellSkipped(CellError):
+    """The cell's environment does not exist (a pin its TF excludes, no wheel for its Python): recorded as
+    `skipped` with the reason, as a cell this host cannot run is."""

@@ -156,7 +156,7 @@ def _resolve(extras: Extras, lock: Path, cache: Path, cell: Cell, index_url: str
         index = ["--index-url", index_url] if index_url else []
         compiled = _uv(
             ["pip", "compile", "-", "--quiet", "--generate-hashes", "--no-header", "--python-version",
-             locks.PYTHON_VERSION, "--python-platform", locks.PYTHON_PLATFORM, "-c", str(lock), *index],
+             cell.python, "--python-platform", locks.PYTHON_PLATFORM, "-c", str(lock), *index],
             cell, f"[run] requirements/project cannot be installed beside TensorFlow {cell.tf}",
             stdin="\n".join(wanted) + "\n",
         )  # fmt: skip

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from repromatrix import commands as command_scenarios
-from repromatrix import options
+from repromatrix import envaxes, options
 from repromatrix.errors import ConfigurationError
 from repromatrix.harness import axes, records
 from repromatrix.harness.axes import Cell
@@ -96,6 +96,8 @@ class Matrix:
 
 # Keys of [matrix] that choose cells rather than name an axis.
 _DESIGN_KEYS = ("design", "crossed")
+# [matrix] packages = { numpy = [...] }: pins over each cell's lock, one axis (packages) made of them.
+PACKAGES_KEY = "packages"
 
 
 def _fail(source: Path, key: str, value: Any, allowed: str) -> ConfigurationError:
@@ -157,6 +159,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
             raise _fail(path, f"[{table}]", data[table], "it must be a table")
     axes_raw = dict(data.get("matrix", {}))
     _check_keys(path, "matrix", axes_raw, [*axes.NAMES, *_DESIGN_KEYS])
+    pins = envaxes.package_table(path, axes_raw.pop(PACKAGES_KEY, {}))
     design = axes_raw.pop("design", "factorial")
     crossed = axes_raw.pop("crossed", [])
     if design not in DESIGNS:
@@ -166,7 +169,11 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
         raise _fail(path, "[matrix].crossed", bad, f"a list of axes from: {', '.join(axes.NAMES)}")
     if crossed and design != "one-at-a-time":
         raise _fail(path, "[matrix].crossed", crossed, 'crossed axes only mean something with design = "one-at-a-time"')
-    chosen_values = {a.name: _axis(path, a.name, axes_raw.get(a.name, list(a.planned))) for a in axes.AXES}
+    chosen_values = {
+        a.name: _axis(path, a.name, axes_raw.get(a.name, list(a.planned))) for a in axes.AXES if a.name != PACKAGES_KEY
+    }
+    chosen_values["tf"] = envaxes.pin_nightly(path, chosen_values["tf"])
+    chosen_values.update(pins)  # one axis per pinned package; design_cells folds them into `packages`
 
     run = _settings(path, data, "run")
     commands = command_scenarios.parse(path, run["commands"])
@@ -238,21 +245,31 @@ def design_cells(values: dict[str, list[Any]], design: str, crossed: list[str]) 
     """
     if design == "factorial":
         return {
-            Cell(**dict(zip(values, combo, strict=True))): "factorial" for combo in itertools.product(*values.values())
+            _cell(dict(zip(values, combo, strict=True))): "factorial" for combo in itertools.product(*values.values())
         }
     baseline = {name: axis_values[0] for name, axis_values in values.items()}
     chosen: dict[Cell, str] = {}
     for combo in itertools.product(*(values[name] for name in crossed)):
         point = {**baseline, **dict(zip(crossed, combo, strict=True))}
-        where = ", ".join(f"{name}={axes.BY_NAME[name].show(point[name])}" for name in crossed)
-        chosen.setdefault(Cell(**point), f"baseline ({where})" if crossed else "baseline")
+        where = ", ".join(f"{name}={_show(name, point[name])}" for name in crossed)
+        chosen.setdefault(_cell(point), f"baseline ({where})" if crossed else "baseline")
         for name, axis_values in values.items():
             if name in crossed:
                 continue
             for value in axis_values[1:]:
-                why = f"changes {name} to {axes.BY_NAME[name].show(value)}" + (f" (at {where})" if crossed else "")
-                chosen.setdefault(Cell(**{**point, name: value}), why)
+                why = f"changes {name} to {_show(name, value)}" + (f" (at {where})" if crossed else "")
+                chosen.setdefault(_cell({**point, name: value}), why)
     return chosen
+
+
+def _cell(point: dict[str, Any]) -> Cell:
+    """A cell from one value per axis; a pinned package's value (not an axis name) joins `packages`."""
+    pins = tuple(sorted((name, value) for name, value in point.items() if name not in axes.BY_NAME))
+    return Cell(**{name: value for name, value in point.items() if name in axes.BY_NAME}, packages=pins)
+
+
+def _show(name: str, value: Any) -> str:
+    return axes.BY_NAME[name].show(value) if name in axes.BY_NAME else f"{name} {value}"
 
 
 def select(
@@ -266,6 +283,9 @@ def select(
     for option, wanted, attribute in (("--tf", tf, "tf"), ("--device", device, "device"), ("--cell", cell_ids, "id")):
         if not wanted:
             continue
+        if attribute == "tf" and axes.NIGHTLY in wanted:  # --tf nightly: whichever nightly the matrix pinned
+            nightlies = sorted({c.tf for c in chosen if axes.is_nightly(c.tf)})
+            wanted = [v for v in wanted if v != axes.NIGHTLY] + (nightlies or [axes.NIGHTLY])
         present = sorted({getattr(cell, attribute) for cell in chosen})
         unknown = [value for value in wanted if value not in present]
         if unknown:

@@ -104,6 +104,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", "only these devices: cpu, cuda", ("selection",), ("--device",), type=csv, action="extend",
            metavar="DEVICE,..."),
     Option("cell", "only these cell ids", ("selection",), ("--cell",), type=csv, action="extend", metavar="ID,..."),
+    Option("nightly", "add one cell beside the newest release: its baseline on the newest tf-nightly, pinned "
+           "($REPROMATRIX_TF_NIGHTLY fixes which)", ("selection",), ("--nightly",), default=False,
+           action="store_true"),
     Option("scenario_paths", "a folder of your own scenarios (repeatable; in matrix.toml, relative to it)",
            ("selection",), ("--scenarios",), "run.scenario_paths", default=[], kind=list, type=Path, action="append",
            metavar="DIR", extends=True,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from repromatrix import cleanup, progress, results
 from repromatrix.backends import Backend, HarnessRun
-from repromatrix.errors import CellError, EngineLostError, FatalError, ResultsFullError
+from repromatrix.errors import CellError, CellSkipped, EngineLostError, FatalError, ResultsFullError
 from repromatrix.harness import exchange, hosts, records
 from repromatrix.harness.axes import Cell
 from repromatrix.harness.catalog import PlannedRepeat, Scenario, discover, plan, reuse_key
@@ -204,6 +204,9 @@ def run_cell(
         return CellOutcome(cell, state, summary.started, counts)
     except cleanup.Stopping:
         return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
+    except CellSkipped as exc:  # found while making its lock: the resolver's reason
+        _fill(layout, cell, repeats, Status.SKIPPED, exc.reason, exc.detail, keep=set(), host=host)
+        return CellOutcome(cell, CellState.SKIPPED, counts=_count(layout, repeats), message=exc.reason)
     except CellError as exc:
         if cleanup.stopping.is_set():
             return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
@@ -335,6 +338,8 @@ def build_all(backend: Backend, cells: list[Cell], verbose: bool) -> list[tuple[
         try:
             prepared = backend.prepare(cell, verbose)
             progress.say(f"[built] {cell.id}: {prepared.description}")
+        except CellSkipped as exc:
+            progress.say(f"[skipped] {cell.id}: {exc.reason}")
         except CellError as exc:
             progress.say(f"error: {exc.message}")
             if exc.detail and not verbose:

@@ -43,7 +43,7 @@ def test_plan_emits_exactly_the_per_cell_nox_sessions():
     assert listed.returncode == 0, listed.stderr
     sessions = [s["session"] for s in json.loads(listed.stdout) if s["session"].startswith("cell(")]
     assert planned == sessions
-    assert len(planned) == 16 and "cell(tf2.21.0-cpu-onednn0-det0-cpus1)" in planned
+    assert len(planned) == 18 and "cell(tf2.21.0-cpu-onednn0-det0-cpus1)" in planned
 
 
 def _comparable(report_json: str) -> dict:
@@ -82,7 +82,7 @@ def test_plan_fans_out_each_cpu_cell_over_every_runner_and_each_cuda_cell_once()
     jobs = json.loads(plan.stdout)
     cpu = [j for j in jobs if j["device"] == "cpu"]
     cuda = [j for j in jobs if j["device"] == "cuda"]
-    assert len(cpu) == 2 * 14 and len(cuda) == 2  # the default matrix: 14 CPU cells, 2 CUDA cells
+    assert len(cpu) == 2 * 16 and len(cuda) == 2  # the default matrix: 16 CPU cells, 2 CUDA cells
     assert {j["runner"] for j in cpu} == {"ubuntu-24.04", "ubuntu-24.04-arm"} and {j["runner"] for j in cuda} == {"gpu"}
     assert len({j["artifact"] for j in jobs}) == len(jobs)  # no two jobs' results collide in the merge
     one = next(j for j in cpu if j["id"] == "tf2.21.0-cpu-onednn1-det0" and j["runner"] == "ubuntu-24.04-arm")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from repromatrix.errors import FatalError
-from repromatrix.harness.axes import ISA_FLAGS, NO_ISA_CAP, Cell
+from repromatrix.harness.axes import AXES, ISA_FLAGS, NO_ISA_CAP, Cell
 from repromatrix.harness.catalog import staged_files
 from repromatrix.harness.launch import process_env
 
@@ -93,8 +93,18 @@ def hardware_skip_reason(cell: Cell, host_cores: int, flags: set[str] | None = N
 
 def cell_env(cell: Cell, pythonpath: str, knobs: bool = False) -> dict[str, str]:
     """The variables a process in the cell's environment gets, on either backend (launch.process_env);
-    with `knobs`, the cell's knobs too (a shell: the harness applies them itself, from its plan)."""
-    return process_env(pythonpath, cell.knobs if knobs else None)
+    with `knobs`, the cell's knobs too (a shell: the harness applies them itself, from its plan). What an
+    environment axis sets (keras = "tf-keras": TF_USE_LEGACY_KERAS=1) belongs to the environment: always."""
+    return {**process_env(pythonpath, cell.knobs if knobs else None), **image_env(cell)}
+
+
+def image_env(cell: Cell) -> dict[str, str]:
+    """The variables the cell's environment axes set, for every process in it (the harness's children too)."""
+    found: dict[str, str] = {}
+    for axis in AXES:
+        if not axis.at_run_time:
+            found.update(axis.env(getattr(cell, axis.name)))
+    return found
 
 
 # The staged package's name in a cell, and the harness a cell runs: `python -P -m repromatrix.harness`.

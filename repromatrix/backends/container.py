@@ -28,7 +28,7 @@ import requests
 from docker.utils import parse_repository_tag
 
 import docker
-from repromatrix import cleanup, locks, progress
+from repromatrix import cleanup, envaxes, locks, progress
 from repromatrix.backends import (
     PACKAGE,
     HarnessRun,
@@ -39,7 +39,14 @@ from repromatrix.backends import (
     hardware_skip_reason,
     harness_args,
 )
-from repromatrix.errors import BaseImageUnavailableError, CellError, EngineLostError, EngineUnavailableError, LockError
+from repromatrix.errors import (
+    BaseImageUnavailableError,
+    CellError,
+    CellSkipped,
+    EngineLostError,
+    EngineUnavailableError,
+    LockError,
+)
 from repromatrix.extras import Extras, resolve
 from repromatrix.guards import KeyedLocks
 from repromatrix.harness.axes import Cell
@@ -149,7 +156,9 @@ class DockerBackend:
         if cell.recipe != "pip":
             return None
         try:
-            return locks.find_or_create(cell.tf, cell.device, self.cache, self.settings.index_url)
+            return locks.cell_lock(cell, self.cache, self.settings.index_url)
+        except locks.Unresolvable as exc:
+            raise CellSkipped(cell.id, exc.message) from None
         except LockError as exc:
             raise CellError(cell.id, exc.message) from None
 
@@ -158,7 +167,8 @@ class DockerBackend:
         if cell.recipe == "official":
             suffix = "-gpu" if cell.device == "cuda" else ""
             return {"TF_IMAGE": f"{self.settings.official_image}:{cell.tf}{suffix}"}
-        return {"BASE_IMAGE": self.settings.base_image, "INDEX_URL": self.settings.index_url}
+        base = envaxes.docker_base(cell, self.settings.base_image)[0] or self.settings.base_image
+        return {"BASE_IMAGE": base, "INDEX_URL": self.settings.index_url}
 
     def _base(self, cell: Cell) -> str:
         """The image the recipe builds FROM."""
@@ -252,6 +262,9 @@ class DockerBackend:
         return self._image_id(tag) or f"unbuilt:{tag}"
 
     def skip_reason(self, cell: Cell) -> str | None:
+        if reason := envaxes.skip_reason(cell) or (cell.recipe == "pip" and envaxes.docker_base(
+                cell, self.settings.base_image)[1]):  # fmt: skip
+            return reason
         info = self.api.info()
         hardware = hardware_skip_reason(cell, int(info.get("NCPU") or 1))
         if hardware or cell.device != "cuda":

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from repromatrix import cleanup, locks, progress
+from repromatrix import cleanup, envaxes, locks, progress
 from repromatrix.backends import (
     HarnessRun,
     Prepared,
@@ -30,10 +30,10 @@ from repromatrix.backends import (
     hardware_skip_reason,
     harness_args,
 )
-from repromatrix.errors import CellError, LockError
+from repromatrix.errors import CellError, CellSkipped, LockError
 from repromatrix.extras import PINS_FILE, Extras, Resolved, resolve
 from repromatrix.guards import exclusive
-from repromatrix.harness.axes import Cell
+from repromatrix.harness.axes import DEFAULT_PYTHON, Cell
 from repromatrix.harness.hosts import first_cores, usable_cores
 
 COMPLETE = ".repromatrix-complete"
@@ -47,6 +47,34 @@ def gpu_visible() -> str | None:
     if done.returncode != 0 or "GPU" not in done.stdout:
         return f"no NVIDIA GPU on this host (nvidia-smi -L: {(done.stderr or done.stdout).strip()[:200]})"
     return None
+
+
+_pythons: dict[str, tuple[str, str]] = {}
+_pythons_guard = threading.Lock()
+
+
+def python_for(version: str) -> tuple[str, str]:
+    """The interpreter of that Python minor version on this machine, as uv's discovery finds it (never
+    downloaded): (path, "") or ("", why there is none). This very interpreter when it is that version."""
+    with _pythons_guard:
+        if version not in _pythons:
+            _pythons[version] = _find_python(version)
+        return _pythons[version]
+
+
+def _find_python(version: str) -> tuple[str, str]:
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
+        return sys.executable, ""
+    env = {**locks.uv_env(), "UV_PYTHON_DOWNLOADS": "never"}
+    done = cleanup.run([locks.uv_binary(), "python", "find", version], env=env)
+    found = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not found:
+        # uv's own warnings (a deprecated variable) are not the reason.
+        kept = [line for line in (done.stderr or "").splitlines() if not line.startswith("warning:")]
+        said = " ".join(" ".join(kept).split()).removeprefix("error: ")[:240] or f"exit code {done.returncode}"
+        return "", (f"no Python {version} found here by uv's discovery (uv python find {version}: {said}); install one "
+                    f"(uv python install {version}, or your system's packages) or use the docker backend")  # fmt: skip
+    return found[-1], ""
 
 
 def installed_digest(venv: Path) -> str:
@@ -77,12 +105,16 @@ class LocalBackend:
 
     def _lock(self, cell: Cell) -> Path:
         try:
-            return locks.find_or_create(cell.tf, cell.device, self.cache, self.index_url)
+            return locks.cell_lock(cell, self.cache, self.index_url)
+        except locks.Unresolvable as exc:
+            raise CellSkipped(cell.id, exc.message) from None
         except LockError as exc:
             raise CellError(cell.id, exc.message) from None
 
-    def _key(self, lock: Path, resolved: Resolved | None) -> str:
+    def _key(self, lock: Path, resolved: Resolved | None, cell: Cell | None = None) -> str:
         parts = [self.name, sys.version, platform.machine(), locks.file_digest(lock)]
+        if cell is not None and cell.python != DEFAULT_PYTHON:  # the default's keys stay as they were
+            parts.append(python_for(cell.python)[0])
         if resolved is not None:
             parts.append(resolved.digest)
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -95,7 +127,7 @@ class LocalBackend:
 
     def environment_key(self, cell: Cell) -> str:
         lock = self._lock(cell)
-        key = self._key(lock, self._resolved(cell, lock))
+        key = self._key(lock, self._resolved(cell, lock), cell)
         venv = self._venv(cell, key)
         try:
             made = (venv / COMPLETE).read_text().split()
@@ -126,12 +158,16 @@ class LocalBackend:
             return f"the {cell.recipe!r} recipe is an image; it needs the docker backend"
         if cell.device == "cuda" and (reason := gpu_visible()):
             return reason
+        if reason := envaxes.skip_reason(cell):
+            return reason
+        if reason := python_for(cell.python)[1]:
+            return reason
         return hardware_skip_reason(cell, usable_cores())
 
     def prepare(self, cell: Cell, verbose: bool) -> Prepared:
         lock = self._lock(cell)
         resolved = self._resolved(cell, lock)
-        key = self._key(lock, resolved)
+        key = self._key(lock, resolved, cell)
         venv = self._venv(cell, key)
         python = venv / "bin" / "python"
         with exclusive(venv):
@@ -145,7 +181,7 @@ class LocalBackend:
                 # TensorFlow's sources on every import would more than double its import time.
                 install = ["--require-hashes", "--no-deps", "--compile-bytecode", "-r", str(lock), *index]
                 steps = [
-                    [uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                    [uv, "venv", "--quiet", "--python", python_for(cell.python)[0], str(venv)],
                     [uv, "pip", "install", "--python", str(python), *install],
                 ]
                 if resolved is not None:  # the user's project and requirements, never changing the lock's

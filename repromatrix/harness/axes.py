@@ -47,7 +47,14 @@ ISA_FLAGS: dict[str, tuple[str, ...]] = {
     "avx512_core_bf16": (*_AVX512, "avx512_vnni", "avx512_bf16"),
     "avx512_core_amx": (*_AVX512, "amx_tile", "amx_bf16", "amx_int8"),
 }
-_VERSION = re.compile(r"^\d+(\.\d+)*(\.post\d+)?$")
+_VERSION = re.compile(r"^\d+(\.\d+)*(\.post\d+|\.dev\d+)?$")
+# tf = "nightly": the newest tf-nightly, pinned by version when the matrix is loaded (repromatrix/nightly.py).
+NIGHTLY = "nightly"
+# keras: "3" is tf.keras as the release ships it (Keras 3 from TF 2.16, Keras 2 before); "tf-keras" is
+# Keras 2 through the tf-keras package of the matching release, with TF_USE_LEGACY_KERAS=1.
+KERAS_AS_SHIPPED, LEGACY_KERAS = "3", "tf-keras"
+# The Python the committed locks are made for, and every cell runs on unless it says otherwise.
+DEFAULT_PYTHON = "3.11"
 
 
 def is_of(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -122,6 +129,8 @@ class Axis:
             return (0, value)
         if isinstance(value, str) and _VERSION.match(value):
             return (0, tuple(int(part) for part in re.findall(r"\d+", value)))
+        if isinstance(value, list | tuple):  # package pins: by name, then version
+            return (0, tuple((str(pin[0]), self.order(pin[1])) for pin in value))
         return (1, str(value))
 
     def to_text(self, value: Any) -> str:
@@ -155,8 +164,32 @@ def _count(what: str) -> Callable[[Any], str]:
     return lambda value: "" if value >= 0 else f"0 ({what}) or a positive number"
 
 
+def is_nightly(tf: str) -> bool:
+    """A tf-nightly version (2.23.0.dev20261026), as `nightly` is pinned to."""
+    return ".dev" in tf
+
+
 def _tf_version(value: str) -> str:
-    return "" if re.match(r"^2\.\d+\.\d+(\.post\d+)?$", value) else 'write a full TensorFlow 2 release, e.g. "2.16.2"'
+    if value == NIGHTLY or re.match(r"^2\.\d+\.\d+(\.post\d+|\.dev\d{8})?$", value):
+        return ""
+    return 'write a full TensorFlow 2 release, e.g. "2.16.2", or "nightly"'
+
+
+def _python_version(value: str) -> str:
+    return "" if re.match(r"^3\.\d+$", value) else 'write a Python minor version, e.g. "3.13"'
+
+
+def _packages_id(pins: tuple[tuple[str, str], ...]) -> str | None:
+    return "-".join(f"{name}{version}" for name, version in pins) or None
+
+
+def _packages_show(pins: Any) -> str:
+    return ", ".join(f"{name} {version}" for name, version in pins) or "as locked"
+
+
+def _keras_env(value: str) -> dict[str, str]:
+    # Read by TensorFlow when `tf.keras` is first touched: tf.keras is then tf_keras (Keras 2).
+    return {"TF_USE_LEGACY_KERAS": "1"} if value == LEGACY_KERAS else {}
 
 
 def _cores(value: int) -> str:
@@ -222,6 +255,18 @@ AXES: tuple[Axis, ...] = (
          values=CPU_ISAS, default=NO_ISA_CAP, planned=(NO_ISA_CAP,),
          in_id=lambda v: None if v == NO_ISA_CAP else f"isa-{v.replace('_', '')}",
          show=lambda v: "native (no cap)" if v == NO_ISA_CAP else v, env=_isa_env),
+    # Environment axes (issue 33): each is left out of the cell id at its default, so older ids stay valid.
+    Axis("keras", str, "Keras", IMAGE | ENV,
+         '"3": tf.keras as the release ships it; "tf-keras": Keras 2 from tf-keras with TF_USE_LEGACY_KERAS=1 '
+         "(TF 2.16 and later)", values=(KERAS_AS_SHIPPED, LEGACY_KERAS), default=KERAS_AS_SHIPPED,
+         planned=(KERAS_AS_SHIPPED,), in_id=lambda v: None if v == KERAS_AS_SHIPPED else "tfkeras", env=_keras_env),
+    Axis("python", str, "Python", IMAGE, "the Python minor version the cell's environment is built on",
+         default=DEFAULT_PYTHON, planned=(DEFAULT_PYTHON,), check=_python_version,
+         in_id=lambda v: None if v == DEFAULT_PYTHON else f"py{v}"),
+    # Not listed in matrix.toml as values: [matrix] packages = { numpy = ["1.26.4", "2.1.3"] } makes them.
+    Axis("packages", tuple, "package pins", IMAGE,
+         "packages pinned on top of the cell's lock ([matrix] packages = { numpy = [...] })",
+         default=(), planned=((),), in_id=_packages_id, show=_packages_show),
 )  # fmt: skip
 BY_NAME: dict[str, Axis] = {axis.name: axis for axis in AXES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
@@ -261,6 +306,10 @@ class Cell:
     inter_op_threads: int = 0
     cpus: int = 0
     cpu_isa: str = NO_ISA_CAP
+    keras: str = KERAS_AS_SHIPPED
+    python: str = DEFAULT_PYTHON
+    # (name, version) pins over the lock, sorted by name.
+    packages: tuple[tuple[str, str], ...] = ()
 
     @property
     def id(self) -> str:
@@ -283,7 +332,10 @@ class Cell:
     @classmethod
     def from_record(cls, values: dict[str, Any]) -> Cell:
         """The cell a record's `cell` names; axes the record predates take their defaults."""
-        return cls(**{**defaults(), **{k: v for k, v in values.items() if k in BY_NAME}})
+        given = {k: v for k, v in values.items() if k in BY_NAME}
+        if "packages" in given:  # JSON's lists back to the cell's tuples
+            given["packages"] = tuple(tuple(pin) for pin in given["packages"])
+        return cls(**{**defaults(), **given})
 
 
 @dataclass(frozen=True)

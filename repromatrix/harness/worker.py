@@ -133,10 +133,20 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def _keras_version(tf: Any) -> str | None:
+    """The Keras tf.keras is: with TF_USE_LEGACY_KERAS=1 on TF 2.16+ it is tf_keras (Keras 2), whose
+    tf.keras has no __version__, and the installed `keras` (3) is not the one that ran."""
+    if getattr(tf.keras, "__name__", "").startswith("tf_keras"):
+        import tf_keras
+
+        return getattr(tf_keras, "__version__", None) or _version("tf-keras")
+    return getattr(tf.keras, "__version__", None) or _version("keras")
+
+
 def fingerprint(tf: Any, np: Any, spec: exchange.RepeatSpec) -> dict[str, Any]:
     # Where TF places a fresh variable is where the scenario's models were placed.
     placement = tf.Variable(0.0).device or ""
-    keras_version = getattr(tf.keras, "__version__", None) or _version("keras")
+    keras_version = _keras_version(tf)
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
