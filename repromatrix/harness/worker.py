@@ -198,7 +198,13 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
     importable_helpers()
     module = importlib.import_module(f"{SCENARIOS}.{spec.scenario}")
     before_run = time.perf_counter()
-    arrays = check_outputs(module.run(spec.variant, spec.seed))
+    if spec.trace:  # `repromatrix explain`: the same run, with every op and step fingerprinted beside the record
+        from .trace import Tracer, trace_dir
+
+        with Tracer(tf, np, trace_dir(Path(spec.record))):
+            arrays = check_outputs(module.run(spec.variant, spec.seed))
+    else:
+        arrays = check_outputs(module.run(spec.variant, spec.seed))
     scenario_seconds = time.perf_counter() - before_run
 
     names = sorted({name.split(".", 1)[1] for name in arrays})
@@ -217,7 +223,7 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
             "scenario_s": round(scenario_seconds, 4),
             "process_wall_s": round(time.perf_counter() - process_start, 4),
         },
-        extra={"fork_parent": spec.fork_parent} if spec.fork_parent else {},
+        extra={**({"fork_parent": spec.fork_parent} if spec.fork_parent else {}), **({"traced": True} if spec.trace else {})},
         **spec.record_fields(),
     )
     if not lease.still_held(spec.lease):  # its run is gone: no record lands in a folder nobody holds
