@@ -49,6 +49,8 @@ COMMAND_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "base-image": ("build a base image from Debian's packages (no registry)", ()),
     "bench": ("measure warm re-runs, orchestration overhead, cached builds",
               ("selection", "environment", "overrides", "bench")),
+    "explain": ("re-run two sides traced: the first training step, variable and op where their bits part",
+                ("selection", "environment", "overrides")),
 }  # fmt: skip
 # A command's own default for an option (bench measures into its own folder).
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"bench": {"results": Path("results/bench")}}
@@ -72,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
                                help="what to run (default: python)")  # fmt: skip
     made["report"].add_argument("results_dirs", nargs="+", type=Path, metavar="RESULTS_DIR")
     made["base-image"].add_argument("name", nargs="?", default="repromatrix/debian-python:bookworm")
+    from repromatrix import explain
+
+    explain.add_arguments(made["explain"])
     return top
 
 
@@ -329,6 +334,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from repromatrix import explain
+
+    return explain.command(args)
+
+
 # Every command the parser declares, and what runs it: its exit code, or a FatalError's.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plan": cmd_plan,
@@ -340,6 +351,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "base-image": cmd_base_image,
     "shell": cmd_shell,
     "bench": cmd_bench,
+    "explain": cmd_explain,
 }
 
 

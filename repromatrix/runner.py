@@ -69,6 +69,8 @@ class RunOptions:
     wait: bool = False  # for the results folder's lock
     monitor: progress.Monitor | None = None  # per-repeat progress of the running cells
     host: Host | None = None  # this machine (harness/hosts.py); read when None
+    trace: bool = False  # `repromatrix explain`: every repeat traced (harness/trace.py)
+    variant: str | None = None  # only this variant of each scenario (explain)
 
 
 def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
@@ -169,7 +171,8 @@ def run_cell(
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
         exchange.Plan(
-            repeats=tuple(r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo),
+            repeats=tuple(replace(r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes),
+                                  trace=options.trace) for r in todo),  # fmt: skip
             cell=cell.params(), knobs=cell.knobs, image=prepared.description, host=host,
             isolation=matrix.isolation, timeout=matrix.timeout, verbose=options.verbose,
         ).write(layout.plan_file(attempt))  # fmt: skip
@@ -247,6 +250,8 @@ def run_matrix(
     # Discovered once, here: parsing sources from several threads at once once crashed CPython's AST.
     found = found if found is not None else discover()
     repeats = planned_repeats(matrix, found)
+    if options.variant is not None:
+        repeats = [r for r in repeats if r.variant == options.variant]
     layout = Layout(options.results)
     if options.host is None:
         options = replace(options, host=hosts.fingerprint())
