@@ -327,11 +327,12 @@ def first_op_difference(
         for k in range(last_b + 1, j + 1):
             for digest in b.ops[k].outputs:
                 producers_b.setdefault(digest, b.ops[k])
-        unmatched = (i - last_a - 1) + (j - last_b - 1)
         last_a, last_b = i, j
         op_a, op_b = a.ops[i], b.ops[j]
         differing = [n for n, (x, y) in enumerate(zip(op_a.outputs, op_b.outputs, strict=False)) if x != y]
-        attrs_differ = op_a.attrs != op_b.attrs
+        # A dataset's or handle's attributes name functions and objects of its process: only ops with values count.
+        valued = any(dtype not in ("variant", "resource") for dtype in op_a.dtypes)
+        attrs_differ = op_a.attrs != op_b.attrs and valued
         if not differing and not attrs_differ:
             continue
         unmatched_before = sum(1 for k in range(i) if k not in matched_a) + (j - sum(1 for p in pairs if p[1] < j))
@@ -343,7 +344,8 @@ def first_op_difference(
                       layer=_layer(op_a, producers_a), phase=op_a.phase, call=op_a.call, step=op_a.step,
                       attrs_differ=attrs_differ, size=size, kernel=_kernel(op_a.type, kernels))  # fmt: skip
         if inputs_matched:
-            certain = unmatched_before == 0 or unmatched == 0
+            # Equal inputs prove the pairing (the same computation on both sides), however the streams around it align.
+            certain = True
             why = ("its attributes differ (a seed, say) while its inputs are equal" if attrs_differ
                    else "its inputs are equal on both sides and its output is not")  # fmt: skip
             return OpDifference(inputs_matched=True, certain=certain and not attrs_differ, why=why,

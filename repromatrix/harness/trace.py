@@ -70,13 +70,23 @@ def _values(np: Any, array: Any, count: int) -> list[float]:
     return [float(v) for v in flat[:count].astype(np.float64)]
 
 
-# Attributes that name a process's own objects (a variable's uuid): never the same on two sides.
-_PER_PROCESS_ATTRS = frozenset({"shared_name", "debug_name", "container"})
+# Attributes that name a process's own objects (a variable's uuid, a traced function's generated
+# name): never the same on two sides, and no part of what the op computes.
+_PER_PROCESS_ATTRS = frozenset({"shared_name", "debug_name", "container", "metadata"})
+_PLAIN = (bool, int, float, str, bytes)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_plain(v) for v in value)
+    return isinstance(value, _PLAIN) or type(value).__name__ == "DType"
 
 
 def _attrs_digest(attrs: Any) -> str:
+    """The op's attributes that say what it computes (a seed, a transpose flag, a dtype)."""
     pairs = list(zip(attrs[::2], attrs[1::2], strict=False)) if attrs else []
-    kept = [(name, value) for name, value in pairs if name not in _PER_PROCESS_ATTRS]
+    kept = [(str(name), repr(value)) for name, value in pairs
+            if name not in _PER_PROCESS_ATTRS and _plain(value) and "__inference" not in repr(value)]  # fmt: skip
     return hashlib.sha256(repr(kept).encode()).hexdigest()[:16]
 
 
