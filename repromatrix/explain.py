@@ -110,8 +110,14 @@ class Snapshot:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Snapshot:
         variables = tuple(
-            Variable(int(v["index"]), str(v["name"]), tuple(v.get("shape") or ()), str(v["digest"]),
-                     tuple(v.get("sample") or ()), float(v.get("sum") or 0.0))  # fmt: skip
+            Variable(
+                int(v["index"]),
+                str(v["name"]),
+                tuple(v.get("shape") or ()),
+                str(v["digest"]),
+                tuple(v.get("sample") or ()),
+                float(v.get("sum") or 0.0),
+            )
             for v in raw.get("vars") or ()
         )
         return cls(int(raw["call"]), str(raw["kind"]), int(raw.get("model", -1)), int(raw.get("step", 0)),
@@ -300,7 +306,7 @@ def align(a: tuple[OpEvent, ...], b: tuple[OpEvent, ...]) -> list[tuple[int, int
 
 
 def _layer(op: OpEvent, producers: dict[str, OpEvent]) -> str:
-    """The Keras layer an op ran in: its name scope; a gradient op (no scope) by the forward op whose output it reads."""
+    """The Keras layer an op ran in: its name scope; a gradient op (no scope): the forward op whose output it reads."""
     if op.scope:
         return op.scope
     for digest in op.inputs:
@@ -379,8 +385,7 @@ def _kernel(op_type: str, onednn: tuple[str, str]) -> str:
     if op_type not in _ONEDNN_EAGER or onednn == ("", ""):
         return ""
     return " vs ".join(
-        "oneDNN (eager rewrite)" if side == "on" else "Eigen" if side == "off" else "TF's default"
-        for side in onednn
+        "oneDNN (eager rewrite)" if side == "on" else "Eigen" if side == "off" else "TF's default" for side in onednn
     )
 
 
@@ -418,7 +423,8 @@ def markdown(explanation: Explanation, title: str) -> str:
     lines = [f"## Explained: {title}", "", f"**Verdict: {explanation.verdict}.**", ""]
     for n, side in enumerate(explanation.sides):
         lines.append(f"- side {'AB'[n]}: `{side.get('cell')}` repeat {side.get('repeat')} "
-                     f"(TF {side.get('tensorflow')}, Keras {side.get('keras')}, oneDNN {side.get('onednn')})")  # fmt: skip
+                     f"(TF {side.get('tensorflow')}, Keras {side.get('keras')}, "
+                     f"oneDNN {side.get('onednn')})")  # fmt: skip
     outputs = explanation.outputs
     if outputs:
         untraced = ", ".join(outputs.get("untraced", [])) or "none"
@@ -460,11 +466,17 @@ def markdown(explanation: Explanation, title: str) -> str:
 # --- the command ---------------------------------------------------------------------------------
 def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--cells", required=True, metavar="A,B",
-                         help="two cell ids (or one: its repeats 0 and 1, for a variant that varies run to run)")  # fmt: skip
+                         help="two cell ids (or one: its repeats 0 and 1, for a variant that varies run to "
+                         "run)")  # fmt: skip
     command.add_argument("--variant", required=True, help="the scenario's variant to explain")
     command.add_argument("--out", type=Path, default=Path("reports/explain"),
-                         help="report folder: explain.md, explain.json, and the traced records (default: %(default)s)")  # fmt: skip
+                         help="report folder: explain.md, explain.json, and the traced records "
+                         "(default: %(default)s)")  # fmt: skip
     command.add_argument("--host", help="label this machine's records (default: derived from the CPU)")
+
+
+def _on_off(value: Any) -> str:
+    return "on" if value is True else "off" if value is False else "?"
 
 
 def _side(record_path: Path, cell_id: str, repeat: int) -> dict[str, Any]:
@@ -473,7 +485,7 @@ def _side(record_path: Path, cell_id: str, repeat: int) -> dict[str, Any]:
     record = records.Record.read(record_path)
     return {
         "cell": cell_id, "repeat": repeat, "tensorflow": record.environment.get("tensorflow"),
-        "keras": record.environment.get("keras"), "onednn": {True: "on", False: "off"}.get(record.knobs.get("onednn"), "?"),
+        "keras": record.environment.get("keras"), "onednn": _on_off(record.knobs.get("onednn")),
         "record": str(record_path),
     }  # fmt: skip
 
@@ -529,7 +541,9 @@ def command(args: argparse.Namespace) -> int:
         notes.append("tracing runs every op eagerly (no grappler, no fused kernels): here that removed the "
                      "difference, so the answer above is about the eager run only")  # fmt: skip
     result = replace(result, sides=side_info, outputs=outputs, notes=tuple(notes))
-    title = f"{scenarios[0]}-{args.variant}: " + (f"{ids[0]} vs {ids[1]}" if len(ids) == 2 else f"{ids[0]}, repeat 0 vs 1")
+    title = f"{scenarios[0]}-{args.variant}: " + (
+        f"{ids[0]} vs {ids[1]}" if len(ids) == 2 else f"{ids[0]}, repeat 0 vs 1"
+    )
     text = markdown(result, title)
     payload = {"title": title, **result.to_json(),
                "trace_bytes": [a.meta.get("bytes"), b.meta.get("bytes")], "ops": [len(a.ops), len(b.ops)]}  # fmt: skip

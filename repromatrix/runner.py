@@ -170,9 +170,9 @@ def run_cell(
             return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
+        specs = [r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo]
         exchange.Plan(
-            repeats=tuple(replace(r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes),
-                                  trace=options.trace) for r in todo),  # fmt: skip
+            repeats=tuple(replace(spec, trace=options.trace) for spec in specs),
             cell=cell.params(), knobs=cell.knobs, image=prepared.description, host=host,
             isolation=matrix.isolation, timeout=matrix.timeout, verbose=options.verbose,
         ).write(layout.plan_file(attempt))  # fmt: skip

@@ -31,15 +31,18 @@ from tests.conftest import NEWEST_TF
 REPO = Path(__file__).resolve().parent.parent
 
 
+Small = tuple[float, ...] | None
+
+
 def op(index: int, kind: str, ins: tuple[str, ...], outs: tuple[str, ...], scope: str = "dense",
-       phase: str = Phase.FORWARD, step: int = 1, attrs: str = "x", small: tuple[float, ...] | None = None) -> OpEvent:  # fmt: skip
+       phase: str = Phase.FORWARD, step: int = 1, attrs: str = "x", small: Small = None) -> OpEvent:  # fmt: skip
     return OpEvent(index, kind, "", scope, phase, 0, step, attrs, ins, outs, dtypes=("float32",) * len(outs),
                    small=(small,) * len(outs) if small is not None else ())  # fmt: skip
 
 
 def snap(step: int, *digests: str, kind: str = "fit") -> Snapshot:
-    return Snapshot(0, kind, 0, step, 0,
-                    tuple(Variable(i, f"dense/v{i}", (2,), d, (float(i), 1.0), 1.0) for i, d in enumerate(digests)))  # fmt: skip
+    variables = tuple(Variable(i, f"dense/v{i}", (2,), d, (float(i), 1.0), 1.0) for i, d in enumerate(digests))
+    return Snapshot(0, kind, 0, step, 0, variables)
 
 
 def trace(ops: list[OpEvent], snaps: list[Snapshot] | None = None) -> Trace:
@@ -153,7 +156,7 @@ PLANTED = textwrap.dedent('''
     from repromatrix.harness.trace import Tracer
 
     def bump(x):
-        """Its input, or on the planted side its first value one ulp up: an op whose inputs match and output does not."""
+        """Its input, or on the planted side its first value one ulp up: inputs that match, an output that does not."""
         out = np.array(x, copy=True)
         if os.environ.get("PLANT_ULP") == "1":
             out.flat[0] = np.nextafter(out.flat[0], np.float32(np.inf))

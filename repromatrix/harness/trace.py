@@ -130,7 +130,7 @@ class Tracer:
             return "variant", None
         try:
             value = tensor.numpy()
-        except Exception:  # noqa: BLE001 — a symbolic or exotic tensor: no value to digest
+        except Exception:  # a symbolic or exotic tensor: no value to digest
             return "?", None
         return self._digest_array(value), value
 
@@ -141,7 +141,9 @@ class Tracer:
     def _pause(self, value: bool) -> None:
         self._local.paused = value
 
-    def on_op(self, op_type: Any, inputs: Any, attrs: Any, outputs: Any, op_name: Any = None, graph: Any = None) -> None:
+    def on_op(
+        self, op_type: Any, inputs: Any, attrs: Any, outputs: Any, op_name: Any = None, graph: Any = None
+    ) -> None:
         if graph is not None or self._paused():
             if graph is not None:
                 self.graph_ops += 1
@@ -161,7 +163,12 @@ class Tracer:
         np = self.np
         kind = op_type.decode() if isinstance(op_type, bytes) else str(op_type)
         ins = [self._tensor(t)[0] for t in inputs]
-        outs, dtypes, shapes, sums, heads, small = [], [], [], [], [], []
+        outs: list[str] = []
+        dtypes: list[str] = []
+        shapes: list[list[int] | None] = []
+        sums: list[float | None] = []
+        heads: list[list[float]] = []
+        small: list[list[float] | None] = []
         for tensor in outputs:
             digest, value = self._tensor(tensor)
             outs.append(digest)
@@ -186,10 +193,11 @@ class Tracer:
         scope = ""
         try:
             scope = self.tf.get_current_name_scope()
-        except Exception:  # noqa: BLE001 — older TF without it: the layer stays unknown
+        except Exception:  # older TF without it: the layer stays unknown
             scope = ""
         line = {
-            "i": self.ops_written, "type": kind, "name": op_name.decode() if isinstance(op_name, bytes) else op_name or "",
+            "i": self.ops_written, "type": kind,
+            "name": op_name.decode() if isinstance(op_name, bytes) else op_name or "",
             "scope": scope, "phase": self.phase, "call": self.call, "step": self.step,
             "attrs": _attrs_digest(attrs), "in": ins, "out": outs,
             "dtype": dtypes, "shape": shapes, "sum": sums, "head": heads, "small": small,
@@ -209,7 +217,7 @@ class Tracer:
 
             value = gen_resource_variable_ops.read_variable_op(handle, self.tf.dtypes.as_dtype(dtype))
             self.states[id(handle)] = self._digest_array(value.numpy())
-        except Exception:  # noqa: BLE001 — a variable that cannot be read back: its state stays unknown
+        except Exception:  # a variable that cannot be read back: its state stays unknown
             self.states[id(handle)] = f"?{kind}"
 
     def _write(self, handle: Any, line: dict[str, Any], count: bool = False) -> None:
@@ -251,7 +259,7 @@ class Tracer:
     def _callback(self, kind: str) -> Any:
         tracer = self
 
-        class Watch(self.tf.keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        class Watch(self.tf.keras.callbacks.Callback):  # type: ignore[name-defined]
             """Step-level weights and phases, added to the user's own callbacks."""
 
             def on_train_begin(self, logs: Any = None) -> None:
@@ -307,7 +315,11 @@ class Tracer:
             def make(bound: Any, original: Any) -> Any:
                 def traced(model: Any, *args: Any, **kwargs: Any) -> Any:
                     if len(args) > position:  # callbacks given by position
-                        args = (*args[:position], [*(args[position] or []), tracer._callback(kind)], *args[position + 1:])
+                        args = (
+                            *args[:position],
+                            [*(args[position] or []), tracer._callback(kind)],
+                            *args[position + 1 :],
+                        )
                     else:
                         kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), tracer._callback(kind)]
                     tracer._begin_call(model, kind)

@@ -223,7 +223,10 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
             "scenario_s": round(scenario_seconds, 4),
             "process_wall_s": round(time.perf_counter() - process_start, 4),
         },
-        extra={**({"fork_parent": spec.fork_parent} if spec.fork_parent else {}), **({"traced": True} if spec.trace else {})},
+        extra={
+            **({"fork_parent": spec.fork_parent} if spec.fork_parent else {}),
+            **({"traced": True} if spec.trace else {}),
+        },
         **spec.record_fields(),
     )
     if not lease.still_held(spec.lease):  # its run is gone: no record lands in a folder nobody holds
