@@ -51,6 +51,8 @@ COMMAND_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
               ("selection", "environment", "overrides", "bench")),
     "advise": ("what to change: measured settings that make the cells agree across cpus, host or tf, with their cost",
                ("selection", "environment", "running", "overrides", "reporting", "advise")),
+    "explain": ("re-run two sides traced: the first training step, variable and op where their bits part",
+                ("selection", "environment", "overrides")),
 }  # fmt: skip
 # A command's own default for an option (bench measures into its own folder).
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {"bench": {"results": Path("results/bench")},
@@ -80,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
                                 "nothing runs")  # fmt: skip
     made["base-image"].add_argument("suite", nargs="?", help="Debian release (default: the name's tag when it is one, "
                                     "e.g. :trixie for Python 3.13, else bookworm)")  # fmt: skip
+    from repromatrix import explain
+
+    explain.add_arguments(made["explain"])
     return top
 
 
@@ -356,6 +361,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     return advise.command(args)
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from repromatrix import explain
+
+    return explain.command(args)
+
 
 # Every command the parser declares, and what runs it: its exit code, or a FatalError's.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -369,6 +379,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "shell": cmd_shell,
     "bench": cmd_bench,
     "advise": cmd_advise,
+    "explain": cmd_explain,
 }
 
 

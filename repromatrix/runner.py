@@ -69,6 +69,8 @@ class RunOptions:
     wait: bool = False  # for the results folder's lock
     monitor: progress.Monitor | None = None  # per-repeat progress of the running cells
     host: Host | None = None  # this machine (harness/hosts.py); read when None
+    trace: bool = False  # `repromatrix explain`: every repeat traced (harness/trace.py)
+    variant: str | None = None  # only this variant of each scenario (explain)
 
 
 def planned_repeats(matrix: Matrix, found: dict[str, Scenario]) -> list[PlannedRepeat]:
@@ -173,8 +175,9 @@ def run_cell(
             return CellOutcome(cell, CellState.INTERRUPTED, counts=_count(layout, repeats))
         progress.say(f"[start] {cell.id}: {len(todo)} of {len(repeats)} repeats to run ({backend.name})")
         attempt = uuid.uuid4().hex[:12]
+        specs = [r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo]
         exchange.Plan(
-            repeats=tuple(r.spec(repeat_key(key, r, matrix), matrix.isolation, matrix.record_bytes) for r in todo),
+            repeats=tuple(replace(spec, trace=options.trace) for spec in specs),
             cell=cell.params(), knobs=cell.knobs, image=prepared.description, host=host,
             isolation=matrix.isolation, timeout=matrix.timeout, verbose=options.verbose,
         ).write(layout.plan_file(attempt))  # fmt: skip
@@ -255,6 +258,8 @@ def run_matrix(
     # Discovered once, here: parsing sources from several threads at once once crashed CPython's AST.
     found = found if found is not None else discover()
     repeats = planned_repeats(matrix, found)
+    if options.variant is not None:
+        repeats = [r for r in repeats if r.variant == options.variant]
     layout = Layout(options.results)
     if options.host is None:
         options = replace(options, host=hosts.fingerprint())

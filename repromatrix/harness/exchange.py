@@ -65,6 +65,7 @@ class RepeatSpec:
     image: dict[str, Any] = field(default_factory=dict)
     fork_parent: str = ""
     lease: str = ""  # the attempt's lease, checked just before the record is written (lease.py)
+    trace: bool = False  # record step-level weights and every op's output beside the record (trace.py)
 
     @property
     def label(self) -> str:

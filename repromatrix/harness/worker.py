@@ -213,7 +213,14 @@ def measure(spec: exchange.RepeatSpec, tf: Any, np: Any, import_seconds: float, 
         importable_helpers()
         module = importlib.import_module(f"{SCENARIOS}.{spec.scenario}")
         before_run = time.perf_counter()
-        arrays = check_outputs(module.run(spec.variant, spec.seed))
+        if spec.trace:  # `repromatrix explain`: the same run, with every op and step fingerprinted beside the record
+            from .trace import Tracer, trace_dir
+
+            with Tracer(tf, np, trace_dir(Path(spec.record))):
+                arrays = check_outputs(module.run(spec.variant, spec.seed))
+            extra["traced"] = True
+        else:
+            arrays = check_outputs(module.run(spec.variant, spec.seed))
         scenario_seconds = time.perf_counter() - before_run
         names = sorted({name.split(".", 1)[1] for name in arrays})
         identical = all(
