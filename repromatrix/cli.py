@@ -361,6 +361,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
     return advise.command(args)
 
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from repromatrix import explain
 
