@@ -287,7 +287,12 @@ def _show(across: Across, value: Any) -> str:
 def _context(across: Across, cell: dict[str, Any]) -> dict[str, Any]:
     """What a cell is at besides the asked axis and the controllable ones: settings are compared within it."""
     left_out = {"id", across.value, *CONTROLLED}
-    return {k: v for k, v in sorted(cell.items(), key=lambda kv: _axis_rank(kv[0])) if k not in left_out}
+    return {k: _frozen(v) for k, v in sorted(cell.items(), key=lambda kv: _axis_rank(kv[0])) if k not in left_out}
+
+
+def _frozen(value: Any) -> Any:
+    """A cell's value as its axis holds it: JSON's lists back to tuples (package pins), so defaults compare."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def _axis_rank(name: str) -> int:

@@ -199,7 +199,9 @@ def command(args: argparse.Namespace) -> int:
     loaded, cells, found = cli.load_plan(args)
     settings = settings_of(args, loaded)
     scenarios = scenarios_of(args, loaded, list(found))
-    loaded = replace(loaded, scenarios=scenarios)
+    # Advice compares digests across cells: spread runs would only add cost (asked for, they run).
+    spread = loaded.spread_seeds if getattr(args, "spread_seeds", None) is not None else 0
+    loaded = replace(loaded, scenarios=scenarios, spread_seeds=spread)
     across = [Across(a) for a in settings.across]
     if args.results_dirs:  # advice from folders that met (several hosts, say): nothing runs
         cli.check_report_folder(args.results_dirs, args.out)

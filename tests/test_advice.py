@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,11 @@ def by_label(found: advice.Advice) -> dict[str, advice.Option]:
 def test_working_settings_are_named_with_their_cost_cheapest_first(cores):
     [found] = advice.advise(report_variants(cores), "cpus")
     assert found.scenario == "cnn_training-seeded" and found.values == ("all cores", "1 core")
-    assert found.context == {"tf": "2.21.0", "device": "cpu", "recipe": "pip"}
+    assert {k: found.context[k] for k in ("tf", "device", "recipe")} == {
+        "tf": "2.21.0",
+        "device": "cpu",
+        "recipe": "pip",
+    }
     assert [o.setting.label() for o in found.working] == ["oneDNN off", "op determinism on"]
     onednn, determinism = found.working
     assert onednn.cost == {"all cores": 1.5, "1 core": 1.5} and onednn.worst_cost == 1.5
@@ -100,6 +105,11 @@ def test_a_setting_measured_at_one_value_only_is_not_tried_never_advice(cores):
     assert "not tried (1 core: not run)" in text
 
 
+def as_json(value: object) -> object:
+    """A cell's value as report.json holds it (tuples as lists)."""
+    return json.loads(json.dumps(value))
+
+
 def check_claims(answers: list[dict], *folders: Path) -> int:
     """Every setting report.json's advice calls working, checked against the record files themselves (read
     without the reporter): at every value of the axis, in its context, one digest per output. Returns how
@@ -113,7 +123,7 @@ def check_claims(answers: list[dict], *folders: Path) -> int:
                 digests: dict[str, set[str]] = {}
                 for record in on_disk:
                     cell = Cell.from_record(record.cell).params()
-                    elsewhere = any(cell.get(k, v) != v for k, v in answer["context"].items() if k != "host")
+                    elsewhere = any(as_json(cell.get(k, v)) != v for k, v in answer["context"].items() if k != "host")
                     if not record.is_ok or record.name != answer["scenario"] or Setting.of(cell) != wanted or elsewhere:
                         continue
                     value = record.host_label if answer["across"] == "host" else cell[answer["across"]]

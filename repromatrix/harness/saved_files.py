@@ -132,7 +132,7 @@ def epoch_series(names: list[str]) -> dict[str, int]:
 
 
 def _h5py() -> Any:
-    import h5py  # type: ignore[import-not-found]  # comes with Keras, in the cell
+    import h5py  # comes with Keras, in the cell
 
     return h5py
 
