@@ -60,7 +60,10 @@ def _text_width(text: str) -> float:
 LEGEND = (
     "Each box: pairs (cells differing in that change alone) whose bits differ / pairs compared · largest difference.",
     "Darker: flips more often; white: never flips that output; est.: read on a kept sample.",
+    "Left stripe, does it matter beside the seed-to-seed spread: green bit-level, amber small, red material.",
 )
+# The verdict of reporting/matter.py, as a stripe at a box's left edge (its word is in the box's tooltip).
+STRIPES = {"bit-level": "#2e7d32", "small": "#e0a100", "material": "#c62828"}
 
 
 def svg(report: Report) -> str:
@@ -68,13 +71,15 @@ def svg(report: Report) -> str:
     rows, columns, boxes = grid(report)
     if not rows or not columns:
         return ""
+    verdicts = {((a.axis, a.transition), (a.scenario, a.output)): a.matter for a in report.attribution
+                if a.matter is not None and a.differ and a.matter.verdict in STRIPES}  # fmt: skip
     labels = [f"{axes.axis(axis).label} {transition}" for axis, transition in rows]
     label_w = max(_text_width(label) for label in labels) + 16
     scenarios = list(dict.fromkeys(scenario for scenario, _ in columns))
     # A column wide enough for its box text, and each scenario's columns together for its name.
     col_w = max(COL_W, *(_text_width(s) / sum(c[0] == s for c in columns) + 8 for s in scenarios))
     width = max(label_w + col_w * len(columns) + 10, *(_text_width(line) + 16 for line in LEGEND))
-    height = HEAD_H + ROW_H * len(rows) + 48
+    height = HEAD_H + ROW_H * len(rows) + 16 * len(LEGEND) + 16
     out = [
         f'<svg{XMLNS} width="{width:.0f}" height="{height}" '
         f'viewBox="0 0 {width:.0f} {height}" role="img" aria-label="What changes the bits" class="figure" '
@@ -111,6 +116,11 @@ def svg(report: Report) -> str:
             out.append(f'<rect x="{x + 1:.0f}" y="{y + 1}" width="{col_w - 2:.0f}" height="{ROW_H - 2}" '
                        f'fill="rgb({grey},{grey},{grey})" stroke="#888888">'
                        f"<title>{escape(f'{label}: {differ}/{pairs} pairs differ')}</title></rect>")  # fmt: skip
+            judged = verdicts.get(((axis, transition), column))
+            if judged is not None:
+                stripe = STRIPES[judged.verdict]
+                out.append(f'<rect x="{x + 1:.0f}" y="{y + 1}" width="5" height="{ROW_H - 2}" fill="{stripe}">'
+                           f"<title>{escape(judged.text())}</title></rect>")  # fmt: skip
             text = f"{differ}/{pairs}" + (f" · {_short(distance)}" if differ and _short(distance) else "")
             out.append(f'<text x="{x + col_w / 2:.0f}" y="{y + ROW_H / 2 + 4}" text-anchor="middle" fill="{ink}">'
                        f"{escape(text)}</text>")  # fmt: skip

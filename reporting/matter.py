@@ -430,7 +430,7 @@ def spread_rows(found: Evidence) -> list[list[str]]:
     rows = []
     for per_output in found.spreads.values():
         for s in per_output.values():
-            if not s.scenario.endswith("-unseeded"):
+            if records.is_seeded(s.scenario.rsplit("-", 1)[-1]):  # unseeded variants' own spread is run to run
                 value = "—" if s.spread is None else f"{s.spread:.3g}" + (f" ({s.estimated})" if s.estimated else "")
                 decided = "; ".join(d.text() for d in s.decisions)
                 rows.append([s.cell_id, s.scenario, s.output.removeprefix("model1."), value, s.source or s.note,
