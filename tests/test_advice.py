@@ -123,7 +123,8 @@ def check_claims(answers: list[dict], *folders: Path) -> int:
                 digests: dict[str, set[str]] = {}
                 for record in on_disk:
                     cell = Cell.from_record(record.cell).params()
-                    elsewhere = any(as_json(cell.get(k, v)) != v for k, v in answer["context"].items() if k != "host")
+                    context = answer["context"].items()
+                    elsewhere = any(as_json(cell.get(k, v)) != as_json(v) for k, v in context if k != "host")
                     if not record.is_ok or record.name != answer["scenario"] or Setting.of(cell) != wanted or elsewhere:
                         continue
                     value = record.host_label if answer["across"] == "host" else cell[answer["across"]]
