@@ -49,7 +49,9 @@ from repromatrix.errors import (
 )
 from repromatrix.extras import Extras, resolve
 from repromatrix.guards import KeyedLocks
+from repromatrix.harness import exchange, hostprobe
 from repromatrix.harness.axes import Cell
+from repromatrix.harness.layout import CellLayout
 from repromatrix.matrix import RECIPES_DIR, DockerSettings
 
 LABEL = "org.repromatrix"
@@ -371,8 +373,12 @@ class DockerBackend:
 
     def run(self, cell: Cell, prepared: Prepared, attempt: str, out_dir: Path, timeout: float) -> HarnessRun:
         command = ["python3", *harness_args(attempt, CONTAINER_RESULTS)]
+        plan = exchange.Plan.read(CellLayout(out_dir).plan_file(attempt))
+        hostprobe.carry(plan.host, plan.cell, out_dir, into_cell=True)
         # Its exit code is judged by the runner, for both backends alike.
-        return self.execute(cell, prepared.handle, command, out_dir, timeout)
+        run = self.execute(cell, prepared.handle, command, out_dir, timeout)
+        hostprobe.carry(plan.host, plan.cell, out_dir, into_cell=False)
+        return run
 
     def shell(self, cell: Cell, command: list[str], workdir: Path) -> int:
         """The command in the cell's image, hardened as a run is; `workdir` is mounted read-only at /work."""

@@ -30,7 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import fileio
+from . import axes, fileio
 from .hosts import Host, usable_cores
 
 # Bumped when the kernels or their inputs change: a cached answer of another version is measured again.
@@ -49,16 +49,34 @@ def cache_files(host: Host, cell: dict[str, Any], cell_root: Path, shared: bool 
     `shared`: the real worker's answers only, never a test's stand-in's), then the cell's folder."""
     if not cell.get("tf"):
         return []  # a harness run by hand knows no TF version to cache the answer under: measured every time
-    name = f"{host.id or 'unknown'}-tf{cell['tf']}-{cell.get('device') or 'cpu'}.json"
+    name = f"{host.id or 'unknown'}-tf{cell['tf']}-{cell.get('device') or 'cpu'}-{_environment(cell)}.json"
     base = os.environ.get("REPROMATRIX_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "repromatrix"
     )
     return [*([Path(base) / "host-probes" / name] if shared else []), cell_root / CELL_CACHE]
 
 
+def _environment(cell: dict[str, Any]) -> str:
+    """The cell's image axes (Keras, Python, pinned packages...): an answer is cached per environment."""
+    image = {a.name: cell.get(a.name) for a in axes.AXES if not a.at_run_time}
+    return hashlib.sha256(json.dumps(image, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def cache_key(host: Host, cell: dict[str, Any]) -> dict[str, Any]:
     return {"probe_version": PROBE_VERSION, "host_id": host.id, "cell_tf": cell.get("tf"),
-            "device": cell.get("device")}  # fmt: skip
+            "device": cell.get("device"), "environment": _environment(cell)}  # fmt: skip
+
+
+def carry(host: Host, cell: dict[str, Any], cell_root: Path, into_cell: bool) -> None:
+    """Between the user's cache and a cell's folder, for a harness that sees only the cell's folder (a
+    container's only writable mount): each host and environment is probed once, not once per cell."""
+    paths = cache_files(host, cell, cell_root)
+    if len(paths) != 2:
+        return
+    source, target = paths[::-1] if not into_cell else paths
+    found = _cached([source], host, cell)
+    if found is not None and _cached([target], host, cell) is None:
+        _store([target], found)
 
 
 def _cached(paths: list[Path], host: Host, cell: dict[str, Any]) -> dict[str, Any] | None:
