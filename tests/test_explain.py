@@ -215,3 +215,22 @@ def test_a_planted_one_ulp_change_in_one_op_is_named_and_no_earlier_one(tf_pytho
     assert before and all(x == y for x, y in before)
     # The weights are equal at initialisation (a one-ulp activation may or may not survive the update's rounding).
     assert found.weights is None or not found.weights.at_initialisation
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--cells", "a,b,c", "--scenario", "init", "--variant", "unseeded"], "give two different cell ids"),
+        (["--cells", "tf2.21.0-cpu-onednn1-det0", "--variant", "unseeded"], "exactly one --scenario"),
+        (["--cells", "nope,tf2.21.0-cpu-onednn1-det0", "--scenario", "init", "--variant", "unseeded"],
+         "nope: not in the matrix"),
+        (["--cells", "tf2.21.0-cpu-onednn1-det0", "--scenario", "init", "--variant", "seeded"], "init has unseeded"),
+    ],
+)  # fmt: skip
+def test_bad_explain_arguments_are_one_line_and_exit_2(argv, says, tmp_path, capsys):
+    from repromatrix import cli
+
+    code = cli.main(["explain", *argv, "--backend", "local", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert says in err and len(err.strip().splitlines()) == 1, err
