@@ -234,3 +234,23 @@ def test_bad_explain_arguments_are_one_line_and_exit_2(argv, says, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2
     assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.tf
+def test_explain_two_repeats_of_unseeded_init_through_the_backend(tf_python, tmp_path):
+    """The whole command: both sides rerun in their cell, traced; written as explain.md and explain.json."""
+    from tests.conftest import repromatrix_cli
+
+    tf_python(NEWEST_TF)
+    out = tmp_path / "explain"
+    done = repromatrix_cli("explain", "--cells", f"tf{NEWEST_TF}-cpu-onednn1-det0", "--scenario", "init",
+                           "--variant", "unseeded", "--backend", "local", "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    written = json.loads((out / "explain.json").read_text())
+    # Unseeded, two processes draw other initial weights: the random stream, not numerics.
+    assert written["verdict"] == str(Verdict.INITIALISATION)
+    assert written["weights"]["at_initialisation"] and written["weights"]["variable"] == 0
+    assert [side["repeat"] for side in written["sides"]] == [0, 1]
+    assert "model1.predictions" in written["outputs"]["traced"]
+    assert (out / "explain.md").read_text().startswith("## Explained: init-unseeded")
+    assert trace_dir(Path(written["sides"][0]["record"])).is_dir()
