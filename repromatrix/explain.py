@@ -435,7 +435,7 @@ def markdown(explanation: Explanation, title: str) -> str:
     if weights is None:
         lines.append("- weights: equal at every snapshot (initialisation, every training step, before predict)")
     else:
-        where = "at initialisation" if weights.at_initialisation else f"at {weights.snapshot}"
+        where = "at initialisation" if weights.at_initialisation else "after a training step"
         size = f"; sampled values differ by up to {weights.max_abs_sampled:.3g}" if weights.max_abs_sampled else ""
         lines.append(f"- weights first differ {where} ({weights.snapshot}): variable {weights.variable} "
                      f"`{weights.name_a}`" + (f" / `{weights.name_b}`" if weights.name_b != weights.name_a else "")

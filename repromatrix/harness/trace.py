@@ -298,9 +298,9 @@ class Tracer:
 
     # --- installing ------------------------------------------------------------------------------
     def _patch(self, owner: Any, name: str, make: Any) -> None:
-        original = owner.__dict__.get(name, getattr(owner, name))
+        """Replace `owner.name` by `make(current)`; undone on exit (an inherited one by removing ours)."""
         self._restore.append((owner, name, owner.__dict__.get(name)))
-        setattr(owner, name, make(getattr(owner, name), original))
+        setattr(owner, name, make(getattr(owner, name)))
 
     def __enter__(self) -> Tracer:
         tf = self.tf
@@ -312,7 +312,7 @@ class Tracer:
         tracer = self
 
         def wrap_call(kind: str, position: int) -> Any:
-            def make(bound: Any, original: Any) -> Any:
+            def make(bound: Any) -> Any:
                 def traced(model: Any, *args: Any, **kwargs: Any) -> Any:
                     if len(args) > position:  # callbacks given by position
                         args = (
@@ -329,7 +329,7 @@ class Tracer:
 
             return make
 
-        def wrap_gradient(bound: Any, original: Any) -> Any:
+        def wrap_gradient(bound: Any) -> Any:
             def gradient(tape: Any, *args: Any, **kwargs: Any) -> Any:
                 before = tracer.phase
                 tracer.phase = Phase.GRADIENT
