@@ -102,7 +102,7 @@ def table_outputs(group: list[Variant], outputs: list[str]) -> list[str]:
 
 def telling_first(name: str) -> tuple[int, str]:
     """Predictions first, then a layer's variables, then the rest (optimizer state, checkpoints' bookkeeping)."""
-    file, _, inner = name.partition(":")
+    inner = name.partition(":")[2]
     return (0 if not inner else 2 if "optimizer" in inner or "/." in inner else 1, name)
 
 
