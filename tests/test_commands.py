@@ -223,7 +223,7 @@ def test_first_difference_at_the_epoch_the_checkpoints_part():
     said = analysis.first_divergence(left, right)
     assert said.startswith("checkpoints equal up to epoch 2; first difference at epoch 3 "
                            "(ckpt/epoch-03.weights.h5), variable `dense/kernel`")  # fmt: skip
-    assert "saved arrays that differ: `model.keras:dense/kernel`, `preds.npy`" in said
+    assert "saved arrays that differ: `preds.npy`, `model.keras:dense/kernel`" in said  # predictions first
     same = analysis.first_divergence(left, command_record(1, saved([1, 2, 3], log="other")))
     assert same == "every epoch's checkpoint equal (3 epochs); also differs: `train.log`"
 
