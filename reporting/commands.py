@@ -65,10 +65,10 @@ def first_divergence(left: records.Record, right: records.Record, arrays: bool =
         else:
             earlier = "" if first[0] == min(epochs) else f"checkpoints equal up to epoch {first[0] - 1}; "
             files = sorted({name.split(":", 1)[0] for name in first[1]})
-            variables = [name.split(":", 1)[-1] for name in first[1]]
+            variables = sorted((name.split(":", 1)[-1] for name in first[1]), key=lambda v: telling_first(f"-:{v}"))
             what = f"variable{'s' if len(variables) > 1 else ''} {_names(variables)}"
             parts.append(f"{earlier}first difference at epoch {first[0]} ({', '.join(files)}), {what}")
-    differing = [name for name in sorted(left.outputs) if is_output(name) and _differs(left, right, name)]
+    differing = sorted((n for n in left.outputs if is_output(n) and _differs(left, right, n)), key=telling_first)
     if differing and arrays:
         parts.append(f"saved arrays that differ: {_names(differing)}")
     also = [name.removeprefix(records.COMMAND_BYTES_PREFIX) for name in sorted(left.outputs)
@@ -97,12 +97,12 @@ def table_outputs(group: list[Variant], outputs: list[str]) -> list[str]:
         return outputs
     telling = [o for o in outputs if len({v.digests.get(o, "") for v in group if v.ok_repeats}) > 1]
     telling += [o for o in outputs if o not in telling and any(v.digests.get(o, "") is None for v in group)]
-    return telling[:TABLES] or outputs[:1]
+    return sorted(telling, key=telling_first)[:TABLES] or sorted(outputs, key=telling_first)[:1]
 
 
 def telling_first(name: str) -> tuple[int, str]:
     """Predictions first, then a layer's variables, then the rest (optimizer state, checkpoints' bookkeeping)."""
-    _, _, inner = name.partition(":")
+    inner = name.partition(":")[2]
     return (0 if not inner else 2 if "optimizer" in inner or "/." in inner else 1, name)
 
 

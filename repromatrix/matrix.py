@@ -180,7 +180,7 @@ def load(path: Path | None = None, known_scenarios: list[str] | None = None) -> 
     if commands and "scenarios" not in data.get("run", {}):  # declaring a command is asking to run it
         run["scenarios"] = [command.name for command in commands]
     if known_scenarios is not None:
-        check_scenarios(path, run["scenarios"], known_scenarios)
+        check_scenarios(path, run["scenarios"], [*known_scenarios, *(command.name for command in commands)])
     project = None
     if run["project"]:
         project = (path.parent / Path(run["project"]).expanduser()).resolve()

@@ -223,7 +223,7 @@ def test_first_difference_at_the_epoch_the_checkpoints_part():
     said = analysis.first_divergence(left, right)
     assert said.startswith("checkpoints equal up to epoch 2; first difference at epoch 3 "
                            "(ckpt/epoch-03.weights.h5), variable `dense/kernel`")  # fmt: skip
-    assert "saved arrays that differ: `model.keras:dense/kernel`, `preds.npy`" in said
+    assert "saved arrays that differ: `preds.npy`, `model.keras:dense/kernel`" in said  # predictions first
     same = analysis.first_divergence(left, command_record(1, saved([1, 2, 3], log="other")))
     assert same == "every epoch's checkpoint equal (3 epochs); also differs: `train.log`"
 
@@ -324,3 +324,52 @@ def test_a_command_that_fails_or_writes_nothing_says_so(tmp_path, monkeypatch, e
     with pytest.raises(command.CommandFailed) as caught:
         command.check(spec, ran, tmp_path / "out")
     assert caught.value.message.startswith(said), caught.value.message
+
+
+FAKE_TF = """
+calls = []
+
+
+class _Threading:
+    def set_intra_op_parallelism_threads(self, n): calls.append(("intra", n))
+    def set_inter_op_parallelism_threads(self, n): calls.append(("inter", n))
+    def get_intra_op_parallelism_threads(self): return 3
+    def get_inter_op_parallelism_threads(self): return 0
+
+
+class _Experimental:
+    def enable_op_determinism(self): calls.append(("op_determinism", True))
+
+
+class config:
+    threading = _Threading()
+    experimental = _Experimental()
+"""
+
+
+def test_the_cells_tf_calls_are_made_in_the_commands_own_python(tmp_path):
+    """The knobs that are TF calls are made as soon as the script's `import tensorflow` has run (here a
+    stand-in TensorFlow that records the calls), and what TF then says is written for the record."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from repromatrix.backends import code_root
+    from repromatrix.harness import command_site
+
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(FAKE_TF)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import {command_site.__name__}\n")
+    seen = tmp_path / "seen.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(code_root()), str(tmp_path)]),
+           command_site.KNOBS_ENV: json.dumps({"op_determinism": True, "intra_op_threads": 3}),
+           command_site.SEEN_ENV: str(seen)}  # fmt: skip
+    script = "import tensorflow as tf; print(tf.calls)"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('op_determinism', True), ('intra', 3)]"
+    (said,) = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert said["intra_op_threads"] == 3

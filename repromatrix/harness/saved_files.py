@@ -191,8 +191,8 @@ def read_npz(np: Any, path: Path) -> dict[str, Any]:
 
 
 def layer_variables(tf: Any, path: Path) -> dict[str, list[str]]:
-    """Layer name → the names of its own variables in the order Keras 3 saves them, from a `.keras`
-    model that loads here; {} when it does not (a custom layer, Keras 2's layout)."""
+    """Layer name → the names of its own variables in the order Keras saves them, from a `.keras`
+    model that loads here; {} when it does not (a custom layer the script defines, say)."""
     try:
         model = tf.keras.models.load_model(str(path), compile=False)
         layers = list(model._flatten_layers(include_self=False))
@@ -200,11 +200,14 @@ def layer_variables(tf: Any, path: Path) -> dict[str, list[str]]:
         return {}
     found: dict[str, list[str]] = {}
     for layer in layers:
-        own = getattr(layer, "_trainable_variables", None)
-        if own is None:  # not Keras 3, whose layout alone is renamed
+        # A layer saves its own variables, trainable first: Keras 3's `_trainable_variables`, Keras 2's
+        # (2.13+, whose `.keras` has the same layout) `_trainable_weights`.
+        keras3 = hasattr(layer, "_trainable_variables")
+        own = getattr(layer, "_trainable_variables" if keras3 else "_trainable_weights", None)
+        rest = getattr(layer, "_non_trainable_variables" if keras3 else "_non_trainable_weights", [])
+        if own is None:
             return {}
-        variables = [*own, *getattr(layer, "_non_trainable_variables", [])]
-        found[layer.name] = [str(v.name).rsplit("/", 1)[-1].split(":", 1)[0] for v in variables]
+        found[layer.name] = [str(v.name).rsplit("/", 1)[-1].split(":", 1)[0] for v in [*own, *rest]]
     return found
 
 
