@@ -56,7 +56,10 @@ class Unresolvable(LockError):
 def _failure(what: str, stderr: str) -> LockError:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     # uv says "No solution found" when the requirements exclude each other, not for a network failure.
-    if any("No solution found" in line for line in lines):
+    # A version the index does not have at all ("there is no version of tensorflow-cpu==2.99.0") is a
+    # typo to fix, not a combination that does not exist: the cell fails, it is not skipped.
+    missing = any("there is no version of" in line for line in lines)
+    if any("No solution found" in line for line in lines) and not missing:
         start = next(i for i, line in enumerate(lines) if "No solution found" in line)
         return Unresolvable(f"{what}: {' '.join(lines[start:])[:600]}")
     return LockError(f"{what}: {' '.join(lines[-3:])}")

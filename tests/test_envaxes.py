@@ -198,6 +198,15 @@ def test_a_pin_the_resolver_rules_out_skips_the_cell_with_its_reason(tmp_path, m
     with pytest.raises(locks.LockError) as failed:
         locks.cell_lock(cell, tmp_path)
     assert not isinstance(failed.value, locks.Unresolvable)
+    # Nor is a version the index does not have at all (a typo): the cell fails, it is not skipped.
+    absent = (
+        "  × No solution found when resolving dependencies:\n  ╰─▶ Because there is no version of numpy==9.9.9 and "
+        "you require numpy==9.9.9, we can conclude that your requirements are unsatisfiable.\n"
+    )
+    monkeypatch.setattr(locks, "_compile", lambda *args: (1, "", absent))
+    with pytest.raises(locks.LockError) as typo:
+        locks.cell_lock(cell, tmp_path)
+    assert not isinstance(typo.value, locks.Unresolvable) and "no version of numpy==9.9.9" in typo.value.message
 
 
 class SkippingBackend(FakeBackend):
