@@ -72,7 +72,9 @@ def test_every_built_in_scenario_runs_inside_the_image_to_valid_records(docker_b
     loaded = type(loaded)(**{**loaded.__dict__, "repeats": 2, "docker": docker_backend.settings})
     [outcome] = runner.run_matrix(docker_backend, loaded, [CELL], runner.RunOptions(tmp_path, jobs=1))
     assert outcome.state == "ran", outcome
-    assert outcome.counts == {"ok": 12}
+    # 12 repeats, and the seed-to-seed spread: seeded_init's two other seeds run; the unseeded variants'
+    # repeats stand in for the two training scenarios' (no process).
+    assert outcome.counts == {"ok": 14, "spread from the unseeded sibling": 4}
     for scenario, variant in [("init", "unseeded"), ("seeded_init", "seeded")] + [
         (name, v) for name in ("dropout_training", "cnn_training") for v in ("unseeded", "seeded")
     ]:
@@ -231,12 +233,14 @@ def _env(docker_backend) -> dict[str, str]:
     return {**os.environ, "REPROMATRIX_BASE_IMAGE": settings.base_image, "REPROMATRIX_EXTRA_CA": settings.extra_ca}
 
 
+# What these runs count is repeats: no spread runs (test_every_built_in_scenario... measures those in Docker).
 SMALL = f"""
 [matrix]
 tf = ["{NEWEST_TF}"]
 [run]
 scenarios = ["init", "seeded_init"]
 repeats = 2
+spread_seeds = 0
 """
 
 
@@ -695,7 +699,13 @@ def test_both_backends_make_the_same_records_of_the_same_failing_harness(
     tf_python(NEWEST_TF)
     loaded = matrix.load()
     loaded = type(loaded)(
-        **{**loaded.__dict__, "repeats": 2, "scenarios": ("seeded_init",), "docker": docker_backend.settings}
+        **{
+            **loaded.__dict__,
+            "repeats": 2,
+            "scenarios": ("seeded_init",),
+            "docker": docker_backend.settings,
+            "spread_seeds": 0,
+        }
     )
     made = {}
     for backend in (docker_backend, LocalBackend()):
