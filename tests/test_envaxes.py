@@ -352,8 +352,8 @@ def test_docker_builds_a_tf_keras_cell_from_its_own_lock_and_a_python_cell_from_
 
 def test_another_pythons_lock_keeps_the_default_pythons_versions_where_it_can(tmp_path, monkeypatch):
     asked: list[tuple[str, ...]] = []
-    answers = [(1, "", "error: No solution found when resolving dependencies\n  cause: numpy==2.4.6 has no cp399 wheel\n"),
-               (0, "", "")]  # fmt: skip
+    unresolvable = "error: No solution found when resolving dependencies\n  cause: numpy==2.4.6 has no cp399 wheel\n"
+    answers = [(1, "", unresolvable), (0, "", "")]
 
     def compile_(stdin: str, python: str, index_url: str, *extra: str) -> tuple[int, str, str]:
         asked.append(extra)
