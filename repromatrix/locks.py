@@ -120,11 +120,20 @@ def generate(tf: str, device: str, dest: Path, index_url: str = "", python: str 
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    returncode, _, stderr = _compile(requirement(tf, device) + "\n", python, index_url, "-o", str(tmp))
+    # Another Python keeps the default Python's versions where it can, so a python pair of cells differs in
+    # Python (and what has no wheel for it) rather than in a fresh resolution of everything.
+    same = LOCK_DIR / lock_name(tf, device)
+    held = ["-c", str(same)] if python != PYTHON_VERSION and same.is_file() else []
+    how = f"; versions held to {same.name} where they have wheels" if held else ""
+    returncode, _, stderr = _compile(requirement(tf, device) + "\n", python, index_url, "-o", str(tmp), *held)
+    if returncode != 0 and held and isinstance(_failure("", stderr), Unresolvable):
+        why = " ".join(_failure("", stderr).message.split())[:300]
+        how = f"; resolved afresh: {same.name}'s versions cannot all be had for Python {python} ({why})"
+        returncode, _, stderr = _compile(requirement(tf, device) + "\n", python, index_url, "-o", str(tmp))
     if returncode != 0:
         tmp.unlink(missing_ok=True)
         raise _failure(f"cannot resolve {requirement(tf, device)} for Python {python}", stderr)
-    header = f"# {requirement(tf, device)} for Python {python} on {PYTHON_PLATFORM}; made by: nox -s lock\n"
+    header = f"# {requirement(tf, device)} for Python {python} on {PYTHON_PLATFORM}{how}; made by: nox -s lock\n"
     tmp.write_text(header + tmp.read_text())
     os.replace(tmp, dest)
     return dest

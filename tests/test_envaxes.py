@@ -357,3 +357,20 @@ def test_docker_builds_a_tf_keras_cell_from_its_own_lock_and_a_python_cell_from_
     assert backend.build_args(plain)["BASE_IMAGE"] == "repromatrix/debian-python:bookworm"
     # Skipped before the engine is asked anything (no engine is needed to say so).
     assert "no Debian base image has Python 3.12" in backend.skip_reason(Cell("2.21.0", "cpu", python="3.12"))
+
+
+def test_another_pythons_lock_keeps_the_default_pythons_versions_where_it_can(tmp_path, monkeypatch):
+    asked: list[tuple[str, ...]] = []
+    unresolvable = "error: No solution found when resolving dependencies\n  cause: numpy==2.4.6 has no cp399 wheel\n"
+    answers = [(1, "", unresolvable), (0, "", "")]
+
+    def compile_(stdin: str, python: str, index_url: str, *extra: str) -> tuple[int, str, str]:
+        asked.append(extra)
+        Path(extra[extra.index("-o") + 1]).write_text("numpy==2.5.5 \\\n    --hash=sha256:ee\n")
+        return answers.pop(0)
+
+    monkeypatch.setattr(locks, "_compile", compile_)
+    made = locks.generate("2.21.0", "cpu", tmp_path / "tf2.21.0-cpu-py3.99.txt", python="3.99")
+    held, free = asked
+    assert held[held.index("-c") + 1] == str(locks.LOCK_DIR / "tf2.21.0-cpu.txt") and "-c" not in free
+    assert "resolved afresh: tf2.21.0-cpu.txt's versions cannot all be had for Python 3.99" in made.read_text()

@@ -137,8 +137,7 @@ def _keras_version(tf: Any) -> str | None:
     """The Keras tf.keras is: with TF_USE_LEGACY_KERAS=1 on TF 2.16+ it is tf_keras (Keras 2), whose
     tf.keras has no __version__, and the installed `keras` (3) is not the one that ran."""
     if getattr(tf.keras, "__name__", "").startswith("tf_keras"):
-        import tf_keras
-
+        tf_keras = importlib.import_module("tf_keras")  # only in a tf-keras cell: no stubs, no import here
         return getattr(tf_keras, "__version__", None) or _version("tf-keras")
     return getattr(tf.keras, "__version__", None) or _version("keras")
 
