@@ -167,13 +167,15 @@ def test_repeats_seed_and_scenario_flags_override_the_matrix_for_one_run(project
     repository_matrix = str(Path(__file__).parents[1] / "matrix.toml")
     done = repromatrix_in(project, "run", "--backend", "local", "--matrix", repository_matrix,
                           "--tf", NEWEST_TF, "--cell", f"tf{NEWEST_TF}-cpu-onednn1-det0", "--scenario", "seeded_init",
-                          "--repeats", "1", "--seed", "7", "--results", str(results))  # fmt: skip
+                          "--repeats", "1", "--seed", "7", "--spread-seeds", "0",
+                          "--results", str(results))  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     paths = [p for _, p in Layout(results).record_files()]
     assert [p.parent.name for p in paths] == ["seeded_init-seeded"] and len(paths) == 1
     assert records.Record.read(paths[0]).seed == 7
     again = repromatrix_in(project, "run", "--backend", "local", "--matrix", repository_matrix,
                            "--cell", f"tf{NEWEST_TF}-cpu-onednn1-det0", "--scenario", "seeded_init",
-                           "--repeats", "1", "--seed", "8", "--results", str(results))  # fmt: skip
+                           "--repeats", "1", "--seed", "8", "--spread-seeds", "0",
+                           "--results", str(results))  # fmt: skip
     assert "scenario processes started: 1" in again.stdout  # another seed: measured again, not reused
     assert records.Record.read(paths[0]).seed == 8

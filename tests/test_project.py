@@ -75,6 +75,7 @@ scenarios = ["absolute_peer", "relative_peer"]
 scenario_paths = ["{scenarios}"]
 project = "{project}"
 repeats = 2
+spread_seeds = 0
 {requirements}
 """
 
@@ -183,6 +184,7 @@ onednn = [true, false]
 scenarios = ["seeded_init"]
 project = "."
 repeats = 2
+spread_seeds = 0
 """
 
 

@@ -28,6 +28,7 @@ onednn = [true]
 [run]
 scenarios = ["init", "seeded_init"]
 repeats = 2
+spread_seeds = 0  # these tests count repeats
 """
 
 
