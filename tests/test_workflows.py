@@ -54,6 +54,10 @@ def _comparable(report_json: str) -> dict:
         # How far apart unseeded repeats came out is a new random draw in every run.
         if variant["variant"] == "unseeded":
             variant.pop("spreads")
+    # So is the seed-to-seed spread an unseeded variant's own repeats give; each host names its folders.
+    payload["seed_spread"] = [s for s in payload["seed_spread"] if "unseeded repeats" not in s["source"]]
+    for host in payload["hosts"]:
+        host.pop("folders", None)
     return payload
 
 
