@@ -499,6 +499,7 @@ def _differing_outputs(left: Path, right: Path) -> list[str]:
 
 def command(args: argparse.Namespace) -> int:
     from repromatrix import cli, progress, runner
+    from repromatrix.harness import fileio
     from repromatrix.harness.layout import Layout
     from repromatrix.harness.records import Isolation
 
@@ -547,8 +548,9 @@ def command(args: argparse.Namespace) -> int:
     text = markdown(result, title)
     payload = {"title": title, **result.to_json(),
                "trace_bytes": [a.meta.get("bytes"), b.meta.get("bytes")], "ops": [len(a.ops), len(b.ops)]}  # fmt: skip
-    (out / EXPLAIN_JSON).write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    (out / EXPLAIN_MD).write_text(text)
+    # Written whole or not at all, as the report's own files are (a signal mid-write leaves no half file).
+    fileio.write_text(out / EXPLAIN_JSON, json.dumps(payload, indent=1, default=str) + "\n")
+    fileio.write_text(out / EXPLAIN_MD, text)
     progress.say(text)
     progress.say(f"written to {out}/ ({EXPLAIN_MD}, {EXPLAIN_JSON})")
     return 0
