@@ -11,7 +11,7 @@ from pathlib import Path
 
 from repromatrix.errors import ReportInputError
 from repromatrix.harness import fileio
-from repromatrix.reporting import advice, figure, html, text
+from repromatrix.reporting import advice, explained, figure, html, text
 from repromatrix.reporting.history import timeline
 from repromatrix.reporting.history import write as write_history
 from repromatrix.reporting.model import Report, build
@@ -33,6 +33,7 @@ def render_all(folders: list[Path], out: Path, baseline: Path | None = None, his
     for axis in across:  # what to change, when asked: a section after the headline, a line in it, advice.md
         report.advice += advice.advise(report.variants, axis, scenarios)
     report.headline += advice.headline(report.advice)
+    report.explained = explained.read(out)  # what `explain` traced into this report folder
     if keep_history:
         report.timeline = timeline(report, history)
     if not report.variants:

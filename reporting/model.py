@@ -30,6 +30,7 @@ class Report:
     comparison: host_comparison.HostComparison | None = None  # hosts against each other (reporting/hosts.py)
     evidence: matter.Evidence | None = None  # the seed-to-seed spreads (reporting/matter.py)
     advice: list[Any] = field(default_factory=list)  # what to change, when asked (reporting/advice.py's Advice)
+    explained: list[Any] = field(default_factory=list)  # explain/ in the report folder (reporting/explained.py)
 
     @property
     def scenarios(self) -> list[str]:

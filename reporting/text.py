@@ -213,6 +213,10 @@ def sections(report: Report, pairwise: bool) -> list[Section]:
     if report.evidence is not None and matter.spread_rows(report.evidence):
         result.append(Section("Seed-to-seed spread", matter.SPREAD_HEADERS, matter.spread_rows(report.evidence),
                               intro=matter.SPREAD_INTRO, kind="spread"))  # fmt: skip
+    if report.explained:  # from where, exactly: the pairs traced, beside what changes the bits
+        from repromatrix.reporting import explained
+
+        result += explained.sections(report.explained)
     for table in report.tables:  # seeded variants first (class_tables orders them so)
         result.append(compatibility(report, table))
         if table.pairs:
@@ -396,6 +400,7 @@ def json_report(report: Report) -> str:
             "text": matter.THRESHOLDS_TEXT,
         },
         "advice": [a.to_json() for a in report.advice],
+        "explained": [e.to_json() for e in report.explained],
     }
     return json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
 

@@ -41,7 +41,8 @@ COMMAND_GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "plan": ("list the cells", ("selection",)),
     "build": ("build the images (or virtualenvs) of the cells", ("selection", "environment")),
     "run": ("run the missing repeats of the cells", ("selection", "environment", "running", "overrides")),
-    "matrix": ("plan, build, run and report", ("selection", "environment", "running", "overrides", "reporting")),
+    "matrix": ("plan, build, run and report", ("selection", "environment", "running", "overrides", "reporting",
+                                                "explaining")),
     "shell": ("run a command in one cell's environment: its virtualenv, or its image, hardened",
               ("selection", "environment")),
     "report": ("render the report of one or more results folders", ("reporting",)),
@@ -294,8 +295,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    if args.explain < 0 or args.explain_budget <= 0:
+        raise ConfigurationError(f"--explain {args.explain} --explain-budget {args.explain_budget:g}: give a count "
+                                 "of pairs ≥ 0 and a budget in seconds > 0")  # fmt: skip
     check_report_folder([args.results], args.out)
     outcomes = do_run(args)
+    if args.explain:
+        from repromatrix import explain
+
+        explain.after_matrix(args, report_folder([args.results], args.out))
     broken = do_report([args.results], args.baseline, args.out, args.history)
     _failed(outcomes)  # cells that failed outrank broken expectations; every file is written either way
     _broken(broken)

@@ -27,11 +27,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from repromatrix.errors import ConfigurationError
+from repromatrix.errors import CellsFailedError, ConfigurationError
 from repromatrix.harness.trace import META_FILE, OPS_FILE, WEIGHTS_FILE, Phase, trace_dir
 
-EXPLAIN_JSON = "explain.json"
-EXPLAIN_MD = "explain.md"
 # Past the common prefix, at most this many ops per side go into the sequence matcher (quadratic at worst).
 ALIGN_WINDOW = 20_000
 _NUMBERED = re.compile(r"_\d+(?=/|$)")  # Keras numbers layers per process: dense_3 is dense
@@ -245,18 +243,6 @@ def difference_size(a: OpEvent, b: OpEvent, output: int) -> dict[str, Any]:
     return size
 
 
-def describe_size(size: dict[str, Any]) -> str:
-    if "max_abs" in size:
-        ulps = f", {size['max_ulps']} ulp" if "max_ulps" in size else ""
-        return f"{size['values_differing']} of {size['of']} values differ, by at most {size['max_abs']:.3g}{ulps}"
-    parts = []
-    if "max_abs_first_values" in size:
-        parts.append(f"first values differ by up to {size['max_abs_first_values']:.3g}")
-    if "sum_delta" in size:
-        parts.append(f"sums differ by {size['sum_delta']:.3g}")
-    return "; ".join(parts) or "digests differ"
-
-
 # --- weights -------------------------------------------------------------------------------------
 def first_weight_difference(a: Trace, b: Trace) -> tuple[WeightDifference | None, list[str]]:
     """The first snapshot (in order) where a variable differs, and notes on what could not be compared."""
@@ -418,51 +404,6 @@ def explain(a: Trace, b: Trace, onednn: tuple[str, str] = ("", "")) -> Explanati
     return Explanation(verdict, weights, op, alignment, tuple(notes))
 
 
-# --- rendering -----------------------------------------------------------------------------------
-def markdown(explanation: Explanation, title: str) -> str:
-    lines = [f"## Explained: {title}", "", f"**Verdict: {explanation.verdict}.**", ""]
-    for n, side in enumerate(explanation.sides):
-        lines.append(f"- side {'AB'[n]}: `{side.get('cell')}` repeat {side.get('repeat')} "
-                     f"(TF {side.get('tensorflow')}, Keras {side.get('keras')}, "
-                     f"oneDNN {side.get('onednn')})")  # fmt: skip
-    outputs = explanation.outputs
-    if outputs:
-        untraced = ", ".join(outputs.get("untraced", [])) or "none"
-        traced = ", ".join(outputs.get("traced", [])) or "none"
-        lines += ["", f"- outputs that differ, untraced: {untraced}", f"- outputs that differ, traced: {traced}"]
-    weights = explanation.weights
-    lines.append("")
-    if weights is None:
-        lines.append("- weights: equal at every snapshot (initialisation, every training step, before predict)")
-    else:
-        where = "at initialisation" if weights.at_initialisation else "after a training step"
-        size = f"; sampled values differ by up to {weights.max_abs_sampled:.3g}" if weights.max_abs_sampled else ""
-        lines.append(f"- weights first differ {where} ({weights.snapshot}): variable {weights.variable} "
-                     f"`{weights.name_a}`" + (f" / `{weights.name_b}`" if weights.name_b != weights.name_a else "")
-                     + f", shape {list(weights.shape)}; sums differ by {weights.sum_delta:.3g}{size}")  # fmt: skip
-    op = explanation.op
-    if op is None:
-        lines.append("- ops: every traced op's output is equal on both sides")
-    else:
-        names = op.type if op.type == op.type_b else f"{op.type} / {op.type_b}"
-        step = f"step {op.step}" if op.call >= 0 else "before any fit or predict"
-        certainty = "" if op.certain else " (uncertain)"
-        lines += [
-            f"- first op that differs{certainty}: **{names}**" + (f" `{op.name}`" if op.name else "")
-            + f" in layer `{op.layer or '?'}`, {op.phase}, call {op.call}, {step} (op {op.index_a} of side A)",
-            f"  - why: {op.why}",
-            f"  - size: {describe_size(op.size)}",
-        ]  # fmt: skip
-        if op.kernel:
-            lines.append(f"  - kernel: {op.kernel}")
-    al = explanation.alignment
-    lines += ["", f"- alignment: {al.matched} of {al.ops_a} (A) / {al.ops_b} (B) ops matched"
-              + (", the same ops in the same order" if al.exact else
-                 f"; {al.unmatched_before_cause} unmatched before the difference")]  # fmt: skip
-    lines += [f"- note: {note}" for note in explanation.notes]
-    return "\n".join(lines) + "\n"
-
-
 # --- the command ---------------------------------------------------------------------------------
 def add_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--cells", required=True, metavar="A,B",
@@ -497,41 +438,48 @@ def _differing_outputs(left: Path, right: Path) -> list[str]:
     return sorted(name for name in a.outputs if name in b.outputs and a.outputs[name].sha256 != b.outputs[name].sha256)
 
 
-def command(args: argparse.Namespace) -> int:
-    from repromatrix import cli, progress, runner
-    from repromatrix.harness import fileio
-    from repromatrix.harness.layout import Layout
-    from repromatrix.harness.records import Isolation
-
+def _checked(args: argparse.Namespace) -> tuple[list[str], str]:
     ids = [c for c in args.cells.split(",") if c]
     if not 1 <= len(ids) <= 2 or len(set(ids)) != len(ids):
         raise ConfigurationError(f"--cells {args.cells}: give two different cell ids (A,B), or one for two repeats")
     scenarios = getattr(args, "scenarios", None) or []
     if len(scenarios) != 1:
         raise ConfigurationError("explain needs exactly one --scenario NAME (and --variant)")
+    return ids, scenarios[0]
+
+
+def explain_pair(args: argparse.Namespace, out: Path, results: Path) -> dict[str, Any]:
+    """Both sides of args.cells run again in their cells, untraced and traced, into `results`; the two
+    traces lined up; explain.json and explain.md written into `out`. Returns explain.json's content."""
+    from repromatrix import cli, runner
+    from repromatrix.harness import fileio
+    from repromatrix.harness.layout import Layout
+    from repromatrix.harness.records import Isolation
+    from repromatrix.reporting import explained
+
+    ids, scenario = _checked(args)
     args.cell = ids
     loaded, cells, found = cli.load_plan(args)
     by_id = {cell.id: cell for cell in cells}
     missing = [c for c in ids if c not in by_id]
     if missing:
         raise ConfigurationError(f"--cells: {', '.join(missing)} not in the matrix; see repromatrix plan")
-    info = found[scenarios[0]]
+    info = found[scenario]
     if args.variant not in info.variants:
-        raise ConfigurationError(f"--variant {args.variant}: {scenarios[0]} has {', '.join(info.variants)}")
-    loaded = replace(loaded, scenarios=(scenarios[0],), repeats=2 if len(ids) == 1 else 1, isolation=Isolation.PROCESS)
+        raise ConfigurationError(f"--variant {args.variant}: {scenario} has {', '.join(info.variants)}")
+    loaded = replace(loaded, scenarios=(scenario,), repeats=2 if len(ids) == 1 else 1, isolation=Isolation.PROCESS,
+                     spread_seeds=0)  # fmt: skip
     backend = cli.choose_backend(args, loaded, [by_id[c] for c in ids])
     host = cli.this_host(args.host)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     sides = [(ids[0], 0), (ids[-1], 1 if len(ids) == 1 else 0)]
     paths: dict[bool, list[Path]] = {}
     for traced in (False, True):
-        folder = out / "results" / ("traced" if traced else "untraced")
+        folder = results / ("traced" if traced else "untraced")
         options = runner.RunOptions(results=folder, jobs=1, force=traced, host=host, trace=traced, variant=args.variant)
         outcomes = runner.run_matrix(backend, loaded, [by_id[c] for c in ids], options, found)
         cli._failed(outcomes)
         layout = Layout(folder)
-        paths[traced] = [layout.cell(cell).record(scenarios[0], args.variant, repeat) for cell, repeat in sides]
+        paths[traced] = [layout.cell(cell).record(scenario, args.variant, repeat) for cell, repeat in sides]
     a, b = (Trace.read(trace_dir(path)) for path in paths[True])
     side_info = tuple(_side(path, cell, repeat) for path, (cell, repeat) in zip(paths[True], sides, strict=True))
     onednn = (str(side_info[0]["onednn"]), str(side_info[1]["onednn"]))
@@ -542,15 +490,72 @@ def command(args: argparse.Namespace) -> int:
         notes.append("tracing runs every op eagerly (no grappler, no fused kernels): here that removed the "
                      "difference, so the answer above is about the eager run only")  # fmt: skip
     result = replace(result, sides=side_info, outputs=outputs, notes=tuple(notes))
-    title = f"{scenarios[0]}-{args.variant}: " + (
-        f"{ids[0]} vs {ids[1]}" if len(ids) == 2 else f"{ids[0]}, repeat 0 vs 1"
-    )
-    text = markdown(result, title)
+    title = f"{scenario}-{args.variant}: " + (f"{ids[0]} vs {ids[1]}" if len(ids) == 2 else f"{ids[0]}, repeat 0 vs 1")
     payload = {"title": title, **result.to_json(),
                "trace_bytes": [a.meta.get("bytes"), b.meta.get("bytes")], "ops": [len(a.ops), len(b.ops)]}  # fmt: skip
+    payload = json.loads(json.dumps(payload, default=str))  # as a reader of explain.json will see it
     # Written whole or not at all, as the report's own files are (a signal mid-write leaves no half file).
-    fileio.write_text(out / EXPLAIN_JSON, json.dumps(payload, indent=1, default=str) + "\n")
-    fileio.write_text(out / EXPLAIN_MD, text)
-    progress.say(text)
-    progress.say(f"written to {out}/ ({EXPLAIN_MD}, {EXPLAIN_JSON})")
+    fileio.write_text(out / explained.EXPLAIN_JSON, json.dumps(payload, indent=1) + "\n")
+    fileio.write_text(out / explained.EXPLAIN_MD, explained.markdown(payload))
+    return payload
+
+
+def command(args: argparse.Namespace) -> int:
+    from repromatrix import progress
+    from repromatrix.reporting import explained
+
+    _checked(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    payload = explain_pair(args, out, out / "results")
+    progress.say(explained.markdown(payload))
+    progress.say(f"written to {out}/ ({explained.EXPLAIN_MD}, {explained.EXPLAIN_JSON})")
     return 0
+
+
+def after_matrix(args: argparse.Namespace, report: Path) -> None:
+    """`matrix --explain N`: the N pairs most worth explaining in what was just measured, each traced into
+    report/explain/<pair>/ while the budget lasts (no pair starts that the last one's time says would
+    overrun it); report/explain/index.json lists every pair chosen, explained or not and why."""
+    import time
+    import traceback
+
+    from repromatrix import cli, progress
+    from repromatrix.harness import fileio
+    from repromatrix.harness.layout import Layout
+    from repromatrix.reporting import build, explained
+
+    measured = build([args.results])
+    _, cells, _ = cli.load_plan(args)
+    pairs = explained.pick(measured, args.explain, {cell.id for cell in cells})
+    root = report / explained.EXPLAIN_DIR
+    if not pairs:
+        progress.say("--explain: no pair of this run's cells differs where it should not; nothing to explain")
+        return
+    progress.say(f"--explain: tracing {len(pairs)} pair{'s' if len(pairs) != 1 else ''} "
+                 f"(budget {args.explain_budget:.0f} s): " + "; ".join(p.title for p in pairs))  # fmt: skip
+    index: list[dict[str, Any]] = []
+    started, last = time.monotonic(), 0.0
+    for pair in pairs:
+        entry = pair.to_json()
+        index.append(entry)
+        spent = time.monotonic() - started
+        if spent + last > args.explain_budget:
+            entry["not_explained"] = (f"the budget of {args.explain_budget:.0f} s was spent ({spent:.0f} s so far); "
+                                      "raise --explain-budget, or run repromatrix explain on it")  # fmt: skip
+            continue
+        one = argparse.Namespace(**{**vars(args), "cells": ",".join(pair.cells), "scenarios": [pair.scenario],
+                                    "variant": pair.variant})  # fmt: skip
+        begun = time.monotonic()
+        try:
+            payload = explain_pair(one, root / pair.slug, Layout(args.results).explain_runs(pair.slug))
+            progress.say(f"explained {pair.title}: {payload['verdict']}")
+        except CellsFailedError as exc:
+            entry["not_explained"] = f"a re-run failed: {exc.message}"
+            progress.warn(f"--explain: {pair.title}: {entry['not_explained']}")
+        except Exception as exc:  # one pair's failure is that pair's: the others and the report go on
+            entry["not_explained"] = f"{type(exc).__name__}: {exc}"
+            progress.warn(f"--explain: {pair.title}: {entry['not_explained']}\n{traceback.format_exc()}")
+        last = time.monotonic() - begun
+        entry["seconds"] = round(last, 1)
+    fileio.write_text(root / explained.INDEX_JSON, json.dumps({"pairs": index}, indent=1) + "\n")

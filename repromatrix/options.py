@@ -176,6 +176,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("history", "keep a timeline of published runs in --out (history.json, history/), continuing the "
            "previous site's history.json when given one that exists", ("reporting",), ("--history",), type=Path,
            metavar="HISTORY_JSON", nargs="?", const=Path("-")),
+    # -- from where, exactly (matrix --explain)
+    Option("explain", "after the run, trace the N pairs whose bits differ where they should not (repromatrix "
+           "explain on each, worst first) into --out/explain/: a section each in the report", ("explaining",),
+           ("--explain",), default=0, type=int, metavar="N"),
+    Option("explain_budget", "seconds --explain may take in all: no pair starts that would overrun it",
+           ("explaining",), ("--explain-budget",), default=900.0, type=float, metavar="SECONDS"),
     # -- what to change ([advise]; the advise command)
     Option("across", "make the cells agree across this axis: cpus, host or tf (comma-separated: a question each)",
            ("advise",), ("--across",), "advise.across", default=["cpus"], kind=list, type=csv, metavar="AXIS,...",

@@ -21,11 +21,11 @@ from repromatrix.explain import (
     Variable,
     Verdict,
     align,
-    describe_size,
     explain,
     first_weight_difference,
 )
 from repromatrix.harness.trace import Phase, trace_dir
+from repromatrix.reporting.explained import describe_size
 from tests.conftest import NEWEST_TF
 
 REPO = Path(__file__).resolve().parent.parent

@@ -127,6 +127,11 @@ class Layout:
     def lock(self) -> Path:
         return self.root / self.LOCK
 
+    def explain_runs(self, pair: str) -> Path:
+        """Where `matrix --explain` re-runs one pair, untraced and traced: a results folder of its own, in a
+        dot-folder, which `cells()` passes over, so the matrix's report never reads its records."""
+        return self.root / ".explain" / pair
+
     def cells(self) -> Iterator[tuple[str, CellLayout]]:
         if not self.root.is_dir():
             return
