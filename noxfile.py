@@ -100,7 +100,7 @@ def advise(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def version_sweep(session: nox.Session) -> None:
-    """Regenerate docs/version-sweep/ from a real run: every TF line 2.12–2.21 × oneDNN on/off."""
+    """Regenerate docs/version-sweep/ from a real run: every TF line 2.12–2.21 × oneDNN on/off × Keras 3/2."""
     repromatrix(session, "matrix", "--matrix", "docs/version-sweep/matrix.toml", "--backend", "local",
                 "--results", "results/version-sweep", "--out", "docs/version-sweep")  # fmt: skip
 
