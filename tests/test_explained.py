@@ -17,17 +17,23 @@ from repromatrix.errors import CellsFailedError
 from repromatrix.reporting import explained
 from tests.test_matter import OFF, ON, logits, two_cells, write
 
+_OP = {
+    "index_a": 97, "index_b": 97, "type": "MatMul", "type_b": "MatMul", "name": "", "layer": "sequential/dense_1",
+    "phase": "predict", "call": 0, "step": 1, "inputs_matched": True, "attrs_differ": False, "certain": True,
+    "why": "its inputs are equal on both sides", "kernel": "Eigen vs oneDNN (eager rewrite)",
+    "size": {"max_abs": 1.5e-8, "values_differing": 6, "of": 10, "max_ulps": 8},
+}  # fmt: skip
+_SIDES = [
+    {"cell": OFF, "repeat": 0, "tensorflow": "2.21.0", "keras": "3.12.0", "onednn": "off"},
+    {"cell": ON, "repeat": 0, "tensorflow": "2.21.0", "keras": "3.12.0", "onednn": "on"},
+]
 PAYLOAD = {
     "title": f"cnn_like-seeded: {OFF} vs {ON}",
     "verdict": "kernel numerics",
-    "sides": [{"cell": OFF, "repeat": 0, "tensorflow": "2.21.0", "keras": "3.12.0", "onednn": "off"},
-              {"cell": ON, "repeat": 0, "tensorflow": "2.21.0", "keras": "3.12.0", "onednn": "on"}],  # fmt: skip
+    "sides": _SIDES,
     "outputs": {"untraced": ["model1.predictions"], "traced": ["model1.predictions"]},
     "weights": None,
-    "op": {"index_a": 97, "index_b": 97, "type": "MatMul", "type_b": "MatMul", "name": "", "layer": "sequential/dense_1",
-           "phase": "predict", "call": 0, "step": 1, "inputs_matched": True, "attrs_differ": False, "certain": True,
-           "why": "its inputs are equal on both sides", "size": {"max_abs": 1.5e-8, "values_differing": 6, "of": 10,
-           "max_ulps": 8}, "kernel": "Eigen vs oneDNN (eager rewrite)"},  # fmt: skip
+    "op": _OP,
     "alignment": {"ops_a": 136, "ops_b": 136, "matched": 136, "exact": True, "unmatched_before_cause": 0},
     "notes": [],
 }
@@ -75,7 +81,7 @@ def test_an_explained_pair_is_a_section_of_every_rendering_and_a_missing_one_say
     html = (out / "report.html").read_text()
     assert 'id="explained-1"' in html and 'id="not-explained"' in html and "sequential/dense_1" in html
     entries = json.loads((out / "report.json").read_text())["explained"]
-    assert [(e["verdict"] if "verdict" in e else None, e["not_explained"]) for e in entries] == [
+    assert [(e.get("verdict"), e["not_explained"]) for e in entries] == [
         ("kernel numerics", ""), (None, "the budget of 60 s was spent")]  # fmt: skip
 
 
